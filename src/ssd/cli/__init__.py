@@ -1,0 +1,1 @@
+"""Command-line layer: parses arguments, calls the library, prints. Nothing below it prints or exits."""

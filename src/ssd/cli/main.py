@@ -1,0 +1,48 @@
+"""The ``ssd`` command: one sub-command per module in this package.
+
+Each sub-command module exposes ``add_parser(subparsers)`` (registering its parser with
+``set_defaults(run=...)``) and a ``run(args) -> int``. Library errors (:class:`ssd.errors.SSDError`,
+missing files) become one line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+# sub-command modules under ssd.cli, in the order `ssd --help` lists them
+COMMANDS = ("summary",)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ssd", description="SSD detectors for COCO and MLCommons Cognata")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name in COMMANDS:
+        importlib.import_module(f"ssd.cli.{name}").add_parser(subparsers)
+    return parser
+
+
+def run_command(args: argparse.Namespace) -> int:
+    """Run a parsed command, turning user-facing errors into a message and exit status 2."""
+    from ssd.errors import SSDError
+
+    try:
+        return int(args.run(args) or 0)
+    except (SSDError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return run_command(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
