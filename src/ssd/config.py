@@ -348,8 +348,7 @@ class _Parser:
             raise self.error(f"{name}.block_no", f"expected one of {sorted(geometry.EDITABLE_BLOCKS)}, got {block_no}")
         convs_raw = raw.get("conv") or {}
         if block_no == 0:
-            convs = {1: self.conv(convs_raw, f"{name}.conv")}
-            return BackboneEdit(block_no=0, layer=0, convs=convs, downsample_stride=None)
+            return BackboneEdit(block_no=0, layer=0, convs=((1, self.conv(convs_raw, f"{name}.conv")),), downsample_stride=None)
         if isinstance(convs_raw, (list, tuple)):  # reference form: [{1: {...}, 2: {...}}]
             merged: dict[Any, Any] = {}
             for item in convs_raw:
@@ -374,7 +373,7 @@ class _Parser:
             if not isinstance(downsample, dict) or "stride" not in downsample:
                 raise self.error(f"{name}.downsample", f"expected a mapping with a stride, got {downsample!r}")
             stride = self.pair(downsample["stride"], f"{name}.downsample.stride", minimum=1)
-        return BackboneEdit(block_no=block_no, layer=layer, convs=convs, downsample_stride=stride)
+        return BackboneEdit(block_no=block_no, layer=layer, convs=tuple(sorted(convs.items())), downsample_stride=stride)
 
     def _check_stated_sizes(self, raw: dict[str, Any], model: ModelConfig) -> None:
         stated = raw.get("feat_size")

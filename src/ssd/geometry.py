@@ -29,12 +29,12 @@ class BackboneEdit:
     """A change to the ResNet backbone, as the reference's ``backbone`` entries describe it.
 
     ``block_no`` indexes ``list(resnet.children())``: 0 is the stem convolution, 4-6 are layer1-3.
-    ``convs`` maps a bottleneck's conv number (1, 2, 3) to its new spec.
+    ``convs`` pairs a bottleneck's conv number (1, 2, 3) with its new spec (a tuple, so configs hash).
     """
 
     block_no: int
     layer: int
-    convs: dict[int, ConvSpec]
+    convs: tuple[tuple[int, ConvSpec], ...]
     downsample_stride: tuple[int, int] | None
 
 
@@ -67,7 +67,7 @@ DEFAULT_BACKBONE_EDITS = (
     BackboneEdit(
         block_no=6,
         layer=0,
-        convs={1: ConvSpec((1, 1), (1, 1), (0, 0)), 2: ConvSpec((3, 3), (1, 1), (1, 1))},
+        convs=((1, ConvSpec((1, 1), (1, 1), (0, 0))), (2, ConvSpec((3, 3), (1, 1), (1, 1)))),
         downsample_stride=(1, 1),
     ),
 )
@@ -103,11 +103,11 @@ def resnet_specs(edits: tuple[BackboneEdit, ...]) -> tuple[ConvSpec, tuple[Bottl
             bottlenecks[(block_no, layer)] = BottleneckSpec(block_no, layer, convs, downsample)
     for edit in edits:
         if edit.block_no == 0:
-            stem = _edited(stem, edit.convs[1], "backbone stem conv")
+            stem = _edited(stem, dict(edit.convs)[1], "backbone stem conv")
             continue
         spec = bottlenecks[(edit.block_no, edit.layer)]
         convs = list(spec.convs)
-        for number, new in edit.convs.items():
+        for number, new in edit.convs:
             convs[number - 1] = _edited(convs[number - 1], new, f"backbone block {edit.block_no}[{edit.layer}].conv{number}")
         downsample = spec.downsample_stride if edit.downsample_stride is None else edit.downsample_stride
         bottlenecks[(edit.block_no, edit.layer)] = replace(spec, convs=tuple(convs), downsample_stride=downsample)
