@@ -63,7 +63,6 @@ class ModelConfig:
     extra_blocks: tuple[ExtraBlockSpec, ...] = ()
     out_channels: tuple[int, ...] = ()
     middle_channels: tuple[int, ...] = ()
-    width_mult: float = 1.0
     variances: tuple[float, float] = (0.1, 0.2)
 
     @property
@@ -312,7 +311,6 @@ class _Parser:
             raise self.error("model.steps", f"SSDLite has {geometry.SSDLITE_NUM_MAPS} maps, got {num_maps}")
         if len(set(boxes_per_location)) != 1:
             raise self.error("model.aspect_ratios", "SSDLite heads need the same number of ratios on every map")
-        width_mult = self.number(raw.get("width_mult", 1.0), "model.width_mult")
         ones = (ConvSpec((3, 3), (1, 1), (1, 1)),) * num_maps
         head = HeadSpec(num_defaults=boxes_per_location, loc=ones, conf=ones)
         try:
@@ -321,7 +319,7 @@ class _Parser:
             raise self.error("model.image_size", str(exc)) from exc
         return ModelConfig(
             arch="ssdlite", image_size=image_size, steps=steps, scales=scales, aspect_ratios=aspect_ratios,
-            head=head, feature_sizes=feature_sizes, width_mult=width_mult,
+            head=head, feature_sizes=feature_sizes,
         )
 
     def _extra_block(self, raw: Any, name: str) -> ExtraBlockSpec:

@@ -9,28 +9,47 @@ from __future__ import annotations
 
 import torch
 from torch import Tensor
-from torchvision.ops import box_iou
 
 from ssd.box_ops import DEFAULT_VARIANCES, cxcywh_to_xyxy, encode_offsets, xyxy_to_cxcywh
 
-# anchors per IoU chunk: 2**18 anchors x 500 boxes x 4 bytes = 512 MiB at worst
-DEFAULT_CHUNK = 1 << 18
+# IoU entries per chunk (boxes x anchors): small enough to stay in cache, which measured ~3x faster
+# than whole-image planes at 8 MP, and bounded memory whatever the number of boxes.
+CHUNK_ELEMENTS = 1 << 19
+
+
+def iou_with_anchors(gt_boxes: Tensor, anchor_coords: Tensor, anchor_areas: Tensor) -> Tensor:
+    """IoU ``[G, K]`` of ground truth ``[G, 4]`` (xyxy) with anchors given column-wise.
+
+    Same numbers as ``torchvision.ops.box_iou(gt_boxes, anchors)``, but each step runs on a
+    contiguous ``[G, K]`` plane in place instead of ``[G, K, 2]`` temporaries, which makes the 8 MP
+    case (40 boxes x 776k anchors) several times faster.
+
+    Args:
+        anchor_coords: ``[4, K]`` anchor x1, y1, x2, y2 rows; ``anchor_areas``: ``[K]``.
+    """
+    x1, y1, x2, y2 = (gt_boxes[:, i : i + 1] for i in range(4))
+    inter_w = torch.minimum(x2, anchor_coords[2]).sub_(torch.maximum(x1, anchor_coords[0])).clamp_(min=0)
+    inter_h = torch.minimum(y2, anchor_coords[3]).sub_(torch.maximum(y1, anchor_coords[1])).clamp_(min=0)
+    inter = inter_w.mul_(inter_h)
+    gt_areas = (x2 - x1) * (y2 - y1)
+    union = (gt_areas + anchor_areas).sub_(inter)
+    return inter.div_(union)
 
 
 def match_anchors(
-    gt_boxes: Tensor, anchors_xyxy: Tensor, iou_threshold: float = 0.5, chunk_size: int = DEFAULT_CHUNK
+    gt_boxes: Tensor, anchor_coords: Tensor, iou_threshold: float = 0.5, chunk_elements: int = CHUNK_ELEMENTS
 ) -> tuple[Tensor, Tensor]:
     """Match one image's ground truth to anchors.
 
     Args:
         gt_boxes: ``[G, 4]`` ground-truth boxes, xyxy, normalised like the anchors.
-        anchors_xyxy: ``[A, 4]`` anchors, xyxy.
+        anchor_coords: ``[4, A]`` anchors column-wise (x1, y1, x2, y2 rows), see :func:`anchor_columns`.
     Returns:
         ``matched_gt [A]`` (index of each anchor's ground-truth box) and ``positive [A]`` (bool).
         With no ground truth every anchor is negative.
     """
-    num_anchors = anchors_xyxy.shape[0]
-    device = anchors_xyxy.device
+    num_anchors = anchor_coords.shape[1]
+    device = anchor_coords.device
     if gt_boxes.numel() == 0:
         return torch.zeros(num_anchors, dtype=torch.long, device=device), torch.zeros(num_anchors, dtype=torch.bool, device=device)
     num_gt = gt_boxes.shape[0]
@@ -38,8 +57,11 @@ def match_anchors(
     matched_gt = torch.empty(num_anchors, dtype=torch.long, device=device)
     gt_best_iou = torch.full((num_gt,), -1.0, dtype=gt_boxes.dtype, device=device)
     gt_best_anchor = torch.zeros(num_gt, dtype=torch.long, device=device)
+    areas = (anchor_coords[2] - anchor_coords[0]) * (anchor_coords[3] - anchor_coords[1])
+    chunk_size = max(1024, chunk_elements // num_gt)
     for start in range(0, num_anchors, chunk_size):
-        iou = box_iou(gt_boxes, anchors_xyxy[start : start + chunk_size])  # [G, chunk]
+        stop = start + chunk_size
+        iou = iou_with_anchors(gt_boxes, anchor_coords[:, start:stop], areas[start:stop])  # [G, chunk]
         best_iou[start : start + iou.shape[1]], matched_gt[start : start + iou.shape[1]] = iou.max(dim=0)
         chunk_best, chunk_arg = iou.max(dim=1)
         better = chunk_best > gt_best_iou  # strict: the first maximum wins, as one global max would
@@ -55,6 +77,11 @@ def match_anchors(
     return matched_gt, positive
 
 
+def anchor_columns(anchors_xyxy: Tensor) -> Tensor:
+    """``[A, 4]`` xyxy anchors -> ``[4, A]`` contiguous rows, the layout :func:`match_anchors` reads."""
+    return anchors_xyxy.t().contiguous()
+
+
 class TargetEncoder:
     """Turns ground truth into the loss's targets for a fixed set of anchors.
 
@@ -68,13 +95,11 @@ class TargetEncoder:
         anchors_cxcywh: Tensor,
         iou_threshold: float = 0.5,
         variances: tuple[float, float] = DEFAULT_VARIANCES,
-        chunk_size: int = DEFAULT_CHUNK,
     ):
         self.anchors_cxcywh = anchors_cxcywh
-        self.anchors_xyxy = cxcywh_to_xyxy(anchors_cxcywh)
+        self.anchor_coords = anchor_columns(cxcywh_to_xyxy(anchors_cxcywh))
         self.iou_threshold = iou_threshold
         self.variances = variances
-        self.chunk_size = chunk_size
 
     @property
     def num_anchors(self) -> int:
@@ -82,14 +107,14 @@ class TargetEncoder:
 
     def to(self, device: torch.device | str) -> "TargetEncoder":
         """A copy whose anchors live on ``device`` (encode on the training device)."""
-        return TargetEncoder(self.anchors_cxcywh.to(device), self.iou_threshold, self.variances, self.chunk_size)
+        return TargetEncoder(self.anchors_cxcywh.to(device), self.iou_threshold, self.variances)
 
     def __call__(self, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
         """One image: ``boxes [G, 4]``, ``labels [G]`` -> ``offsets [A, 4]``, ``labels [A]``."""
-        device = self.anchors_xyxy.device
+        device = self.anchors_cxcywh.device
         boxes = boxes.to(device=device, dtype=torch.float32)
         labels = labels.to(device=device, dtype=torch.long)
-        matched_gt, positive = match_anchors(boxes, self.anchors_xyxy, self.iou_threshold, self.chunk_size)
+        matched_gt, positive = match_anchors(boxes, self.anchor_coords, self.iou_threshold)
         anchor_labels = torch.zeros(self.num_anchors, dtype=torch.long, device=device)
         offsets = torch.zeros(self.num_anchors, 4, dtype=torch.float32, device=device)
         if positive.any():

@@ -1,0 +1,25 @@
+"""Detector networks built from a config."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from ssd.config import Config, ModelConfig
+from ssd.models.ssd_resnet import SSD
+from ssd.models.ssdlite import SSDLite
+
+__all__ = ["build_model", "SSD", "SSDLite"]
+
+
+def build_model(config: Config | ModelConfig, num_classes: int, backbone_weights: str | Path | None = None) -> nn.Module:
+    """The network for ``config`` with ``num_classes`` classes (background included).
+
+    ``backbone_weights``: None (random backbone), a path to ImageNet weights, or ``"imagenet"`` for
+    the file in torchvision's cache. Nothing is downloaded.
+    """
+    model_config = config.model if isinstance(config, Config) else config
+    if num_classes < 2:
+        raise ValueError(f"num_classes counts the background and must be at least 2, got {num_classes}")
+    network = SSDLite if model_config.arch == "ssdlite" else SSD
+    return network(model_config, num_classes, backbone_weights)

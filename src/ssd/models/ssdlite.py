@@ -1,0 +1,79 @@
+"""SSDLite-MobileNetV2 at 300x300, working (the reference's version does not run).
+
+The reference taps block 14's expansion output with a forward hook writing a module-level dict
+(wrong with several models or threads) and pairs its 3,000-box model with 2,000 default boxes. Here
+the tap is explicit in ``forward`` and the config spells out both orientations of each aspect ratio,
+so the heads' 6 boxes per location match the 3,000 default boxes. Parameter names follow the
+reference (``feature_extractor.feature_extractor.*``, ``additional_blocks``, ``loc``, ``conf``).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import Tensor, nn
+from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
+from torchvision.models.mobilenetv2 import InvertedResidual
+
+from ssd.config import ModelConfig
+from ssd.models.backbone_weights import load_backbone_weights
+from ssd.models.heads import flatten_predictions, xavier_init
+
+TAP_BLOCK = 14  # its expansion output (576 channels, stride 16) is the first prediction map
+HEAD_CHANNELS = (576, 1280, 512, 256, 256, 64)
+
+
+class MobileNetV2(nn.Module):
+    """MobileNetV2 features returning (block 14 expansion output, final 1280-channel map)."""
+
+    def __init__(self, weights: str | Path | None = None):
+        super().__init__()
+        network = mobilenet_v2(weights=None)
+        if weights is not None:
+            load_backbone_weights(network, weights, Path(MobileNet_V2_Weights.IMAGENET1K_V1.url).name)
+        self.feature_extractor = network.features
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        x = self.feature_extractor[:TAP_BLOCK](x)
+        tap_block = self.feature_extractor[TAP_BLOCK]
+        tapped = tap_block.conv[0](x)  # stride-2 block: no residual connection to skip
+        x = tap_block.conv[1:](tapped)
+        return tapped, self.feature_extractor[TAP_BLOCK + 1 :](x)
+
+
+def separable_head(in_channels: int, out_channels: int) -> nn.Sequential:
+    """Depthwise 3x3 -> BN -> ReLU6 -> pointwise 1x1."""
+    return nn.Sequential(
+        nn.Conv2d(in_channels, in_channels, kernel_size=3, padding=1, groups=in_channels),
+        nn.BatchNorm2d(in_channels),
+        nn.ReLU6(),
+        nn.Conv2d(in_channels, out_channels, kernel_size=1),
+    )
+
+
+class SSDLite(nn.Module):
+    """SSDLite-MobileNetV2: ``forward`` returns ``(locs [N, 4, A], confs [N, C, A])``."""
+
+    def __init__(self, model_config: ModelConfig, num_classes: int, backbone_weights: str | Path | None = None):
+        super().__init__()
+        self.num_classes = num_classes
+        self.feature_extractor = MobileNetV2(backbone_weights)
+        self.additional_blocks = nn.ModuleList(
+            [
+                InvertedResidual(1280, 512, stride=2, expand_ratio=0.2),
+                InvertedResidual(512, 256, stride=2, expand_ratio=0.25),
+                InvertedResidual(256, 256, stride=2, expand_ratio=0.5),
+                InvertedResidual(256, 64, stride=2, expand_ratio=0.25),
+            ]
+        )
+        num_defaults = model_config.head.num_defaults
+        self.loc = nn.ModuleList(separable_head(c, nd * 4) for c, nd in zip(HEAD_CHANNELS, num_defaults))
+        self.conf = nn.ModuleList(separable_head(c, nd * num_classes) for c, nd in zip(HEAD_CHANNELS, num_defaults))
+        xavier_init(self.additional_blocks, self.loc, self.conf)
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        tapped, x = self.feature_extractor(x)
+        features = [tapped, x]
+        for block in self.additional_blocks:
+            x = block(x)
+            features.append(x)
+        return flatten_predictions(features, self.loc, self.conf, self.num_classes)

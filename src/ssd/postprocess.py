@@ -1,0 +1,58 @@
+"""Decoding raw network outputs into detections: the reference's rules, batched over images and classes."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor
+from torchvision.ops import batched_nms
+
+from ssd.box_ops import DEFAULT_VARIANCES, decode_offsets
+
+
+def postprocess(
+    locs: Tensor,
+    confs: Tensor,
+    anchors: Tensor,
+    *,
+    score_threshold: float = 0.05,
+    nms_threshold: float = 0.5,
+    max_per_class: int = 200,
+    max_detections: int = 200,
+    image_sizes: Sequence[tuple[int, int]] | None = None,
+    variances: tuple[float, float] = DEFAULT_VARIANCES,
+) -> list[dict[str, Tensor]]:
+    """Turn ``locs [N, 4, A]`` and ``confs [N, C, A]`` into detections, one dict per image.
+
+    Softmax over classes; for every class but background, the ``max_per_class`` highest scores above
+    ``score_threshold``; NMS at ``nms_threshold`` within each class of each image (one
+    ``batched_nms`` call for the whole batch); then the ``max_detections`` best per image.
+
+    Returns dicts with ``boxes [K, 4]`` (x1, y1, x2, y2, normalised to [0, 1], or pixels of the image
+    when ``image_sizes`` gives its (height, width)), ``scores [K]`` (descending) and ``labels [K]``.
+    As in the reference, boxes are not clipped to the image. The reference suppresses boxes with IoU
+    >= the threshold, torchvision those with IoU > it: they differ only at exact equality.
+    """
+    num_images, num_classes, num_anchors = confs.shape
+    boxes = decode_offsets(locs.float().transpose(1, 2), anchors.to(locs.device), variances)  # [N, A, 4]
+    scores = torch.softmax(confs.float(), dim=1)[:, 1:, :]  # [N, C-1, A], background dropped
+    k = min(max_per_class, num_anchors)
+    top_scores, top_anchor = scores.topk(k, dim=2)  # [N, C-1, k]
+    keep = top_scores > score_threshold
+    image_index, class_index, _ = keep.nonzero(as_tuple=True)
+    cand_scores = top_scores[keep]
+    cand_anchor = top_anchor[keep]
+    cand_boxes = boxes[image_index, cand_anchor]
+    groups = image_index * num_classes + class_index
+    kept = batched_nms(cand_boxes, cand_scores, groups, nms_threshold)  # sorted by descending score
+
+    kept_image = image_index[kept]
+    results = []
+    for n in range(num_images):
+        mine = kept[kept_image == n][:max_detections]
+        image_boxes = cand_boxes[mine]
+        if image_sizes is not None:
+            height, width = image_sizes[n]
+            image_boxes = image_boxes * image_boxes.new_tensor([width, height, width, height])
+        results.append({"boxes": image_boxes, "scores": cand_scores[mine], "labels": class_index[mine] + 1})
+    return results
