@@ -1,0 +1,64 @@
+import pytest
+import torch
+
+from ssd.anchors import default_boxes
+from ssd.box_ops import xyxy_to_cxcywh
+from ssd.config import load_config
+from ssd.loss import MultiBoxLoss
+from ssd.matching import TargetEncoder
+from reference_impl import reference_encode, reference_loss
+
+
+def _batch(seed, num_images=3, num_classes=5):
+    generator = torch.Generator().manual_seed(seed)
+    anchors = default_boxes(load_config("coco_300x300"))
+    encoder = TargetEncoder(anchors)
+    all_boxes, all_labels = [], []
+    for n in range(num_images):
+        count = n * 2  # the first image has no boxes
+        low = torch.rand(count, 2, generator=generator) * 0.6
+        boxes = torch.cat((low, low + 0.05 + torch.rand(count, 2, generator=generator) * 0.3), 1)
+        all_boxes.append(boxes)
+        all_labels.append(torch.randint(1, num_classes, (count,), generator=generator))
+    offsets, labels = encoder.encode_batch(all_boxes, all_labels)
+    locs = torch.randn(num_images, 4, anchors.shape[0], generator=generator)
+    confs = torch.randn(num_images, num_classes, anchors.shape[0], generator=generator)
+    return anchors, all_boxes, all_labels, offsets, labels, locs, confs
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_equal_to_reference_loss_and_gradients(seed):
+    anchors, boxes, labels, offsets, anchor_labels, locs, confs = _batch(seed)
+    gloc = []
+    for b, l in zip(boxes, labels):
+        matched = reference_encode(anchors, b, l)[0] if b.numel() else anchors.clone()
+        gloc.append(matched.t())
+    ref_locs, ref_confs = locs.clone().requires_grad_(), confs.clone().requires_grad_()
+    expected = reference_loss(anchors, ref_locs, ref_confs, torch.stack(gloc), anchor_labels)
+    expected.backward()
+    locs.requires_grad_(), confs.requires_grad_()
+    got = MultiBoxLoss()(locs, confs, offsets, anchor_labels)
+    got.total.backward()
+    assert got.total.item() == pytest.approx(expected.item(), rel=1e-5)
+    assert torch.allclose(locs.grad, ref_locs.grad, atol=1e-6)
+    assert torch.allclose(confs.grad, ref_confs.grad, atol=1e-6)
+    assert (got.localisation + got.classification).item() == pytest.approx(got.total.item())
+
+
+def test_zero_positives_gives_zero_loss():
+    num_anchors, num_classes = 100, 4
+    locs = torch.randn(2, 4, num_anchors, requires_grad=True)
+    confs = torch.randn(2, num_classes, num_anchors, requires_grad=True)
+    parts = MultiBoxLoss()(locs, confs, torch.zeros(2, num_anchors, 4), torch.zeros(2, num_anchors, dtype=torch.long))
+    assert parts.total.item() == 0.0
+    parts.total.backward()
+    assert confs.grad.abs().sum() == 0
+
+
+def test_negatives_capped_at_anchor_count():
+    # 3 of 4 anchors positive: 9 negatives wanted, only 4 anchors exist
+    labels = torch.tensor([[1, 1, 1, 0]])
+    confs = torch.zeros(1, 2, 4)
+    parts = MultiBoxLoss()(torch.zeros(1, 4, 4), confs, torch.zeros(1, 4, 4), labels)
+    expected = reference_loss(torch.full((4, 4), 0.5), torch.zeros(1, 4, 4), confs, torch.full((1, 4, 4), 0.5), labels)
+    assert parts.total.item() == pytest.approx(expected.item())

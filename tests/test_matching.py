@@ -1,0 +1,102 @@
+import pytest
+import torch
+from torchvision.ops import box_iou
+
+from ssd.anchors import default_boxes
+from ssd.box_ops import cxcywh_to_xyxy, decode_offsets, xyxy_to_cxcywh
+from ssd.config import load_config
+from ssd.matching import TargetEncoder, anchor_columns, iou_with_anchors, match_anchors
+from reference_impl import reference_encode
+
+
+def _anchors():
+    return default_boxes(load_config("coco_300x300"))
+
+
+def _random_boxes(generator, count):
+    low = torch.rand(count, 2, generator=generator) * 0.7
+    size = torch.rand(count, 2, generator=generator) * 0.3 + 0.02
+    return torch.cat((low, low + size), dim=1)
+
+
+def test_iou_matches_torchvision():
+    generator = torch.Generator().manual_seed(0)
+    boxes, anchors = _random_boxes(generator, 7), cxcywh_to_xyxy(_anchors())
+    coords = anchor_columns(anchors)
+    areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
+    assert torch.allclose(iou_with_anchors(boxes, coords, areas), box_iou(boxes, anchors), atol=1e-6)
+
+
+def test_no_boxes_gives_all_background():
+    encoder = TargetEncoder(_anchors())
+    offsets, labels = encoder(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert labels.shape == (8732,) and not labels.any() and not offsets.any()
+
+
+def test_box_equal_to_an_anchor_is_matched_with_zero_offsets():
+    anchors = _anchors()
+    box = cxcywh_to_xyxy(anchors[1000:1001])
+    offsets, labels = TargetEncoder(anchors)(box, torch.tensor([7]))
+    assert labels[1000] == 7
+    assert offsets[1000].abs().max() < 1e-5
+
+
+def test_two_boxes_wanting_one_anchor_the_later_wins():
+    anchors = _anchors()
+    box = cxcywh_to_xyxy(anchors[500:501])
+    boxes = torch.cat((box, box))
+    matched, positive = match_anchors(boxes, anchor_columns(cxcywh_to_xyxy(anchors)))
+    assert positive[500] and matched[500] == 1
+    _, labels = TargetEncoder(anchors)(boxes, torch.tensor([3, 5]))
+    assert labels[500] == 5
+
+
+def test_tiny_box_is_forced_onto_its_best_anchor():
+    anchors = _anchors()
+    box = torch.tensor([[0.50, 0.50, 0.51, 0.51]])  # IoU far below 0.5 with every anchor
+    _, labels = TargetEncoder(anchors)(box, torch.tensor([2]))
+    assert (labels == 2).sum() == 1
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_equal_to_reference_encode(seed):
+    generator = torch.Generator().manual_seed(seed)
+    anchors = _anchors()
+    boxes = _random_boxes(generator, 1 + seed * 5)
+    labels = torch.randint(1, 81, (boxes.shape[0],), generator=generator)
+    ref_boxes, ref_labels = reference_encode(anchors, boxes, labels)
+    offsets, got_labels = TargetEncoder(anchors)(boxes, labels)
+    assert torch.equal(got_labels, ref_labels)
+    positive = ref_labels > 0
+    decoded = decode_offsets(offsets[positive], anchors[positive])
+    assert torch.allclose(decoded, cxcywh_to_xyxy(ref_boxes[positive]), atol=1e-5)
+
+
+def test_chunked_matching_equals_one_chunk():
+    generator = torch.Generator().manual_seed(3)
+    boxes = _random_boxes(generator, 30)
+    coords = anchor_columns(cxcywh_to_xyxy(_anchors()))
+    whole = match_anchors(boxes, coords, chunk_elements=10**9)
+    chunked = match_anchors(boxes, coords, chunk_elements=1)  # 1024-anchor chunks
+    assert torch.equal(whole[0][whole[1]], chunked[0][chunked[1]]) and torch.equal(whole[1], chunked[1])
+
+
+def test_round_trip_encode_decode():
+    anchors = _anchors()
+    generator = torch.Generator().manual_seed(1)
+    boxes = _random_boxes(generator, 5)
+    offsets, labels = TargetEncoder(anchors)(boxes, torch.arange(1, 6))
+    positive = labels > 0
+    decoded = decode_offsets(offsets[positive], anchors[positive])
+    assert torch.allclose(decoded, boxes[labels[positive] - 1], atol=1e-5)
+    assert torch.allclose(xyxy_to_cxcywh(cxcywh_to_xyxy(anchors)), anchors, atol=1e-6)
+
+
+def test_encode_batch_stacks_images():
+    encoder = TargetEncoder(_anchors())
+    generator = torch.Generator().manual_seed(2)
+    boxes = [_random_boxes(generator, 3), torch.zeros(0, 4)]
+    labels = [torch.tensor([1, 2, 3]), torch.zeros(0, dtype=torch.long)]
+    offsets, anchor_labels = encoder.encode_batch(boxes, labels)
+    assert offsets.shape == (2, 8732, 4) and anchor_labels.shape == (2, 8732)
+    assert anchor_labels[0].any() and not anchor_labels[1].any()

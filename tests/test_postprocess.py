@@ -1,0 +1,72 @@
+import pytest
+import torch
+
+from ssd.anchors import default_boxes
+from ssd.box_ops import cxcywh_to_xyxy, encode_offsets, xyxy_to_cxcywh
+from ssd.config import load_config
+from ssd.postprocess import postprocess
+from reference_impl import reference_decode
+
+
+def _anchors():
+    return default_boxes(load_config("coco_300x300"))
+
+
+def test_all_background_gives_no_detections():
+    anchors = _anchors()
+    confs = torch.zeros(2, 5, anchors.shape[0])
+    confs[:, 0] = 20.0
+    results = postprocess(torch.zeros(2, 4, anchors.shape[0]), confs, anchors)
+    assert len(results) == 2
+    assert all(r["boxes"].shape == (0, 4) and r["scores"].numel() == 0 and r["labels"].numel() == 0 for r in results)
+
+
+def test_round_trip_and_pixel_boxes():
+    anchors = _anchors()
+    box = torch.tensor([[0.2, 0.3, 0.5, 0.7]])
+    index = 4000
+    locs = torch.zeros(1, 4, anchors.shape[0])
+    locs[0, :, index] = encode_offsets(xyxy_to_cxcywh(box), anchors[index : index + 1])[0]
+    confs = torch.zeros(1, 3, anchors.shape[0])
+    confs[0, 0] = 10.0
+    confs[0, 2, index] = 20.0
+    (result,) = postprocess(locs, confs, anchors, image_sizes=[(200, 400)])
+    assert result["labels"].tolist() == [2]
+    assert torch.allclose(result["boxes"], torch.tensor([[80.0, 60.0, 200.0, 140.0]]), atol=1e-3)
+    (normalised,) = postprocess(locs, confs, anchors)
+    assert torch.allclose(normalised["boxes"], box, atol=1e-5)
+
+
+def _sorted_detections(boxes, scores, labels):
+    order = sorted(range(len(scores)), key=lambda i: (-float(scores[i]), int(labels[i])))
+    return boxes[order], scores[order], labels[order]
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_equal_to_reference_decode(seed):
+    generator = torch.Generator().manual_seed(seed)
+    anchors = _anchors()
+    locs = torch.randn(2, 4, anchors.shape[0], generator=generator) * 0.5
+    confs = torch.randn(2, 6, anchors.shape[0], generator=generator) * 3
+    expected = reference_decode(anchors, locs, confs, nms_threshold=0.5, max_output=100)
+    results = postprocess(locs, confs, anchors, nms_threshold=0.5, max_detections=100)
+    for got, (ref_boxes, ref_scores, ref_labels) in zip(results, expected):
+        assert got["scores"].shape == ref_scores.shape
+        boxes, scores, labels = _sorted_detections(ref_boxes, ref_scores, ref_labels)
+        assert torch.allclose(got["scores"], scores, atol=1e-6)
+        assert torch.equal(got["labels"], labels)
+        assert torch.allclose(got["boxes"], boxes, atol=1e-5)
+
+
+def test_limits_are_parameters():
+    anchors = _anchors()
+    generator = torch.Generator().manual_seed(0)
+    locs = torch.randn(1, 4, anchors.shape[0], generator=generator)
+    confs = torch.randn(1, 4, anchors.shape[0], generator=generator)
+    (few,) = postprocess(locs, confs, anchors, max_detections=7)
+    assert few["scores"].numel() == 7
+    (strict,) = postprocess(locs, confs, anchors, score_threshold=0.99)
+    assert strict["scores"].numel() == 0
+    (per_class,) = postprocess(locs, confs, anchors, max_per_class=3, nms_threshold=1.0, max_detections=500)
+    assert per_class["scores"].numel() == 9  # 3 classes x 3, nothing suppressed
+    assert torch.all(per_class["scores"][:-1] >= per_class["scores"][1:])
