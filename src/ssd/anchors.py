@@ -25,14 +25,14 @@ def default_boxes(config: Config | ModelConfig) -> Tensor:
         small, large = model.scales[k], model.scales[k + 1]
         sizes = [(small, small), (math.sqrt(small * large),) * 2]
         sizes += [(small * math.sqrt(a), small / math.sqrt(a)) for a in model.aspect_ratios[k]]
-        wh = torch.tensor(sizes, dtype=torch.float64) / torch.tensor([width, height], dtype=torch.float64)
+        wh = torch.tensor(sizes, dtype=torch.float32) / torch.tensor([width, height], dtype=torch.float32)
         step = model.steps[k]
-        cx = (torch.arange(cols, dtype=torch.float64) + 0.5) * step / width
-        cy = (torch.arange(rows, dtype=torch.float64) + 0.5) * step / height
-        boxes = torch.empty(len(sizes), rows, cols, 4, dtype=torch.float64)
+        cx = (torch.arange(cols, dtype=torch.float32) + 0.5) * step / width
+        cy = (torch.arange(rows, dtype=torch.float32) + 0.5) * step / height
+        boxes = torch.empty(len(sizes), rows, cols, 4, dtype=torch.float32)
         boxes[..., 0] = cx.view(1, 1, cols)
         boxes[..., 1] = cy.view(1, rows, 1)
         boxes[..., 2] = wh[:, 0].view(-1, 1, 1)
         boxes[..., 3] = wh[:, 1].view(-1, 1, 1)
         per_map.append(boxes.reshape(-1, 4))
-    return torch.cat(per_map).to(torch.float32).clamp_(0.0, 1.0)
+    return torch.cat(per_map).clamp_(0.0, 1.0)

@@ -1,4 +1,10 @@
-"""The SSD multibox loss with the reference's semantics and one partial sort instead of two full ones."""
+"""The SSD multibox loss with the reference's semantics, computed where it is non-zero.
+
+Only positives and the mined negatives contribute to the loss (a few thousand of ~780k anchors at
+8 MP), so after one gradient-free cross-entropy pass over every anchor to rank the negatives, the
+differentiable part runs on the gathered few. This replaces the reference's two full argsorts and
+its dense backward pass; values and gradients are the same.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -19,16 +25,19 @@ class LossParts:
     classification: Tensor
 
 
+def _gather_anchors(values: Tensor, index: Tensor) -> Tensor:
+    """``values [N, D, A]`` at anchors ``index [N, K]`` -> ``[N, D, K]``."""
+    return values.gather(2, index.unsqueeze(1).expand(-1, values.shape[1], -1))
+
+
 class MultiBoxLoss(nn.Module):
     """Smooth-L1 on positives + cross-entropy with 3:1 hard negative mining, per image / positives.
 
     Per image: loc = sum over positive anchors of Smooth-L1 (beta 1) summed over the 4 offsets;
-    conf = cross-entropy summed over positives and the ``3 * positives`` (capped at the anchor count)
-    anchors with the highest cross-entropy once positives are zeroed out; (loc + conf) / positives,
-    0 for an image without positives; then the mean over the batch.
-
-    The reference ranks negatives with two full argsorts of every anchor's loss; a ``topk`` of the
-    largest needed count selects the same set (up to ties) for a fraction of the work.
+    conf = cross-entropy summed over positives and over the ``3 * positives`` (capped at the anchor
+    count) anchors with the highest cross-entropy once positives are zeroed out -- as in the
+    reference, a positive can be picked as a "negative" too when negatives run short, and then
+    counts twice; (loc + conf) / positives, 0 for an image without positives; mean over the batch.
     """
 
     def forward(self, locs: Tensor, confs: Tensor, target_offsets: Tensor, target_labels: Tensor) -> LossParts:
@@ -39,24 +48,33 @@ class MultiBoxLoss(nn.Module):
         """
         positive = target_labels > 0
         num_positive = positive.sum(dim=1)
-        smooth_l1 = F.smooth_l1_loss(locs.float().transpose(1, 2), target_offsets, reduction="none").sum(dim=2)
-        loc_loss = (smooth_l1 * positive).sum(dim=1)
-
-        cross_entropy = F.cross_entropy(confs.float(), target_labels, reduction="none")  # [N, A]
-        mining_scores = cross_entropy.detach().masked_fill(positive, 0.0)
         num_anchors = target_labels.shape[1]
         num_negative = torch.clamp(NEGATIVES_PER_POSITIVE * num_positive, max=num_anchors)
-        k = int(num_negative.max())  # one host sync per step; the reference has it too (its sort)
-        if k > 0:
-            hardest = mining_scores.topk(k, dim=1, sorted=True).indices
-            chosen = torch.arange(k, device=locs.device)[None, :] < num_negative[:, None]
-            negative_loss = (cross_entropy.gather(1, hardest) * chosen).sum(dim=1)
-        else:
-            negative_loss = cross_entropy.new_zeros(cross_entropy.shape[0])
-        conf_loss = (cross_entropy * positive).sum(dim=1) + negative_loss
+        # The one host sync of the step: gathered sizes must be known (the reference syncs in its sorts).
+        max_positive, max_negative = torch.stack((num_positive.max(), num_negative.max())).tolist()
 
-        has_positive = (num_positive > 0).float()
-        per_image = has_positive / num_positive.float().clamp(min=1e-6)
+        with torch.no_grad():
+            mining_scores = F.cross_entropy(confs.float(), target_labels, reduction="none").masked_fill_(positive, 0.0)
+            negative_index = mining_scores.topk(max_negative, dim=1).indices
+            # positives first: a top-k over the mask returns them, then padding marked invalid
+            positive_values, positive_index = positive.to(torch.uint8).topk(max_positive, dim=1)
+        ranks = torch.arange(max_negative, device=confs.device)
+        negative_weight = (ranks[None, :] < num_negative[:, None]).float()
+        positive_weight = positive_values.float()
+
+        picked_locs = _gather_anchors(locs, positive_index).float()
+        picked_offsets = target_offsets.gather(1, positive_index.unsqueeze(2).expand(-1, -1, 4)).transpose(1, 2)
+        smooth_l1 = F.smooth_l1_loss(picked_locs, picked_offsets, reduction="none").sum(dim=1)
+        loc_loss = (smooth_l1 * positive_weight).sum(dim=1)
+
+        picked = torch.cat((positive_index, negative_index), dim=1)
+        weights = torch.cat((positive_weight, negative_weight), dim=1)
+        cross_entropy = F.cross_entropy(
+            _gather_anchors(confs, picked).float(), target_labels.gather(1, picked), reduction="none"
+        )
+        conf_loss = (cross_entropy * weights).sum(dim=1)
+
+        per_image = (num_positive > 0).float() / num_positive.float().clamp(min=1e-6)
         localisation = (loc_loss * per_image).mean()
         classification = (conf_loss * per_image).mean()
         return LossParts(total=localisation + classification, localisation=localisation, classification=classification)
