@@ -1,0 +1,93 @@
+"""``ssd data synth`` (synthetic datasets in the real formats) and ``ssd data stats`` (what a loader keeps and skips)."""
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from ssd.config import load_config
+from ssd.data.stats import DatasetStats, coco_stats, cognata_stats
+from ssd.data.synth import synth_coco, synth_cognata
+
+FORMATS = ("coco", "cognata")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"300x400"`` -> (300, 400), height first."""
+    try:
+        height, width = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 300x300, got {text!r}")
+    if height <= 0 or width <= 0:
+        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    return height, width
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("data", help="write synthetic datasets; print dataset statistics")
+    actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
+
+    synth = actions.add_parser("synth", help="write a deterministic synthetic dataset in the real COCO or Cognata layout")
+    synth.add_argument("--format", required=True, type=str.lower, choices=FORMATS, help="on-disk format")
+    synth.add_argument("--out", required=True, type=Path, help="output folder (the dataset root)")
+    synth.add_argument("--images", type=positive_int, default=500, help="number of images (default 500)")
+    synth.add_argument("--size", type=parse_size, default=(300, 300), help="image size HxW (default 300x300)")
+    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+
+    stats = actions.add_parser("stats", help="images, objects per class and size, and every skipped file or object")
+    stats.add_argument("--dataset", required=True, type=str.lower, choices=FORMATS, help="dataset format")
+    stats.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
+    stats.add_argument("--config", help="config whose dataset section selects Cognata scenarios, cameras and rules")
+    stats.add_argument("--cache-dir", type=Path, help="index cache folder when the dataset folder is read-only")
+    stats.add_argument("--strict", action="store_true", help="stop at the first bad input")
+    stats.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.action == "synth":
+        return _synth(args)
+    return _stats(args)
+
+
+def _synth(args: argparse.Namespace) -> int:
+    writer = synth_coco if args.format == "coco" else synth_cognata
+    result = writer(args.out, args.images, size=args.size, seed=args.seed)
+    print(f"wrote {result.images} {args.format} images with {result.objects} objects to {result.root}")
+    return 0
+
+
+def _stats(args: argparse.Namespace) -> int:
+    if args.dataset == "coco":
+        stats = coco_stats(args.data_path, strict=args.strict)
+    else:
+        kwargs = {}
+        if args.config:
+            section = load_config(args.config).dataset
+            kwargs = {"folders": section.folders, "cameras": section.cameras, "ignore_classes": section.ignore_classes}
+            if not section.use_label_info:
+                kwargs["label_spec"] = None
+        stats = cognata_stats(args.data_path, cache_dir=args.cache_dir, strict=args.strict, **kwargs)
+    print(json.dumps(stats.to_dict()) if args.json else format_stats(stats))
+    return 0
+
+
+def format_stats(stats: DatasetStats) -> str:
+    """The human-readable report."""
+    lines = [f"{stats.dataset} dataset at {stats.root}", f"images kept:  {stats.images}", f"objects kept: {stats.objects}", "per class:"]
+    width = max((len(name) for name in stats.per_class), default=0)
+    lines += [f"  {name:<{width}}  {count}" for name, count in stats.per_class.items()]
+    lines.append("object sizes (original pixels): " + ", ".join(f"{k}: {v}" for k, v in stats.sizes.items()))
+    if stats.side_px:
+        lines.append("box side sqrt(area): " + ", ".join(f"{k} {v:.1f}" for k, v in stats.side_px.items()))
+    lines.append(f"skipped: {len(stats.skipped)}")
+    lines += [f"  {item['path']}: {item['reason']}" for item in stats.skipped]
+    return "\n".join(lines)
+

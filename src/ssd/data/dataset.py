@@ -1,0 +1,265 @@
+"""The dataset both formats share: an annotation table in memory, images decoded on demand.
+
+Item contract (what the trainer relies on): ``dataset[i] -> (image, target)`` with ``image`` a
+float32 ``[3, H, W]`` tensor (normalised, at the transform's size) and ``target`` a dict with
+``boxes`` (float32 ``[G, 4]``, xyxy, normalised to [0, 1] of the image), ``labels`` (int64 ``[G]``,
+contiguous 1..C-1), ``image_id`` (int) and ``orig_size`` ((H, W) of the original image).
+
+An image that fails to decode is recorded as a problem and the next readable image is returned in
+its place (its own ``image_id``), so an epoch never dies on one bad file; the target then also
+carries ``load_problems``, which :class:`ssd.data.loader.DetectionLoader` takes off and records on
+the main process's dataset (a worker's copy of the dataset is not the caller's).
+"""
+from __future__ import annotations
+
+import re
+import warnings
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+from torchvision import tv_tensors
+from torchvision.io import ImageReadMode, decode_image
+from torchvision.transforms.v2 import functional as F
+
+from ssd.data.labels import LabelMap
+from ssd.data.problems import CorruptImageError, Problem, ProblemLog
+from ssd.data.transforms import ColorNormalize
+
+# images tried, from the requested index on, before a run of unreadable images becomes an error
+MAX_SUBSTITUTES = 16
+
+Transform = Callable[[tv_tensors.Image, dict[str, Any]], tuple[Tensor, dict[str, Any]]]
+
+
+def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> Tensor:
+    """Decode an image file to a uint8 RGB tensor ``[3, H, W]``.
+
+    Raises :class:`CorruptImageError` when the file cannot be read or decoded, or its size is not
+    ``expected_size`` (H, W) (annotations would not fit it).
+    """
+    try:
+        data = torch.from_numpy(np.fromfile(path, dtype=np.uint8))
+    except OSError as exc:
+        raise CorruptImageError(f"cannot read: {exc.strerror or exc}") from exc
+    if data.numel() == 0:
+        raise CorruptImageError("empty file")
+    try:
+        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
+            warnings.simplefilter("ignore", DeprecationWarning)
+            image = decode_image(data, mode=ImageReadMode.RGB)
+    except RuntimeError as exc:
+        raise CorruptImageError(f"cannot decode: {re.sub(r'^.*?[.]cpp:[0-9]+, ', '', str(exc))}") from exc
+    if image.dtype != torch.uint8:  # 16-bit PNG
+        image = F.to_dtype(image, torch.uint8, scale=True)
+    size = (image.shape[-2], image.shape[-1])
+    if expected_size is not None and size != tuple(expected_size):
+        raise CorruptImageError(f"decoded size {size[0]}x{size[1]} differs from the annotated {expected_size[0]}x{expected_size[1]}")
+    return image
+
+
+@dataclass
+class Annotations:
+    """Per-image records as flat arrays (cheap to share with loader workers).
+
+    Image ``i`` owns objects ``offsets[i]:offsets[i + 1]``. Boxes are xyxy in original-image pixels;
+    crowd boxes (COCO) are kept for evaluation and left out of training targets.
+    """
+
+    paths: list[str]  # image paths relative to the dataset root
+    sizes: np.ndarray  # [N, 2] int64 (H, W)
+    image_ids: np.ndarray  # [N] int64
+    offsets: np.ndarray  # [N + 1] int64
+    boxes: np.ndarray  # [O, 4] float32
+    labels: np.ndarray  # [O] int64, 1..C-1
+    iscrowd: np.ndarray  # [O] bool
+    areas: np.ndarray  # [O] float32, area reported for evaluation
+
+    @classmethod
+    def from_lists(
+        cls,
+        paths: Sequence[str],
+        sizes: Sequence[tuple[int, int]],
+        image_ids: Sequence[int],
+        boxes: Sequence[np.ndarray],
+        labels: Sequence[np.ndarray],
+        iscrowd: Sequence[np.ndarray] | None = None,
+        areas: Sequence[np.ndarray] | None = None,
+    ) -> "Annotations":
+        """Build from per-image arrays (``boxes[i]`` is ``[G_i, 4]``); areas default to w * h."""
+        counts = [len(b) for b in boxes]
+        flat_boxes = _concat(boxes, np.float32).reshape(-1, 4)
+        wh = flat_boxes[:, 2:] - flat_boxes[:, :2]
+        return cls(
+            paths=list(paths),
+            sizes=np.asarray(sizes, dtype=np.int64).reshape(-1, 2),
+            image_ids=np.asarray(image_ids, dtype=np.int64),
+            offsets=np.concatenate(([0], np.cumsum(counts, dtype=np.int64))),
+            boxes=flat_boxes,
+            labels=_concat(labels, np.int64),
+            iscrowd=_concat(iscrowd, bool) if iscrowd is not None else np.zeros(len(flat_boxes), bool),
+            areas=_concat(areas, np.float32) if areas is not None else (wh[:, 0] * wh[:, 1]).astype(np.float32),
+        )
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def objects(self, index: int) -> slice:
+        """Rows of image ``index`` in the object arrays."""
+        return slice(int(self.offsets[index]), int(self.offsets[index + 1]))
+
+
+def _concat(parts: Sequence[np.ndarray], dtype: Any) -> np.ndarray:
+    """Per-image arrays -> one flat array (boxes are reshaped to rows of 4 by the caller)."""
+    if not len(parts):
+        return np.zeros(0, dtype)
+    return np.concatenate([np.asarray(p, dtype).reshape(-1) for p in parts])
+
+
+class DetectionDataset(Dataset):
+    """Images under ``root`` with their annotations; see the module docstring for the item contract.
+
+    Attributes:
+        problems: bad input found so far (:class:`ProblemLog`, iterable of :class:`Problem`).
+        filtered: objects and images left out by the dataset's rules (not errors), per reason;
+            for Cognata over the whole scanned selection, before the split.
+        label_spec: the :class:`LabelMap` (save ``label_spec.to_dict()`` with checkpoints).
+        eval_category_ids: ``category_id`` of each label in :meth:`coco_ground_truth`.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        annotations: Annotations,
+        label_spec: LabelMap,
+        eval_category_ids: Sequence[int],
+        transform: Transform | None,
+        problems: ProblemLog,
+        filtered: Counter[str] | None = None,
+    ):
+        self.root = Path(root)
+        self.annotations = annotations
+        self.label_spec = label_spec
+        self.eval_category_ids = tuple(eval_category_ids)
+        self.transform = transform if transform is not None else ColorNormalize()  # original size, normalised
+        self.problems = problems
+        self.filtered = filtered if filtered is not None else Counter()
+        self._unreadable: set[int] = set()
+
+    # -- label information ------------------------------------------------------------------------
+    @property
+    def class_names(self) -> list[str]:
+        """Names by label; index 0 is ``"background"``."""
+        return list(self.label_spec.class_names)
+
+    @property
+    def label_map(self) -> dict[int, int]:
+        """Dataset class id -> contiguous label."""
+        return self.label_spec.label_map
+
+    @property
+    def num_classes(self) -> int:
+        """Number of labels, background included."""
+        return self.label_spec.num_classes
+
+    def label_to_category_id(self, labels: Tensor | Sequence[int]) -> Tensor:
+        """Contiguous labels -> the ``category_id`` of :meth:`coco_ground_truth` (for results files)."""
+        table = torch.tensor(self.eval_category_ids, dtype=torch.long)
+        return table[torch.as_tensor(labels, dtype=torch.long).cpu()]
+
+    # -- items ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.annotations)
+
+    def image_path(self, index: int) -> Path:
+        return self.root / self.annotations.paths[index]
+
+    def orig_size(self, index: int) -> tuple[int, int]:
+        height, width = self.annotations.sizes[index]
+        return int(height), int(width)
+
+    def target_pixels(self, index: int) -> tuple[Tensor, Tensor]:
+        """Training boxes ``[G, 4]`` (xyxy, original pixels) and labels ``[G]`` of an image, crowd left out."""
+        part = self.annotations.objects(index)
+        keep = ~self.annotations.iscrowd[part]
+        boxes = torch.from_numpy(self.annotations.boxes[part][keep])
+        labels = torch.from_numpy(self.annotations.labels[part][keep])
+        return boxes, labels
+
+    def load_image(self, index: int) -> Tensor:
+        """Decoded uint8 ``[3, H, W]`` image; raises :class:`CorruptImageError`."""
+        return read_image(self.image_path(index), self.orig_size(index))
+
+    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+        found: list[Problem] = []
+        count = len(self)
+        for step in range(min(MAX_SUBSTITUTES, count)):
+            candidate = (index + step) % count
+            if candidate in self._unreadable:
+                continue
+            try:
+                image = self.load_image(candidate)
+            except CorruptImageError as exc:
+                problem = Problem(str(self.image_path(candidate)), f"corrupt image: {exc}")
+                self.problems.report(problem)  # raises in strict mode
+                self._unreadable.add(candidate)
+                found.append(problem)
+                continue
+            image, target = self._make_item(candidate, image)
+            if found:
+                target["load_problems"] = found
+            return image, target
+        raise CorruptImageError(f"{self.root}: no readable image among {MAX_SUBSTITUTES} tried from index {index}")
+
+    def _make_item(self, index: int, image: Tensor) -> tuple[Tensor, dict[str, Any]]:
+        height, width = self.orig_size(index)
+        boxes, labels = self.target_pixels(index)
+        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(height, width)), "labels": labels}
+        image, target = self.transform(tv_tensors.Image(image), target)
+        out_h, out_w = image.shape[-2:]
+        scale = torch.tensor([out_w, out_h, out_w, out_h], dtype=torch.float32)
+        boxes = (target["boxes"].as_subclass(Tensor).to(torch.float32) / scale).clamp_(0.0, 1.0)
+        return image.as_subclass(Tensor), {
+            "boxes": boxes,
+            "labels": target["labels"].to(torch.int64),
+            "image_id": int(self.annotations.image_ids[index]),
+            "orig_size": (height, width),
+        }
+
+    # -- evaluation -------------------------------------------------------------------------------
+    def coco_ground_truth(self) -> dict[str, Any]:
+        """The dataset's ground truth as a COCO dict (``images``, ``annotations``, ``categories``).
+
+        Boxes are ``[x, y, w, h]`` in original-image pixels; ``category_id`` is
+        ``eval_category_ids[label]`` (see :meth:`label_to_category_id`). Crowd boxes are included
+        with ``iscrowd: 1`` so the evaluator ignores detections on them.
+        """
+        ann = self.annotations
+        images = [
+            {"id": int(image_id), "width": int(w), "height": int(h), "file_name": path}
+            for path, image_id, (h, w) in zip(ann.paths, ann.image_ids.tolist(), ann.sizes.tolist())
+        ]
+        owner = np.repeat(ann.image_ids, np.diff(ann.offsets))
+        xywh = np.concatenate([ann.boxes[:, :2], ann.boxes[:, 2:] - ann.boxes[:, :2]], axis=1).astype(np.float64)
+        category = np.asarray(self.eval_category_ids, dtype=np.int64)[ann.labels]
+        annotations = [
+            {"id": k + 1, "image_id": image_id, "category_id": cat, "bbox": box, "area": area, "iscrowd": crowd}
+            for k, (image_id, cat, box, area, crowd) in enumerate(
+                zip(owner.tolist(), category.tolist(), xywh.tolist(), ann.areas.astype(np.float64).tolist(), ann.iscrowd.astype(int).tolist())
+            )
+        ]
+        categories = [
+            {"id": self.eval_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
+        ]
+        return {"images": images, "annotations": annotations, "categories": categories}
+
+    def record_load_problems(self, problems: Sequence[Problem]) -> None:
+        """Record problems a loader worker found (already logged there)."""
+        for problem in problems:
+            self.problems.report(problem, quiet=True)

@@ -1,0 +1,120 @@
+"""Dataset statistics: what the loaders keep, per class and size, and everything they skip and why."""
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ssd.config import DEFAULT_IGNORE_CLASSES
+from ssd.data.coco import SPLITS as COCO_SPLITS
+from ssd.data.coco import CocoDataset, annotation_file
+from ssd.data.cognata import COGNATA_LABELS, KEPT, PROBLEM_CODES, describe_object, scan_cognata, select_objects
+from ssd.data.labels import LabelMap
+from ssd.data.problems import DataError, ProblemLog
+
+# COCO's object size buckets, by area in original-image pixels
+SMALL_AREA = 32**2
+LARGE_AREA = 96**2
+
+
+@dataclass
+class DatasetStats:
+    """Kept images and objects, objects per class name and size, and skipped files and objects."""
+
+    dataset: str
+    root: str
+    images: int = 0
+    objects: int = 0
+    per_class: dict[str, int] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    side_px: dict[str, float] = field(default_factory=dict)
+    skipped: list[dict[str, str]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _size_summary(stats: DatasetStats, boxes: np.ndarray) -> None:
+    """Fill the size buckets and side percentiles from kept boxes ``[K, 4]`` (xyxy pixels)."""
+    area = (boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1])
+    stats.sizes = {
+        f"small (< {SMALL_AREA} px^2)": int((area < SMALL_AREA).sum()),
+        "medium": int(((area >= SMALL_AREA) & (area < LARGE_AREA)).sum()),
+        f"large (>= {LARGE_AREA} px^2)": int((area >= LARGE_AREA).sum()),
+    }
+    if area.size:
+        side = np.sqrt(area)
+        stats.side_px = {"min": float(side.min()), "median": float(np.median(side)), "max": float(side.max())}
+
+
+def _per_class(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
+    counts = np.bincount(labels, minlength=len(class_names))
+    return {class_names[label]: int(counts[label]) for label in range(1, len(class_names))}
+
+
+def cognata_stats(
+    root: str | Path,
+    folders: Sequence[str] = (),
+    cameras: Sequence[str] = (),
+    ignore_classes: Sequence[int] = DEFAULT_IGNORE_CLASSES,
+    label_spec: LabelMap | None = COGNATA_LABELS,
+    cache_dir: str | Path | None = None,
+    strict: bool = False,
+) -> DatasetStats:
+    """Statistics of every frame of the selection (before any split), with the loader's rules."""
+    index = scan_cognata(root, folders, cameras, cache_dir)
+    selection = select_objects(index, ignore_classes, label_spec)
+    problems = ProblemLog(strict)
+    problems.report_all(index.problems)
+    problems.report_all(selection.problems(index))
+    stats = DatasetStats("cognata", str(index.root))
+    kept = selection.reasons == KEPT
+    stats.images = int(selection.usable.sum())
+    stats.objects = int(kept.sum())
+    stats.per_class = _per_class(selection.labels[kept], selection.label_spec.class_names)
+    _size_summary(stats, selection.boxes[kept])
+    stats.skipped = [{"path": p.path, "reason": p.reason} for p in problems]
+    frame_of = index.frame_of_object
+    for k in np.flatnonzero(~kept & ~np.isin(selection.reasons, PROBLEM_CODES)):
+        stats.skipped.append({"path": str(index.root / index.annotations[frame_of[k]]), "reason": describe_object(index, selection, int(k))})
+    for frame in np.flatnonzero(~selection.usable):
+        stats.skipped.append({"path": str(index.root / index.images[frame]), "reason": "frame without a kept object"})
+    return stats
+
+
+def coco_stats(root: str | Path, splits: Sequence[str] = COCO_SPLITS, strict: bool = False) -> DatasetStats:
+    """Statistics of the COCO splits present under ``root``, each under its own rules.
+
+    Training skips images without non-crowd boxes; evaluation keeps them. Crowd boxes are listed
+    as skipped (evaluation only).
+    """
+    present = [s for s in splits if annotation_file(root, s).is_file()]
+    if not present:
+        raise DataError(f"{root}: no COCO annotation file ({', '.join(str(annotation_file(root, s)) for s in splits)})")
+    stats = DatasetStats("coco", str(root))
+    per_class: Counter[str] = Counter()
+    kept_boxes = []
+    for split in present:
+        dataset = CocoDataset(root, split, train=False, strict=strict)
+        ann = dataset.annotations
+        stats.skipped += [{"path": p.path, "reason": p.reason} for p in dataset.problems]
+        for index in range(len(dataset)):
+            part = ann.objects(index)
+            crowd = ann.iscrowd[part]
+            path = str(dataset.image_path(index))
+            stats.skipped += [{"path": path, "reason": "crowd box (evaluation only)"}] * int(crowd.sum())
+            if split == "train" and crowd.all():
+                stats.skipped.append({"path": path, "reason": "image without boxes (skipped in training)"})
+                continue
+            stats.images += 1
+            labels = ann.labels[part][~crowd]
+            stats.objects += len(labels)
+            per_class.update(_per_class(labels, dataset.class_names))
+            kept_boxes.append(ann.boxes[part][~crowd])
+    stats.per_class = dict(per_class)
+    _size_summary(stats, np.concatenate(kept_boxes) if kept_boxes else np.zeros((0, 4), np.float32))
+    return stats

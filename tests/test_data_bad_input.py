@@ -1,0 +1,177 @@
+"""Bad input is recorded with its file name (or raised in strict mode), never crashes an epoch midway."""
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from ssd.data import build_loader
+from ssd.data.coco import CocoDataset
+from ssd.data.cognata import CognataDataset
+from ssd.data.problems import DataError
+from ssd.errors import SSDError
+from ssd.data.synth import synth_coco
+
+SCENARIO, CAMERA = "10001_Urban_Clear_Noon", "Cognata_Camera_01_8M"
+HEADER = ["object_id", "object_class", "object_class_name", "bounding_box_2D", "center_distance", "occlusion"]
+GOOD_ROW = ["1", "8", "Car", "[10, 10, 40, 30]", "20.5", "0"]
+
+
+def write_frame(root: Path, frame: str, rows: list[list[str]], header=HEADER, image: bool = True, size=(48, 64)) -> None:
+    png_dir, ann_dir = root / SCENARIO / f"{CAMERA}_png", root / SCENARIO / f"{CAMERA}_ann"
+    png_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    if image:
+        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(png_dir / f"{frame}.png")
+    if rows is not None:
+        with open(ann_dir / f"{frame}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+@pytest.fixture
+def root(tmp_path: Path) -> Path:
+    root = tmp_path / "cognata"
+    for k in range(4):
+        write_frame(root, f"{k:010d}", [GOOD_ROW])
+    return root
+
+
+def reasons(dataset) -> dict[str, str]:
+    """File name -> reason of every recorded problem."""
+    return {Path(p.path).name: p.reason for p in dataset.problems}
+
+
+def test_corrupt_image_is_replaced_and_recorded(root: Path):
+    png = root / SCENARIO / f"{CAMERA}_png" / "0000000001.png"
+    png.write_bytes(png.read_bytes()[:60])  # header intact, data truncated
+    dataset = CognataDataset(root, "all")
+    assert len(dataset) == 4 and len(dataset.problems) == 0  # the header scan cannot tell
+    images = [dataset[i] for i in range(len(dataset))]  # the epoch goes on
+    assert [t["image_id"] for _, t in images] == [0, 2, 2, 3]
+    assert images[1][1]["load_problems"][0].path.endswith("0000000001.png")
+    assert reasons(dataset)["0000000001.png"].startswith("corrupt image: cannot decode")
+    strict = CognataDataset(root, "all", strict=True)
+    with pytest.raises(DataError, match="0000000001.png: corrupt image"):
+        strict[1]
+
+
+def test_corrupt_image_found_in_a_worker_reaches_the_main_dataset(root: Path):
+    png = root / SCENARIO / f"{CAMERA}_png" / "0000000002.png"
+    png.write_bytes(png.read_bytes()[:60])
+    dataset = CognataDataset(root, "all")
+    loader = build_loader(dataset, 2, train=False, num_workers=1)
+    ids = [t["image_id"] for _, targets in loader for t in targets]
+    assert ids == [0, 1, 3, 3]
+    assert list(reasons(dataset)) == ["0000000002.png"]
+    assert all("load_problems" not in t for _, targets in loader for t in targets)
+
+
+def test_image_that_is_not_a_png_is_found_by_the_scan(root: Path):
+    (root / SCENARIO / f"{CAMERA}_png" / "0000000003.png").write_bytes(b"not a png at all, just text")
+    dataset = CognataDataset(root, "all")
+    assert len(dataset) == 3
+    assert reasons(dataset) == {"0000000003.png": "corrupt image: not a PNG file (bad or truncated header)"}
+
+
+def test_csv_problems(root: Path):
+    write_frame(root, "0000000010", [GOOD_ROW], header=["object_id", "object_class", "bounding_box_2D", "center_distance"])
+    write_frame(root, "0000000011", [GOOD_ROW, ["2", "8", "Car", "[1, 2, 3]", "5", "0"], ["3", "8", "Car"], ["4", "x", "Car", "[1, 1, 20, 20]", "5", "0"]])
+    write_frame(root, "0000000012", [GOOD_ROW, ["2", "77", "Spaceship", "[10, 10, 40, 40]", "5", "0"]])
+    write_frame(root, "0000000013", [["1", "8", "Car", "[-20, 10, 30, 40]", "5", "0"], ["2", "8", "Car", "[100, 10, 130, 40]", "5", "0"],
+                                     ["3", "8", "Car", "[10, 10, 10, 40]", "5", "0"]])
+    write_frame(root, "0000000014", None)  # image without annotation file
+    write_frame(root, "0000000015", [GOOD_ROW], image=False)  # annotation file without image
+    (root / SCENARIO / f"{CAMERA}_ann" / "0000000016.csv").write_bytes(b"")
+    write_frame(root, "0000000016", None)
+    dataset = CognataDataset(root, "all")
+    found = [(Path(p.path).name, p.reason.split(":")[0]) for p in dataset.problems]
+    assert sorted(found) == sorted([
+        ("0000000010.csv", "missing column"),
+        ("0000000011.csv", "malformed row"),
+        ("0000000011.csv", "malformed row"),
+        ("0000000011.csv", "malformed row"),
+        ("0000000012.csv", "unknown class id"),
+        ("0000000013.csv", "zero-area box"),
+        ("0000000013.csv", "box outside the image"),
+        ("0000000013.csv", "box outside the image, clipped"),
+        ("0000000014.png", "image without annotation file"),
+        ("0000000015.csv", "annotation file without image"),
+        ("0000000016.csv", "empty annotation file"),
+    ])
+    assert dataset.problems.counts()["malformed row"] == 3
+    paths = dataset.annotations.paths
+    assert [Path(p).stem for p in paths] == ["0000000000", "0000000001", "0000000002", "0000000003", "0000000011", "0000000012", "0000000013"]
+    clipped = dataset.annotations.boxes[dataset.annotations.objects(paths.index(f"{SCENARIO}/{CAMERA}_png/0000000013.png"))]
+    np.testing.assert_array_equal(clipped, [[0, 10, 30, 40]])
+    with pytest.raises(DataError, match="0000000014.png: image without annotation file"):
+        CognataDataset(root, "all", strict=True)
+
+
+def test_missing_or_empty_dataset_is_one_clear_error(tmp_path: Path):
+    with pytest.raises(SSDError, match=f"{tmp_path / 'nowhere'}: dataset folder does not exist"):
+        CognataDataset(tmp_path / "nowhere")
+    write_frame(tmp_path / "empty", "0000000001", [["1", "8", "Car", "[1, 1, 3, 3]", "5", "0"]])  # too small
+    with pytest.raises(SSDError, match=f"{tmp_path / 'empty'}: no usable frame"):
+        CognataDataset(tmp_path / "empty")
+    with pytest.raises(SSDError, match="missing scenario folder"):
+        CognataDataset(tmp_path / "empty", folders=["10002_Urban_Clear_Morning"], strict=True)
+
+
+@pytest.fixture
+def coco_root(tmp_path: Path) -> Path:
+    return synth_coco(tmp_path / "coco", 15, size=(48, 64), seed=2).root
+
+
+def test_coco_json_that_does_not_parse(coco_root: Path):
+    path = coco_root / "annotations" / "instances_val2017.json"
+    path.write_text(path.read_text()[:-20])
+    with pytest.raises(DataError, match="instances_val2017.json: not a readable JSON file"):
+        CocoDataset(coco_root, "val")
+
+
+def test_coco_bad_annotations(coco_root: Path):
+    path = coco_root / "annotations" / "instances_train2017.json"
+    data = json.loads(path.read_text())
+    image = data["images"][0]
+    bad = [
+        {"id": 900001, "image_id": image["id"], "category_id": 77, "bbox": [1, 1, 10, 10], "iscrowd": 0},
+        {"id": 900002, "image_id": image["id"], "category_id": 1, "bbox": [1, 1, 0, 10], "iscrowd": 0},
+        {"id": 900003, "image_id": image["id"], "category_id": 1, "bbox": [1, 1, "ten", 10], "iscrowd": 0},
+        {"id": 900004, "image_id": image["id"], "category_id": 1, "bbox": [50, 30, 40, 40], "iscrowd": 0},
+        {"id": 900005, "image_id": 123456789, "category_id": 1, "bbox": [1, 1, 10, 10], "iscrowd": 0},
+    ]
+    data["annotations"] += bad
+    data["images"].append({"id": 555, "file_name": "000000000555.jpg", "width": 64, "height": 48})
+    path.write_text(json.dumps(data))
+    shutil.copy(coco_root / "train2017" / image["file_name"], coco_root / "train2017" / "stray.jpg")
+    dataset = CocoDataset(coco_root, "train")
+    found = sorted((Path(p.path).name, p.reason.split(":")[0]) for p in dataset.problems)
+    assert found == sorted([
+        (image["file_name"], "unknown category id"),
+        (image["file_name"], "zero-area box"),
+        (image["file_name"], "malformed bbox"),
+        (image["file_name"], "box outside the image, clipped"),
+        ("instances_train2017.json", "annotation for an unknown image id"),
+        ("000000000555.jpg", "annotated image without image file"),
+        ("stray.jpg", "image file not in instances_train2017.json"),
+    ])
+    index = dataset.annotations.image_ids.tolist().index(image["id"])
+    assert [50.0, 30.0, 64.0, 48.0] in dataset.annotations.boxes[dataset.annotations.objects(index)].tolist()
+    with pytest.raises(DataError):
+        CocoDataset(coco_root, "train", strict=True)
+
+
+def test_coco_corrupt_jpeg_at_load(coco_root: Path):
+    dataset = CocoDataset(coco_root, "val")
+    victim = dataset.image_path(0)
+    victim.write_bytes(victim.read_bytes()[:100])
+    image, target = dataset[0]
+    assert target["image_id"] == int(dataset.annotations.image_ids[1])
+    assert reasons(dataset)[victim.name].startswith("corrupt image")

@@ -1,0 +1,186 @@
+"""Cognata loading on synthetic data: counts, boxes, label maps, split, pairing, file lists, index cache."""
+from __future__ import annotations
+
+import csv
+import random
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ssd.data import build_dataset
+from ssd.data import cognata as cognata_module
+from ssd.data.cognata import CognataDataset, parse_box, read_file_list, scan_cognata, split_frames
+from ssd.data.labels import COGNATA_CLASSES, LabelMap
+from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
+
+FRAMES = 30
+ANN = f"{COGNATA_SCENARIO}/{COGNATA_CAMERA}_ann"
+PNG = f"{COGNATA_SCENARIO}/{COGNATA_CAMERA}_png"
+
+
+@pytest.fixture(scope="module")
+def synth_root(tmp_path_factory) -> Path:
+    return synth_cognata(tmp_path_factory.mktemp("cognata"), FRAMES, size=(64, 96), seed=3).root
+
+
+@pytest.fixture
+def root(synth_root: Path, tmp_path: Path) -> Path:
+    """A private copy, free to damage, without the index caches other tests left."""
+    return Path(shutil.copytree(synth_root, tmp_path / "data", ignore=shutil.ignore_patterns(".ssd_index_*")))
+
+
+def csv_objects(path: Path, ignore=(2, 25, 31)) -> list[tuple[int, list[float]]]:
+    """The objects of a CSV that pass the rules, read independently of the loader."""
+    kept = []
+    with open(path, newline="") as handle:
+        for row in csv.DictReader(handle):
+            x1, y1, x2, y2 = (float(v) for v in row["bounding_box_2D"].strip("[]").split(","))
+            w, h = x2 - x1, y2 - y1
+            if int(row["object_class"]) in ignore or float(row["center_distance"]) > 300 or w < 8 or h < 8 or w * h < 50:
+                continue
+            kept.append((int(row["object_class"]), [x1, y1, x2, y2]))
+    return kept
+
+
+def test_counts_and_boxes_round_trip(synth_root: Path):
+    dataset = CognataDataset(synth_root, "all")
+    expected = {p.stem: csv_objects(p) for p in sorted((synth_root / ANN).glob("*.csv"))}
+    frames_with_objects = [name for name, objects in expected.items() if objects]
+    assert len(dataset) == len(frames_with_objects) > FRAMES // 2
+    assert dataset.filtered["frame without a kept object"] == FRAMES - len(frames_with_objects)
+    assert len(dataset.problems) == 0
+
+    gt = dataset.coco_ground_truth()
+    assert {c["id"] for c in gt["categories"]} == set(range(1, 15))
+    by_image: dict[int, list] = {}
+    for ann in gt["annotations"]:
+        by_image.setdefault(ann["image_id"], []).append(ann)
+    fixed = dict((cid, label) for label, (cid, _) in enumerate(COGNATA_CLASSES))
+    for image in gt["images"]:
+        assert (image["width"], image["height"]) == (96, 64)
+        objects = expected[Path(image["file_name"]).stem]
+        got = sorted((a["category_id"], [a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2], a["bbox"][1] + a["bbox"][3]]) for a in by_image[image["id"]])
+        want = sorted((fixed[cid], box) for cid, box in objects)
+        assert [g[0] for g in got] == [w[0] for w in want]
+        np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-3)
+    assert dataset.label_to_category_id(torch.tensor([4, 9])).tolist() == [4, 9]  # identity for Cognata
+
+
+def test_item_contract(synth_root: Path, tiny_config):
+    dataset = build_dataset("COGNATA", synth_root, "train", tiny_config)
+    image, target = dataset[0]
+    assert image.shape == (3, 64, 128) and image.dtype == torch.float32
+    assert target["boxes"].dtype == torch.float32 and target["boxes"].shape[1] == 4
+    assert ((target["boxes"] >= 0) & (target["boxes"] <= 1)).all()
+    assert target["labels"].dtype == torch.int64 and (target["labels"] >= 1).all()
+    assert target["orig_size"] == (64, 96) and isinstance(target["image_id"], int)
+
+
+def test_label_maps(synth_root: Path):
+    fixed = CognataDataset(synth_root, "all")
+    assert fixed.num_classes == 15 and fixed.class_names[0] == "background"
+    assert fixed.label_map[28] == 1 and fixed.label_map[44] == 14 and fixed.class_names[4] == "Car"
+
+    derived = CognataDataset(synth_root, "all", label_spec=None)
+    # synthetic data has four learnable classes; the map follows their first appearance in file order
+    assert derived.num_classes == 5
+    first_seen = []
+    for path in sorted((synth_root / ANN).glob("*.csv")):
+        if csv_objects(path):
+            with open(path, newline="") as handle:
+                first_seen += [int(r["object_class"]) for r in csv.DictReader(handle) if int(r["object_class"]) not in (2, 25, 31)]
+    assert list(derived.label_spec.category_ids[1:]) == list(dict.fromkeys(first_seen))
+    restored = LabelMap.from_dict(derived.label_spec.to_dict())
+    assert restored == derived.label_spec
+    again = CognataDataset(synth_root, "all", label_spec=restored)
+    assert again.label_map == derived.label_map
+
+
+def test_split_is_the_reference_split(synth_root: Path):
+    count = 17
+    order = list(range(count))
+    random.Random(5).shuffle(order)
+    assert split_frames(count, "train") == order[:14] and split_frames(count, "val") == order[14:]
+    train, val = CognataDataset(synth_root, "train"), CognataDataset(synth_root, "val")
+    every = CognataDataset(synth_root, "all")
+    assert len(train) == round(0.8 * len(every)) and len(train) + len(val) == len(every)
+    assert set(train.annotations.paths).isdisjoint(val.annotations.paths)
+    assert CognataDataset(synth_root, "train").annotations.paths == train.annotations.paths
+
+
+def test_pairing_by_name_with_missing_files(root: Path):
+    frames = sorted(p.stem for p in (root / PNG).glob("*.png"))
+    (root / PNG / f"{frames[2]}.png").unlink()
+    (root / ANN / f"{frames[5]}.csv").unlink()
+    dataset = CognataDataset(root, "all")
+    reasons = {(Path(p.path).name, p.reason) for p in dataset.problems}
+    assert (f"{frames[2]}.csv", "annotation file without image") in reasons
+    assert (f"{frames[5]}.png", "image without annotation file") in reasons
+    gt = dataset.coco_ground_truth()
+    for image in gt["images"]:  # every later frame still carries its own CSV's boxes
+        boxes = sorted([a["bbox"][0], a["bbox"][1]] for a in gt["annotations"] if a["image_id"] == image["id"])
+        want = sorted(box[:2] for _, box in csv_objects(root / ANN / f"{Path(image['file_name']).stem}.csv"))
+        assert boxes == want
+
+
+def test_file_list(synth_root: Path, tmp_path: Path):
+    every = CognataDataset(synth_root, "all")
+    chosen = every.annotations.paths[3:7][::-1]
+    listing = tmp_path / "val_set.csv"
+    with open(listing, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["img", "ann"])
+        for path in chosen:  # MLPerf's file may start paths with a separator
+            writer.writerow(["/" + path, path.replace("_png", "_ann").replace(".png", ".csv")])
+        writer.writerow([f"{PNG}/9999999999.png", "x"])
+    assert read_file_list(listing)[:4] == chosen
+    dataset = CognataDataset(synth_root, file_list=listing)
+    assert dataset.annotations.paths == chosen
+    assert [p.reason for p in dataset.problems] == [f"listed in {listing}: no such paired frame"]
+
+
+def test_index_cache_hit_and_invalidation(root: Path, monkeypatch):
+    calls = []
+    real = cognata_module.scan_frame
+    monkeypatch.setattr(cognata_module, "scan_frame", lambda *a: calls.append(a) or real(*a))
+    first = scan_cognata(root)
+    assert len(calls) == FRAMES and list((root / COGNATA_SCENARIO).glob(".ssd_index_*.npz"))
+    calls.clear()
+    second = scan_cognata(root)
+    assert calls == [] and second.images == first.images
+    np.testing.assert_array_equal(second.boxes, first.boxes)
+    csv_path = sorted((root / ANN).glob("*.csv"))[0]
+    csv_path.write_text(csv_path.read_text() + "99,Car,0,\"[1, 1, 40, 40]\",8,0,10,x\n")
+    third = scan_cognata(root)
+    assert len(calls) == FRAMES and len(third.class_ids) == len(first.class_ids) + 1
+
+
+def test_index_cache_in_fallback_folder_when_data_folder_unwritable(root: Path, tmp_path: Path):
+    # a folder squatting on the cache file's name makes the data folder unwritable for it, even as root
+    (root / COGNATA_SCENARIO / f".ssd_index_{COGNATA_CAMERA}.npz").mkdir()
+    cache_dir = tmp_path / "cache"
+    first = scan_cognata(root, cache_dir=cache_dir)
+    assert len(list(cache_dir.glob("*.npz"))) == 1
+    assert scan_cognata(root, cache_dir=cache_dir).images == first.images
+    assert len(scan_cognata(root).images) == len(first.images)  # no writable place: still works
+
+
+def test_parallel_scan_matches_serial(root: Path, monkeypatch):
+    serial = scan_cognata(root, workers=1, cache_dir=None)
+    for path in (root / COGNATA_SCENARIO).glob(".ssd_index_*"):
+        path.unlink()
+    monkeypatch.setattr(cognata_module, "PARALLEL_MIN_FRAMES", 1)
+    parallel = scan_cognata(root, workers=2)
+    assert parallel.images == serial.images
+    np.testing.assert_array_equal(parallel.boxes, serial.boxes)
+    np.testing.assert_array_equal(parallel.offsets, serial.offsets)
+
+
+def test_parse_box():
+    assert parse_box(" [1, 2.5, 3e1, 40] ") == (1.0, 2.5, 30.0, 40.0)
+    for bad in ("1, 2, 3, 4", "[1, 2, 3]", "[1, 2, 3, nan]", "[__import__('os'), 1, 2, 3]", "[]"):
+        with pytest.raises(ValueError):
+            parse_box(bad)
