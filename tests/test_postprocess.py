@@ -70,3 +70,14 @@ def test_limits_are_parameters():
     (per_class,) = postprocess(locs, confs, anchors, max_per_class=3, nms_threshold=1.0, max_detections=500)
     assert per_class["scores"].numel() == 9  # 3 classes x 3, nothing suppressed
     assert torch.all(per_class["scores"][:-1] >= per_class["scores"][1:])
+
+
+def test_overflowing_boxes_are_dropped():
+    anchors = _anchors()
+    locs = torch.zeros(1, 4, anchors.shape[0])
+    locs[0, 2:, 10] = 1000.0  # exp(200) overflows float32
+    confs = torch.zeros(1, 2, anchors.shape[0])
+    confs[0, 1, 10] = 30.0
+    confs[0, 1, 20] = 20.0
+    (result,) = postprocess(locs, confs, anchors, max_per_class=2)
+    assert torch.isfinite(result["boxes"]).all() and result["scores"].numel() == 1

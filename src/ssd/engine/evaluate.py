@@ -1,0 +1,89 @@
+"""Run a model over a dataset, gather every rank's detections, and score them with COCO mAP."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from ssd.amp import MixedPrecision
+from ssd.distributed import all_gather_objects, broadcast_object
+from ssd.evaluation import EvalResult, detections_to_coco, evaluate_coco, merge_detections
+from ssd.postprocess import postprocess
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """Decoding limits; the defaults are the reference's COCO evaluation (``mlperf()``: Cognata/MLPerf)."""
+
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    max_per_class: int = 200
+    max_detections: int = 200
+
+    @classmethod
+    def mlperf(cls, nms_threshold: float = 0.5) -> "DecodeSettings":
+        return cls(nms_threshold=nms_threshold, max_detections=500)
+
+    def decode(self, locs: torch.Tensor, confs: torch.Tensor, anchors: torch.Tensor, image_sizes) -> list[dict]:
+        return postprocess(
+            locs, confs, anchors, score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
+            max_per_class=self.max_per_class, max_detections=self.max_detections, image_sizes=image_sizes,
+        )
+
+
+@torch.inference_mode()
+def predict_loader(
+    model: nn.Module,
+    loader: DataLoader,
+    anchors: torch.Tensor,
+    device: torch.device,
+    precision: MixedPrecision,
+    settings: DecodeSettings,
+    label_to_category: Callable[[int], int] | dict[int, int],
+    *,
+    channels_last: bool = False,
+    show_progress: bool = False,
+) -> tuple[list[dict[str, Any]], list[int]]:
+    """COCO-results detections (pixels of the original images) and the ids of every image seen."""
+    model.eval()
+    anchors = anchors.to(device)
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    detections: list[dict[str, Any]] = []
+    image_ids: list[int] = []
+    for images, targets in tqdm(loader, desc="evaluating", disable=not show_progress, dynamic_ncols=True, leave=False):
+        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        with precision.autocast():
+            locs, confs = model(images)
+        outputs = settings.decode(locs, confs, anchors, [t["orig_size"] for t in targets])
+        ids = [int(t["image_id"]) for t in targets]
+        detections += detections_to_coco(outputs, ids, label_to_category)
+        image_ids += ids
+    return detections, image_ids
+
+
+def evaluate_predictions(
+    detections: list[dict[str, Any]], image_ids: list[int], ground_truth: dict[str, Any], class_names: dict[int, str] | None
+) -> tuple[EvalResult, int]:
+    """Gather all ranks' detections, score them on rank 0 and share the result with every rank.
+
+    Only the images some rank evaluated are scored. Returns the result and the number of distinct
+    images evaluated (a ``DistributedSampler`` pads by repeating images; each counts once).
+    """
+    gathered = all_gather_objects((detections, image_ids))
+    evaluated = {image_id for _, ids in gathered for image_id in ids}
+    is_main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+    result = _score(merge_detections(dets for dets, _ in gathered), evaluated, ground_truth, class_names) if is_main else None
+    return broadcast_object(result), len(evaluated)
+
+
+def _score(detections: list[dict[str, Any]], evaluated: set[int], ground_truth: dict[str, Any], class_names) -> EvalResult:
+    subset = {
+        **ground_truth,
+        "images": [image for image in ground_truth["images"] if image["id"] in evaluated],
+        "annotations": [ann for ann in ground_truth["annotations"] if ann["image_id"] in evaluated],
+    }
+    return evaluate_coco(subset, detections, class_names=class_names)

@@ -1,0 +1,282 @@
+"""A whole training run: data, model, recipe, resume, per-epoch evaluation, checkpoints, logs.
+
+The loop reads the same with one process or many: every rank trains on its shard, all ranks'
+detections are gathered for evaluation, and rank 0 alone writes checkpoints and logs.
+"""
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.nn.parallel import DistributedDataParallel
+
+from ssd.amp import MixedPrecision
+from ssd.anchors import default_boxes
+from ssd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from ssd.config import Config, ConfigError, load_config
+from ssd.data import build_dataset, build_loader
+from ssd.data.transforms import flip_transform, train_transform
+from ssd.distributed import DistributedContext, all_gather_objects, barrier, cleanup_distributed, mean_over_ranks, setup_distributed
+from ssd.engine.checkpointing import BEST, LAST, atomic_save, epoch_checkpoint_name, rng_state, set_rng_state
+from ssd.engine.evaluate import DecodeSettings, evaluate_predictions, predict_loader
+from ssd.engine.run_log import RunLog
+from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, scaled_learning_rate
+from ssd.engine.train import train_one_epoch
+from ssd.loss import MultiBoxLoss
+from ssd.matching import TargetEncoder
+from ssd.models import build_model
+from ssd.visualize import denormalize, draw_detections
+
+logger = logging.getLogger(__name__)
+NUM_LOGGED_IMAGES = 4
+# the reference's SSD augmentation, or flips only (fast from-scratch training on easy data, the demo)
+TRAIN_AUGMENTATIONS = {"ssd": train_transform, "flip": flip_transform}
+
+
+@dataclass
+class TrainOptions:
+    """Everything a training run is configured by (the CLI's flags, as values)."""
+
+    config: str
+    data_path: Path
+    dataset: str = "cognata"
+    model: str | None = None
+    epochs: int = 65
+    batch_size: int = 32
+    lr: float = 2.6e-3
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    multistep: list[int] = field(default_factory=lambda: [43, 54])
+    optimizer: str = "sgd"
+    augment: str = "ssd"
+    warmup: int = 0
+    no_decay_bn: bool = False
+    amp: bool = False
+    channels_last: bool = False
+    num_workers: int = 4
+    save_folder: Path = Path("trained_models")
+    save_name: str = "SSD"
+    log_path: Path | None = None
+    checkpoint_freq: int = 1
+    pretrained_model: Path | None = None
+    resume: Path | None = None
+    backbone_weights: str | None = None
+    seed: int = 0
+    device: str | None = None
+    local_rank: int | None = None
+    nms_threshold: float = 0.5
+    strict: bool = False
+    show_progress: bool = True
+
+
+@dataclass
+class FitResult:
+    """How a run ended: epochs done, the last and best mAP, and where the checkpoints are."""
+
+    epochs_completed: int
+    last_map: float | None
+    best_map: float | None
+    last_checkpoint: Path
+    best_checkpoint: Path | None
+    images_evaluated: int
+    is_main: bool
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def _check_arch(config: Config, requested: str | None) -> None:
+    if requested is not None and requested != config.model.arch:
+        raise ConfigError(f"--model {requested} but config {config.name!r} describes an {config.model.arch} model")
+
+
+def _config_record(config: Config) -> dict[str, str]:
+    return {"name": config.name, "source": str(config.source), "text": config.source.read_text()}
+
+
+class Trainer:
+    """Holds a run's objects; :meth:`run` trains and evaluates epoch by epoch."""
+
+    def __init__(self, options: TrainOptions, context: DistributedContext):
+        self.options = options
+        self.context = context
+        self.device = context.device
+        self.config = load_config(options.config)
+        _check_arch(self.config, options.model)
+        resume_path = self._resume_path()
+        resumed = read_checkpoint(resume_path, map_location=self.device) if resume_path is not None else None
+        data_options = {"strict": options.strict, "cache_dir": options.save_folder}
+        saved_labels = resumed.get("label_map") if resumed is not None else None
+        augmentation = TRAIN_AUGMENTATIONS[options.augment](self.config.model.image_size)
+        self.train_set = build_dataset(
+            options.dataset, options.data_path, "train", self.config, label_map=saved_labels, transform=augmentation, **data_options
+        )
+        # validation uses the training label map: a first-appearance map must not differ between splits
+        self.val_set = build_dataset(options.dataset, options.data_path, "val", self.config, label_map=self.train_set.label_spec, **data_options)
+        self.train_loader = build_loader(
+            self.train_set, options.batch_size, train=True, num_workers=options.num_workers,
+            distributed=context.is_distributed, seed=options.seed,
+        )
+        self.val_loader = build_loader(
+            self.val_set, options.batch_size, train=False, num_workers=options.num_workers, distributed=context.is_distributed,
+        )
+        self.num_classes = self.train_set.num_classes
+        self.anchors = default_boxes(self.config).to(self.device)
+        self.encoder = TargetEncoder(self.anchors)
+        self.model = build_model(self.config, self.num_classes, options.backbone_weights).to(self.device)
+        if options.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        if options.pretrained_model is not None:
+            load_checkpoint(self.model, options.pretrained_model, map_location=self.device)
+            logger.info("initialised from %s", options.pretrained_model)
+        lr = scaled_learning_rate(options.lr, options.batch_size, context.world_size)
+        self.optimizer = build_optimizer(self.model, lr, options.momentum, options.weight_decay, options.no_decay_bn, options.optimizer)
+        schedule = WarmupMultiStep(options.multistep, len(self.train_loader), options.warmup)
+        self.scheduler = build_scheduler(self.optimizer, schedule)
+        self.precision = MixedPrecision(self.device, options.amp)
+        self.criterion = MultiBoxLoss()
+        self.decode = DecodeSettings.mlperf(options.nms_threshold) if options.dataset.lower() == "cognata" else DecodeSettings(nms_threshold=options.nms_threshold)
+        self.start_epoch = 0
+        self.best_map: float | None = None
+        if resumed is not None:
+            self._resume(resume_path, resumed)
+        self.network = (
+            DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
+            if context.is_distributed else self.model
+        )
+        options.save_folder.mkdir(parents=True, exist_ok=True)
+        self.log = RunLog(options.save_folder / "metrics.csv", options.log_path, enabled=context.is_main)
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def _resume_path(self) -> Path | None:
+        if self.options.resume is not None:
+            if not Path(self.options.resume).is_file():
+                raise CheckpointError(f"--resume: checkpoint not found: {self.options.resume}")
+            return Path(self.options.resume)
+        last = self.options.save_folder / LAST
+        return last if last.is_file() else None
+
+    def _resume(self, path: Path, checkpoint: dict[str, Any]) -> None:
+        if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
+            raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
+        load_checkpoint(self.model, path, map_location=self.device)
+        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self.scheduler.load_state_dict(checkpoint["scheduler"])
+        if "scaler" in checkpoint:
+            self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        states = checkpoint.get("rng", [])
+        if self.context.rank < len(states):
+            set_rng_state(states[self.context.rank])
+        self.start_epoch = int(checkpoint["epoch"]) + 1
+        self.best_map = checkpoint.get("best_map")
+        logger.info("resumed from %s at epoch %d", path, self.start_epoch)
+
+    def _checkpoint(self, epoch: int, mean_ap: float | None) -> dict[str, Any]:
+        return {
+            "epoch": epoch,
+            "model_state_dict": self.model.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "scaler": self.precision.scaler.state_dict(),
+            "rng": all_gather_objects(rng_state()),
+            "config": _config_record(self.config),
+            "arch": self.config.model.arch,
+            "num_classes": self.num_classes,
+            "class_names": list(self.train_set.class_names),
+            "label_map": self.train_set.label_spec.to_dict(),
+            "map": mean_ap,
+            "best_map": self.best_map,
+            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()},
+        }
+
+    def _save(self, epoch: int, mean_ap: float | None, improved: bool) -> None:
+        checkpoint = self._checkpoint(epoch, mean_ap)  # collective (RNG states): every rank takes part
+        if not self.context.is_main:
+            return
+        folder = self.options.save_folder
+        if (epoch + 1) % self.options.checkpoint_freq == 0 or epoch + 1 == self.options.epochs:
+            atomic_save(checkpoint, folder / epoch_checkpoint_name(self.options.save_name, epoch))
+        if improved:
+            atomic_save(checkpoint, folder / BEST)
+        atomic_save(checkpoint, folder / LAST)  # last, so a resume never skips the other writes
+
+    # -- the loop -----------------------------------------------------------------------------
+    def run(self) -> FitResult:
+        options, context = self.options, self.context
+        last_map, images_evaluated = None, 0
+        for epoch in range(self.start_epoch, options.epochs):
+            self.train_loader.set_epoch(epoch)  # the reference never reshuffled between epochs
+            epoch_lr = self.optimizer.param_groups[0]["lr"]
+            stats = train_one_epoch(
+                self.network, self.train_loader, self.encoder, self.criterion, self.optimizer, self.scheduler,
+                self.precision, self.device, epoch, channels_last=options.channels_last,
+                show_progress=options.show_progress and context.is_main,
+            )
+            losses = mean_over_ranks(torch.tensor([stats.loss, stats.localisation, stats.classification], device=self.device)).tolist()
+            detections, image_ids = predict_loader(
+                self.model, self.val_loader, self.anchors, self.device, self.precision, self.decode,
+                dict(enumerate(self.val_set.eval_category_ids)), channels_last=options.channels_last,
+            )
+            result, images_evaluated = evaluate_predictions(detections, image_ids, self.val_set.coco_ground_truth(), None)
+            last_map = result.map
+            improved = self.best_map is None or last_map > self.best_map
+            if improved:
+                self.best_map = last_map
+            self._record(epoch, epoch_lr, stats, losses, result, images_evaluated)
+            self._save(epoch, last_map, improved)
+            barrier()
+        self.log.close()
+        folder = options.save_folder
+        return FitResult(
+            epochs_completed=options.epochs, last_map=last_map, best_map=self.best_map, last_checkpoint=folder / LAST,
+            best_checkpoint=folder / BEST if (folder / BEST).is_file() else None, images_evaluated=images_evaluated, is_main=context.is_main,
+        )
+
+    def _record(self, epoch: int, lr: float, stats, losses: list[float], result, images_evaluated: int) -> None:
+        if not self.context.is_main:
+            return
+        throughput = stats.images_per_second * self.context.world_size
+        scalars = {
+            "train/loss": losses[0], "train/loss_localisation": losses[1], "train/loss_classification": losses[2],
+            "train/lr": lr, "train/images_per_second": throughput, "val/mAP": result.stats[0],
+            "val/AP50": result.stats[1], "val/AP75": result.stats[2],
+        }
+        scalars.update({f"val/AP/{name}": ap for name, ap in result.per_class.items()})
+        self.log.scalars(epoch, scalars)
+        self.log.images("val/predictions", self._prediction_images(), epoch)
+        row = {"epoch": epoch, **{k.split("/", 1)[1]: float(f"{v:.6g}") for k, v in scalars.items()}}
+        self.log.epoch_row({**row, "images_evaluated": images_evaluated})
+        logger.info("epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, losses[0], result.map, throughput)
+
+    @torch.inference_mode()
+    def _prediction_images(self) -> torch.Tensor:
+        self.model.eval()
+        count = min(NUM_LOGGED_IMAGES, len(self.val_set))
+        images = torch.stack([self.val_set[i][0] for i in range(count)]).to(self.device)
+        with self.precision.autocast():
+            locs, confs = self.model(images)
+        height, width = images.shape[-2:]
+        outputs = self.decode.decode(locs, confs, self.anchors, [(height, width)] * count)
+        drawn = [
+            draw_detections(denormalize(image), out["boxes"][:20], out["labels"][:20], out["scores"][:20], self.train_set.class_names)
+            for image, out in zip(images, outputs)
+        ]
+        return torch.stack(drawn)
+
+
+def fit(options: TrainOptions) -> FitResult:
+    """Set up the process group, train, and tear it down again."""
+    context = setup_distributed(options.device, options.local_rank)
+    try:
+        seed_everything(options.seed + context.rank)
+        return Trainer(options, context).run()
+    finally:
+        cleanup_distributed()

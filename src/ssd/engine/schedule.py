@@ -1,0 +1,64 @@
+"""The reference's learning-rate recipe: x0.1 at milestone epochs, plus optional linear warm-up."""
+from __future__ import annotations
+
+import torch
+from torch.optim.lr_scheduler import LambdaLR
+
+REFERENCE_LR = 2.6e-3
+REFERENCE_BATCH = 32
+
+
+def scaled_learning_rate(base_lr: float, batch_size: int, world_size: int) -> float:
+    """lr = base * world_size * per-process batch / 32, as the reference scales it."""
+    return base_lr * world_size * batch_size / REFERENCE_BATCH
+
+
+class WarmupMultiStep:
+    """lr factor for an iteration: linear warm-up over ``warmup`` iterations, x``gamma`` per milestone.
+
+    A callable object rather than a closure so ``LambdaLR.state_dict`` saves its settings.
+    """
+
+    def __init__(self, milestones: list[int], iterations_per_epoch: int, warmup: int = 0, gamma: float = 0.1):
+        self.milestones = sorted(milestones)
+        self.iterations_per_epoch = max(1, iterations_per_epoch)
+        self.warmup = warmup
+        self.gamma = gamma
+
+    def __call__(self, iteration: int) -> float:
+        epoch = iteration // self.iterations_per_epoch
+        factor = self.gamma ** sum(1 for milestone in self.milestones if epoch >= milestone)
+        if iteration < self.warmup:
+            factor *= (iteration + 1) / (self.warmup + 1)
+        return factor
+
+
+OPTIMIZERS = ("sgd", "adamw")
+
+
+def build_optimizer(
+    model: torch.nn.Module, lr: float, momentum: float, weight_decay: float, no_decay_bn: bool, name: str = "sgd"
+) -> torch.optim.Optimizer:
+    """The reference's SGD with Nesterov momentum, or AdamW (fast from-scratch training, e.g. the demo).
+
+    ``no_decay_bn`` exempts BatchNorm weights and all biases from weight decay.
+    """
+    if no_decay_bn:
+        decay, no_decay = [], []
+        for module in model.modules():
+            for param_name, param in module.named_parameters(recurse=False):
+                exempt = isinstance(module, torch.nn.modules.batchnorm._BatchNorm) or param_name == "bias"
+                (no_decay if exempt else decay).append(param)
+        params: list = [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+    else:
+        params = [{"params": list(model.parameters()), "weight_decay": weight_decay}]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr)
+    if name != "sgd":
+        raise ValueError(f"unknown optimizer {name!r}: expected one of {OPTIMIZERS}")
+    return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True)
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupMultiStep) -> LambdaLR:
+    """A per-iteration scheduler following ``schedule``."""
+    return LambdaLR(optimizer, schedule)

@@ -1,0 +1,158 @@
+"""Training: the seed's command, two gloo processes, resume, crash-safe checkpoints, the recipe."""
+from __future__ import annotations
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from ssd.amp import MixedPrecision
+from ssd.checkpoint import read_checkpoint
+from ssd.config import load_config
+from ssd.data import build_dataset
+from ssd.data.synth import synth_cognata
+from ssd.engine.checkpointing import atomic_save
+from ssd.engine.schedule import WarmupMultiStep, build_optimizer, scaled_learning_rate
+from ssd.engine.train import NonFiniteLossError, train_one_epoch
+from ssd.loss import MultiBoxLoss
+from ssd.matching import TargetEncoder
+from ssd.anchors import default_boxes
+from ssd.models import build_model
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY_TRAIN = ["--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--no-progress", "--lr", "0.01"]
+
+
+@pytest.fixture(scope="module")
+def cognata(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("cognata")
+    synth_cognata(root, 20, size=(64, 128), seed=3, objects=(1, 3))
+    return root
+
+
+@pytest.fixture
+def config_path(tiny_config_path: Path) -> Path:
+    return tiny_config_path
+
+
+def _run(args: list[str], timeout: int = 240, env_extra: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
+    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done
+
+
+def _metrics(folder: Path) -> list[dict[str, str]]:
+    with open(folder / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
+    out = tmp_path / "out"
+    _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
+          "--batch-size", "2", "--dataset", "Cognata", "--data-path", str(cognata), "--save-folder", str(out),
+          "--config", str(config_path), "--save-path", "test.pth", "--epoch", "1", "--num-workers", "0", "--device", "cpu"])
+    assert (out / "test_ep0.pth").is_file() and (out / "last.pth").is_file() and (out / "best.pth").is_file()
+    checkpoint = read_checkpoint(out / "last.pth")
+    assert checkpoint["epoch"] == 0 and checkpoint["num_classes"] == 15
+    assert checkpoint["class_names"][4] == "Car"
+    (row,) = _metrics(out)
+    assert float(row["loss"]) > 0 and 0.0 <= float(row["mAP"]) <= 1.0
+
+
+def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, config_path):
+    out = tmp_path / "out"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "train.py",
+          "--dataset", "cognata", "--data-path", str(cognata), "--save-folder", str(out), "--config", str(config_path),
+          "--epochs", "1", *TINY_TRAIN])
+    (row,) = _metrics(out)
+    val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
+    assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
+    assert torch.isfinite(torch.tensor([float(row["loss"]), float(row["loss_localisation"])])).all()
+    checkpoint = read_checkpoint(out / "last.pth")
+    assert len(checkpoint["rng"]) == 2  # each rank's random state
+
+
+def test_resume_continues_the_schedule_and_matches_an_uninterrupted_run(tmp_path, cognata, config_path):
+    common = [sys.executable, "train.py", "--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path),
+              "--multistep", "1", *TINY_TRAIN]
+    _run([*common, "--save-folder", str(tmp_path / "straight"), "--epochs", "2"])
+    _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "1"])
+    _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "2"])  # same command, continues
+    straight, resumed = read_checkpoint(tmp_path / "straight" / "last.pth"), read_checkpoint(tmp_path / "resumed" / "last.pth")
+    assert straight["epoch"] == resumed["epoch"] == 1
+    assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == ["0", "1"]
+    assert resumed["scheduler"]["last_epoch"] == straight["scheduler"]["last_epoch"] > 0
+    lrs = [float(r["lr"]) for r in _metrics(tmp_path / "resumed")]
+    assert lrs[1] == pytest.approx(lrs[0] * 0.1)  # the x0.1 milestone at epoch 1 was applied after resuming
+    for key, value in straight["model_state_dict"].items():
+        assert torch.allclose(value.float(), resumed["model_state_dict"][key].float(), atol=1e-5), key
+
+
+KILLER = """
+import sys, torch
+from pathlib import Path
+from ssd.engine.checkpointing import atomic_save
+path = Path(sys.argv[1])
+payload = {"weights": torch.randn(1_000_000)}
+print("ready", flush=True)
+while True:
+    atomic_save(payload, path)
+"""
+
+
+def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path):
+    path = tmp_path / "last.pth"
+    atomic_save({"weights": torch.zeros(3), "epoch": 0}, path)
+    for delay in (0.05, 0.2, 0.45):
+        process = subprocess.Popen([sys.executable, "-c", KILLER, str(path)], stdout=subprocess.PIPE, text=True)
+        assert process.stdout.readline().strip() == "ready"
+        time.sleep(delay)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        checkpoint = read_checkpoint(path)  # old or new, never truncated
+        assert checkpoint["weights"].numel() in (3, 1_000_000)
+
+
+def test_non_finite_loss_stops_naming_the_step(tiny_config):
+    model = build_model(tiny_config, 3)
+    for param in model.conf.parameters():
+        param.data.fill_(float("nan"))
+    anchors = default_boxes(tiny_config)
+    loader = [(torch.randn(2, 3, 64, 128), [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    with pytest.raises(NonFiniteLossError, match="epoch 3 step 0"):
+        train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
+                        MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 3, show_progress=False)
+
+
+def test_bf16_autocast_step_on_cpu(tiny_config):
+    model = build_model(tiny_config, 3)
+    anchors = default_boxes(tiny_config)
+    loader = [(torch.randn(2, 3, 64, 128), [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    before = model.conf[0].weight.detach().clone()
+    stats = train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
+                            MixedPrecision(torch.device("cpu"), True), torch.device("cpu"), 0, show_progress=False)
+    assert stats.images == 2 and torch.isfinite(torch.tensor(stats.loss))
+    assert not torch.equal(before, model.conf[0].weight)
+
+
+def test_recipe():
+    assert scaled_learning_rate(2.6e-3, 32, 8) == pytest.approx(2.6e-3 * 8)
+    schedule = WarmupMultiStep([2, 3], iterations_per_epoch=10, warmup=4)
+    assert schedule(0) == pytest.approx(1 / 5) and schedule(4) == 1.0
+    assert schedule(19) == 1.0 and schedule(20) == pytest.approx(0.1) and schedule(35) == pytest.approx(0.01)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4))
+    optimizer = build_optimizer(model, 0.1, 0.9, 5e-4, no_decay_bn=True)
+    decay, no_decay = optimizer.param_groups
+    assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])] and len(no_decay["params"]) == 3
+    assert no_decay["weight_decay"] == 0.0 and optimizer.defaults["nesterov"]
