@@ -68,7 +68,12 @@ def load_checkpoint(model: nn.Module, path: str | Path, map_location: str | torc
     bare state dicts, and keys prefixed ``module.`` by DistributedDataParallel.
     """
     checkpoint = read_checkpoint(path, map_location)
-    state = extract_state_dict(checkpoint)
-    check_state_dict(model, state, str(path))
-    model.load_state_dict(state, strict=True)
+    load_model_state(model, checkpoint, str(path))
     return checkpoint
+
+
+def load_model_state(model: nn.Module, checkpoint: Mapping[str, Any], source: str) -> None:
+    """Load the weights of an already read checkpoint dict strictly; errors name ``source``."""
+    state = extract_state_dict(checkpoint)
+    check_state_dict(model, state, source)
+    model.load_state_dict(state, strict=True)

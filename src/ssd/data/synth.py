@@ -34,6 +34,7 @@ NOISE = 6  # background and object noise, +- grey levels
 MIN_DRAWN_SIDE = 8
 MIN_DRAWN_AREA = 50
 PARALLEL_MIN_IMAGES = 64
+OBJECT_SIZE = (0.06, 0.45)  # of the short side: about a quarter of objects small (< 32 px at 300)
 
 
 @dataclass(frozen=True)
@@ -140,14 +141,24 @@ def _draw(image: np.ndarray, rng: np.random.Generator, shape_class: ShapeClass, 
 
 
 def draw_frame(
-    rng: np.random.Generator, height: int, width: int, classes: tuple[ShapeClass, ...], objects: tuple[int, int], extra: tuple[ShapeClass, ...] = ()
+    rng: np.random.Generator,
+    height: int,
+    width: int,
+    classes: tuple[ShapeClass, ...],
+    objects: tuple[int, int],
+    extra: tuple[ShapeClass, ...] = (),
+    object_size: tuple[float, float] = OBJECT_SIZE,
 ) -> tuple[np.ndarray, list[_Drawn]]:
-    """One image ``[H, W, 3]`` uint8 and its drawn objects; ``extra`` classes (e.g. poles) drawn 0-2 times."""
+    """One image ``[H, W, 3]`` uint8 and its drawn objects; ``extra`` classes (e.g. poles) drawn 0-2 times.
+
+    ``object_size`` bounds an object's nominal side as fractions of the image's short side (never
+    under 10 px).
+    """
     base = rng.integers(70, 170) + rng.integers(-12, 13, 3)
     image = np.empty((height, width, 3), dtype=np.uint8)
     image[:] = base.astype(np.uint8)
     short = min(height, width)
-    side_range = (max(10.0, 0.06 * short), 0.45 * short)  # about a quarter of objects small (< 32 px at 300)
+    side_range = (max(10.0, object_size[0] * short), object_size[1] * short)
     count = 0 if rng.random() < EMPTY_FRACTION else int(rng.integers(objects[0], objects[1] + 1))
     taken: list[Nominal] = []
     drawn = []
@@ -222,11 +233,13 @@ def synth_cognata(
     return SynthResult(root, num_images, sum(counts))
 
 
-def _coco_image(folder: Path, seed: int, i: int, size: tuple[int, int], objects: tuple[int, int]) -> tuple[dict, list[dict]]:
+def _coco_image(
+    folder: Path, seed: int, i: int, size: tuple[int, int], objects: tuple[int, int], object_size: tuple[float, float]
+) -> tuple[dict, list[dict]]:
     """Write image ``i`` (JPEG); returns its COCO image entry and annotations (ids filled in later)."""
     height, width = size
     rng = np.random.default_rng([seed, i])
-    image, drawn = draw_frame(rng, height, width, COCO_CLASSES, objects)
+    image, drawn = draw_frame(rng, height, width, COCO_CLASSES, objects, object_size=object_size)
     image_id = i + 1
     file_name = f"{image_id:012d}.jpg"
     Image.fromarray(image).save(folder / file_name, quality=95, subsampling=0)
@@ -240,14 +253,24 @@ def _coco_image(folder: Path, seed: int, i: int, size: tuple[int, int], objects:
     return {"id": image_id, "file_name": file_name, "width": width, "height": height, "license": 0}, annotations
 
 
-def synth_coco(out: str | Path, num_images: int, size: tuple[int, int] = (300, 300), seed: int = 0, objects: tuple[int, int] = (1, 8)) -> SynthResult:
-    """Write ``num_images`` COCO 2017-style images (every fifth in ``val2017``) with their JSON files."""
+def synth_coco(
+    out: str | Path,
+    num_images: int,
+    size: tuple[int, int] = (300, 300),
+    seed: int = 0,
+    objects: tuple[int, int] = (1, 8),
+    object_size: tuple[float, float] = OBJECT_SIZE,
+) -> SynthResult:
+    """Write ``num_images`` COCO 2017-style images (every fifth in ``val2017``) with their JSON files.
+
+    ``object_size``: see :func:`draw_frame`.
+    """
     root = Path(out)
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     split_of = ["val" if i % 5 == 4 else "train" for i in range(num_images)]
     for name in set(split_of):
         (root / f"{name}2017").mkdir(exist_ok=True)
-    results = _parallel(_coco_image, [(root / f"{split_of[i]}2017", seed, i, size, objects) for i in range(num_images)])
+    results = _parallel(_coco_image, [(root / f"{split_of[i]}2017", seed, i, size, objects, object_size) for i in range(num_images)])
     categories = [{"id": c.class_id, "name": c.name, "supercategory": c.shape} for c in COCO_CLASSES]
     annotation_id = 0
     for name in ("train", "val"):

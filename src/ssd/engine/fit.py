@@ -17,7 +17,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
-from ssd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from ssd.checkpoint import CheckpointError, load_checkpoint, load_model_state, read_checkpoint
 from ssd.config import Config, ConfigError, load_config
 from ssd.data import build_dataset, build_loader
 from ssd.data.transforms import flip_transform, train_transform
@@ -167,7 +167,7 @@ class Trainer:
     def _resume(self, path: Path, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
-        load_checkpoint(self.model, path, map_location=self.device)
+        load_model_state(self.model, checkpoint, str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         if "scaler" in checkpoint:
