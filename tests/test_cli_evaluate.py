@@ -99,7 +99,7 @@ def test_bad_annotations_name_the_file(files, capsys):
     ("argv", "message"),
     [
         (["evaluate", "--predictions", "pred.json"], "--predictions needs --annotations"),
-        (["evaluate"], "model evaluation is not available yet"),
+        (["evaluate"], "--pretrained-model"),
     ],
 )
 def test_missing_inputs(capsys, argv, message):

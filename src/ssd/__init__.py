@@ -12,6 +12,7 @@ The public API::
 from ssd.anchors import default_boxes
 from ssd.checkpoint import load_checkpoint
 from ssd.config import Config, ConfigError, load_config
+from ssd.inference import Detector
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 from ssd.models import build_model
@@ -20,6 +21,7 @@ from ssd.postprocess import postprocess
 __all__ = [
     "Config",
     "ConfigError",
+    "Detector",
     "MultiBoxLoss",
     "TargetEncoder",
     "build_model",

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import lru_cache
 
 import torch
 from torchvision.utils import draw_bounding_boxes
@@ -27,6 +28,17 @@ def denormalize(image: torch.Tensor) -> torch.Tensor:
     return ((image.float() * std + mean).clamp(0, 1) * 255).round().to(torch.uint8)
 
 
+@lru_cache(maxsize=1)
+def label_font() -> str | None:
+    """A TrueType font file (matplotlib ships DejaVu Sans): torchvision honours a font size only with one."""
+    try:
+        from matplotlib import font_manager
+
+        return font_manager.findfont("DejaVu Sans", fallback_to_default=True)
+    except (ImportError, ValueError):
+        return None
+
+
 def draw_detections(
     image: torch.Tensor,
     boxes: torch.Tensor,
@@ -43,6 +55,8 @@ def draw_detections(
     names = [class_names[int(l)] if int(l) < len(class_names) else str(int(l)) for l in labels]
     captions = names if scores is None else [f"{n} {float(s):.2f}" for n, s in zip(names, scores)]
     colours = [class_colour(int(l)) for l in labels]
+    font = label_font()
     return draw_bounding_boxes(
-        image.cpu(), boxes.detach().float().cpu(), labels=captions, colors=colours, width=thickness, font_size=font_size
+        image.cpu(), boxes.detach().float().cpu(), labels=captions, colors=colours, width=thickness,
+        font=font, font_size=(font_size or 10) if font else None,
     )

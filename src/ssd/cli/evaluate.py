@@ -1,29 +1,60 @@
-"""``ssd evaluate``: COCO mAP of detections against COCO-format ground truth.
+"""``ssd evaluate`` and the seed's evaluate.py: COCO mAP of a predictions file, of a model, or of every epoch.
 
-Today it scores a predictions file (``--predictions PRED.json --annotations GT.json``); evaluating a
-model on a dataset is the other branch, :func:`run_model_evaluation`. Both print the same report.
+Three branches print the same report:
+
+- ``--predictions PRED.json --annotations GT.json`` scores a COCO results file;
+- ``--pretrained-model CKPT`` runs the model over the validation split of ``--dataset`` (one process
+  or several under torchrun, detections gathered from every rank) and writes ``detections.json``
+  (COCO results), ``metrics.json`` (the 12 statistics and per-class AP) and ``plots/`` to ``--output-dir``;
+- ``--full-eval`` does the same for every ``{save-name}_ep{N}.pth`` of ``--save-folder`` in epoch
+  order, appending one row per epoch to ``full_eval.csv`` in ``--output-dir``.
+
+``--mlperf`` is the MLPerf Automotive scoring: 500 detections per image, score > 0.05, NMS 0.5, boxes
+in original-image pixels, torchmetrics' thresholds.
 """
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
+import re
+from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
+from ssd.cli.train import add_common_arguments
 from ssd.errors import SSDError
-from ssd.evaluation import EvalResult, evaluate_coco, plot_precision_recall
+from ssd.evaluation import EvalResult, evaluate_coco, plot_precision_recall, stat_labels
+
+if TYPE_CHECKING:
+    from ssd.distributed import DistributedContext
 
 logger = logging.getLogger(__name__)
 
+FULL_EVAL_CSV = "full_eval.csv"
+# short CSV column names of COCOeval's 12 statistics, in its order
+STAT_COLUMNS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Input (a predictions file), scoring and output flags."""
+    """Input (a predictions file, or a model and dataset), scoring and output flags."""
     predictions = parser.add_argument_group("score a predictions file")
     predictions.add_argument(
         "--predictions", type=Path, metavar="PRED.json",
         help="COCO results: a JSON list of {image_id, category_id, bbox [x, y, w, h] pixels, score}",
     )
     predictions.add_argument("--annotations", type=Path, metavar="GT.json", help="COCO-format ground truth")
+    model = parser.add_argument_group("evaluate a model on the validation split (train.py's shared flags)")
+    add_common_arguments(model)
+    model.add_argument("--full-eval", "--full_eval", action="store_true",
+                       help="evaluate every {save-name}_ep{N}.pth of --save-folder in epoch order, one CSV row each")
+    model.add_argument("--mlperf", action="store_true",
+                       help="MLPerf scoring: 500 detections, score 0.05, NMS 0.5, torchmetrics thresholds")
+    model.add_argument("--file-list", type=Path,
+                       help="Cognata: CSV of image paths to evaluate (e.g. MLPerf's val_set.csv) instead of the validation split")
+    model.add_argument("--output-dir", type=Path, default=Path("evaluation"),
+                       help="detections.json, metrics.json, plots/ and full_eval.csv (default ./evaluation)")
     parser.add_argument(
         "--thresholds", choices=("coco", "torchmetrics"), default="coco",
         help="IoU/recall thresholds: COCOeval's (default) or torchmetrics' float32 ones, as MLPerf scores",
@@ -34,14 +65,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="COCO mAP (12 COCOeval statistics and per-class AP)")
+    parser = subparsers.add_parser("evaluate", help="COCO mAP (12 COCOeval statistics and per-class AP) of predictions or a model")
     add_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table (or ``--json``), write ``--plots``."""
-    result = score_predictions(args) if args.predictions is not None else run_model_evaluation(args)
+    if args.predictions is not None:
+        result = score_predictions(args)
+    elif args.full_eval:
+        return run_full_evaluation(args)
+    else:
+        result = run_model_evaluation(args)
+        if result is None:  # a rank other than 0 of a distributed run: rank 0 reports
+            return 0
     print(json.dumps(result.to_dict()) if args.json else result.table())
     if args.plots is not None:
         paths = plot_precision_recall(result, args.plots)
@@ -56,6 +94,158 @@ def score_predictions(args: argparse.Namespace) -> EvalResult:
     return evaluate_coco(args.annotations, args.predictions, thresholds=args.thresholds)
 
 
-def run_model_evaluation(args: argparse.Namespace) -> EvalResult:
-    """Run a model over a dataset and score its detections (to come: --config, --pretrained-model, ...)."""
-    raise SSDError("model evaluation is not available yet: give --predictions PRED.json --annotations GT.json")
+class ModelEvaluation:
+    """The validation split, its loader and a model, set up once; :meth:`evaluate` scores the loaded weights.
+
+    The split is built with the label map saved in the first checkpoint (the fixed Cognata map for
+    the reference's checkpoints); :meth:`load` swaps in another checkpoint of the same run. Every
+    rank predicts its shard; rank 0 scores all of them.
+    """
+
+    def __init__(self, args: argparse.Namespace, context: DistributedContext, checkpoint_path: Path):
+        import torch
+
+        from ssd.amp import MixedPrecision
+        from ssd.anchors import default_boxes
+        from ssd.config import ConfigError, load_config
+        from ssd.data import build_dataset, build_loader
+        from ssd.engine.evaluate import DecodeSettings
+        from ssd.inference import check_dataset_fits, load_model
+
+        self.args, self.context = args, context
+        self.config = load_config(args.config)
+        if args.model is not None and args.model != self.config.model.arch:
+            raise ConfigError(f"--model {args.model} but config {self.config.name!r} describes an {self.config.model.arch} model")
+        self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device)
+        if args.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.dataset = build_dataset(
+            args.dataset, args.data_path, "val", self.config, label_map=checkpoint.get("label_map"), strict=args.strict,
+            file_list=args.file_list, cache_dir=args.output_dir,
+        )
+        check_dataset_fits(checkpoint, self.model.num_classes, self.dataset, str(checkpoint_path))
+        self.label_map = checkpoint.get("label_map")
+        self.ground_truth = self.dataset.coco_ground_truth()
+        self.loader = build_loader(self.dataset, args.batch_size, train=False, num_workers=args.num_workers, distributed=context.is_distributed)
+        self.anchors = default_boxes(self.config)
+        self.precision = MixedPrecision(context.device, args.amp)
+        if args.mlperf:
+            self.settings, self.thresholds = DecodeSettings.mlperf(), "torchmetrics"
+        elif args.dataset == "cognata":  # the trainer's choice: 500 detections per 8 MP frame
+            self.settings, self.thresholds = DecodeSettings.mlperf(args.nms_threshold), args.thresholds
+        else:
+            self.settings, self.thresholds = DecodeSettings(nms_threshold=args.nms_threshold), args.thresholds
+
+    def load(self, checkpoint_path: Path) -> None:
+        """Load another checkpoint of the same run (same label map) into the model."""
+        from ssd.checkpoint import CheckpointError, load_checkpoint
+
+        checkpoint = load_checkpoint(self.model, checkpoint_path, map_location=self.context.device)
+        if checkpoint.get("label_map") != self.label_map:
+            raise CheckpointError(f"{checkpoint_path}: its label map differs from the first checkpoint's")
+
+    def evaluate(self) -> tuple[EvalResult, list[dict[str, Any]]] | None:
+        """Predict on every rank; on rank 0, the score and every rank's detections (None elsewhere)."""
+        from ssd.engine.evaluate import gather_detections, predict_loader
+        from ssd.evaluation import score_detections
+
+        detections, image_ids = predict_loader(
+            self.model, self.loader, self.anchors, self.context.device, self.precision, self.settings,
+            dict(enumerate(self.dataset.eval_category_ids)), channels_last=self.args.channels_last,
+            show_progress=self.context.is_main,
+        )
+        merged, evaluated = gather_detections(detections, image_ids)
+        if not self.context.is_main:
+            return None
+        return score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds), merged
+
+    def describe(self) -> dict[str, Any]:
+        """What was evaluated and how, for ``metrics.json``."""
+        return {
+            "config": self.config.name, "dataset": self.args.dataset, "data_path": str(self.args.data_path),
+            "file_list": None if self.args.file_list is None else str(self.args.file_list), "images": len(self.dataset), "decode": asdict(self.settings), "thresholds": self.thresholds,
+        }
+
+
+def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
+    """Evaluate ``--pretrained-model`` on the validation split and write the results to ``--output-dir``.
+
+    Returns the result on rank 0 and None on the other ranks of a distributed run.
+    """
+    from ssd.distributed import cleanup_distributed, setup_distributed
+
+    if args.pretrained_model is None:
+        raise SSDError("give --pretrained-model CKPT to evaluate a model (or --full-eval, or --predictions PRED.json)")
+    context = setup_distributed(args.device, args.local_rank)
+    try:
+        evaluation = ModelEvaluation(args, context, args.pretrained_model)
+        outcome = evaluation.evaluate()
+    finally:
+        cleanup_distributed()
+    if outcome is None:
+        return None
+    result, detections = outcome
+    write_results(args.output_dir, result, detections, {"checkpoint": str(args.pretrained_model), **evaluation.describe()})
+    return result
+
+
+def write_results(output_dir: Path, result: EvalResult, detections: list[dict[str, Any]], description: dict[str, Any]) -> None:
+    """``detections.json`` (COCO results), ``metrics.json`` and ``plots/`` under ``output_dir``."""
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / "detections.json").write_text(json.dumps(detections))
+    metrics = {**description, **result.to_dict(), "stat_labels": [label.strip() for label in stat_labels(result.max_dets)]}
+    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    plots = plot_precision_recall(result, output_dir / "plots")
+    logger.info("wrote detections.json, metrics.json and %d plots to %s", len(plots), output_dir)
+
+
+def epoch_checkpoints(folder: Path, save_name: str) -> list[tuple[int, Path]]:
+    """``(epoch, path)`` of every ``{save_name}_ep{N}.pth`` in ``folder`` (the trainer's names), by epoch."""
+    pattern = re.compile(rf"{re.escape(save_name)}_ep(\d+)\.pth")
+    found = sorted((int(match.group(1)), path) for path in folder.glob("*.pth") if (match := pattern.fullmatch(path.name)))
+    if not found:
+        raise SSDError(f"--full-eval: no {save_name}_ep<N>.pth checkpoint in {folder}")
+    return found
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to a CSV file, writing the header first when the file is new."""
+    new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != list(row):
+            raise SSDError(f"{path}: its columns differ from this evaluation's (another config or dataset?): move it away")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
+
+
+def run_full_evaluation(args: argparse.Namespace) -> int:
+    """Evaluate every epoch checkpoint of a training run, appending one CSV row per epoch."""
+    from ssd.distributed import cleanup_distributed, setup_distributed
+
+    checkpoints = epoch_checkpoints(args.save_folder, args.save_name)
+    csv_path = args.output_dir / FULL_EVAL_CSV
+    context = setup_distributed(args.device, args.local_rank)
+    try:
+        evaluation = ModelEvaluation(args, context, checkpoints[0][1])
+        for number, (epoch, path) in enumerate(checkpoints):
+            if number:
+                evaluation.load(path)
+            outcome = evaluation.evaluate()
+            if outcome is None:
+                continue
+            result = outcome[0]
+            row = {"epoch": epoch, "checkpoint": str(path), **dict(zip(STAT_COLUMNS, result.stats))}
+            row.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
+            append_row(csv_path, row)
+            print(f"epoch {epoch}: mAP {result.map:.4f}  AP50 {result.stats[1]:.4f}  ({path.name})", flush=True)
+    finally:
+        cleanup_distributed()
+    if context.is_main:
+        print(f"{len(checkpoints)} epochs evaluated; results appended to {csv_path}")
+    return 0

@@ -12,7 +12,7 @@ import logging
 import sys
 
 # sub-command modules under ssd.cli, in the order `ssd --help` lists them
-COMMANDS = ("summary",)
+COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "summary", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -38,9 +38,13 @@ def run_command(args: argparse.Namespace) -> int:
         return 130
 
 
+def configure_logging(verbose: bool = False) -> None:
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    configure_logging(args.verbose)
     return run_command(args)
 
 

@@ -11,7 +11,8 @@ from tqdm import tqdm
 
 from ssd.amp import MixedPrecision
 from ssd.distributed import all_gather_objects, broadcast_object
-from ssd.evaluation import EvalResult, detections_to_coco, evaluate_coco, merge_detections
+from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
+from ssd.evaluation.coco_eval import Thresholds
 from ssd.postprocess import postprocess
 
 
@@ -65,25 +66,22 @@ def predict_loader(
     return detections, image_ids
 
 
-def evaluate_predictions(
-    detections: list[dict[str, Any]], image_ids: list[int], ground_truth: dict[str, Any], class_names: dict[int, str] | None
-) -> tuple[EvalResult, int]:
-    """Gather all ranks' detections, score them on rank 0 and share the result with every rank.
-
-    Only the images some rank evaluated are scored. Returns the result and the number of distinct
-    images evaluated (a ``DistributedSampler`` pads by repeating images; each counts once).
-    """
+def gather_detections(detections: list[dict[str, Any]], image_ids: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
+    """Every rank's detections merged, each image once (a ``DistributedSampler`` pads ranks by
+    repeating images), and the ids of every image some rank evaluated."""
     gathered = all_gather_objects((detections, image_ids))
-    evaluated = {image_id for _, ids in gathered for image_id in ids}
+    merged = merge_detections(dets for dets, _ in gathered)
+    return merged, sorted({image_id for _, ids in gathered for image_id in ids})
+
+
+def evaluate_predictions(
+    detections: list[dict[str, Any]], image_ids: list[int], ground_truth: dict[str, Any], thresholds: Thresholds = "coco"
+) -> tuple[EvalResult, int]:
+    """Gather all ranks' detections, score them on rank 0 over the evaluated images, share the result.
+
+    Returns the result (on every rank) and the number of distinct images evaluated.
+    """
+    merged, evaluated = gather_detections(detections, image_ids)
     is_main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    result = _score(merge_detections(dets for dets, _ in gathered), evaluated, ground_truth, class_names) if is_main else None
+    result = score_detections(ground_truth, merged, evaluated, thresholds=thresholds) if is_main else None
     return broadcast_object(result), len(evaluated)
-
-
-def _score(detections: list[dict[str, Any]], evaluated: set[int], ground_truth: dict[str, Any], class_names) -> EvalResult:
-    subset = {
-        **ground_truth,
-        "images": [image for image in ground_truth["images"] if image["id"] in evaluated],
-        "annotations": [ann for ann in ground_truth["annotations"] if ann["image_id"] in evaluated],
-    }
-    return evaluate_coco(subset, detections, class_names=class_names)

@@ -225,7 +225,7 @@ class Trainer:
                 self.model, self.val_loader, self.anchors, self.device, self.precision, self.decode,
                 dict(enumerate(self.val_set.eval_category_ids)), channels_last=options.channels_last,
             )
-            result, images_evaluated = evaluate_predictions(detections, image_ids, self.val_set.coco_ground_truth(), None)
+            result, images_evaluated = evaluate_predictions(detections, image_ids, self.val_set.coco_ground_truth())
             last_map = result.map
             improved = self.best_map is None or last_map > self.best_map
             if improved:

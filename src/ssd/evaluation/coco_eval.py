@@ -144,6 +144,23 @@ def evaluate_coco(
     return EvalResult([float(s) for s in evaluator.stats], per_class, precision, max_dets)
 
 
+def score_detections(
+    ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], image_ids: Sequence[int], *, thresholds: Thresholds = "coco"
+) -> EvalResult:
+    """COCO mAP of COCO-results ``detections`` over the images ``image_ids`` only.
+
+    The ground truth is restricted to those images, so a run over part of a dataset (LoadGen's
+    ``--count``, images a loader skipped as unreadable) is scored on what was run.
+    """
+    seen = set(image_ids)
+    subset = {
+        **ground_truth,
+        "images": [image for image in ground_truth["images"] if image["id"] in seen],
+        "annotations": [ann for ann in ground_truth["annotations"] if ann["image_id"] in seen],
+    }
+    return evaluate_coco(subset, detections, thresholds=thresholds)
+
+
 def _thresholds(kind: Thresholds) -> tuple[np.ndarray, np.ndarray]:
     """IoU thresholds [10] and recall thresholds [101]: COCOeval's, or torchmetrics' defaults."""
     if kind == "coco":

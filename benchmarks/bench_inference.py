@@ -1,0 +1,166 @@
+"""8 MP single-image inference on the CPU: end-to-end latency and peak memory, ours vs the reference's way.
+
+The MLPerf config ``baseline_8MP_ss_scales_fm1_5x5_all`` with 15 classes and random weights (seed 0),
+a synthetic 2160x3840 PNG on disk, MLPerf decoding (score > 0.05, NMS 0.5, 500 detections). Each
+path runs in a process of its own, so its peak RSS is its own, and is timed from the PNG on disk to
+detections in original-image pixels:
+
+- ours: :class:`ssd.Detector` -- torchvision PNG decode, resize (a no-op at 8 MP) and one fused
+  normalisation pass, channels-last forward with BatchNorm folded into the convolutions, batched
+  decoding (one ``batched_nms``);
+- reference-style: PIL decode, PIL Resize + ToTensor + Normalize, NCHW forward, and the reference's
+  per-class Python NMS loop (``reference_decode`` of tests/reference_impl.py).
+
+Both use the same weights; the 8 MP forward dominates (30-60 s per image on two idle cores), so
+each path runs ``--repeats`` times (default 1) and the best run counts; the three stages (PNG to
+network input, forward, decoding) are reported too.
+
+    .venv/bin/python benchmarks/bench_inference.py [--repeats 1]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from common import report
+
+CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
+NUM_CLASSES = 15
+MAX_DETECTIONS = 500
+MEMORY_LIMIT_GIB = 12.0
+STAGES = ("load", "forward", "decode")
+
+
+def write_image(path: Path, size: tuple[int, int]) -> None:
+    """A synthetic street-like frame of ``size`` (H, W) with coloured objects, as PNG."""
+    from PIL import Image
+
+    from ssd.data.synth import COGNATA_CLASSES, draw_frame
+
+    image, _ = draw_frame(np.random.default_rng(0), *size, COGNATA_CLASSES, (20, 40))
+    Image.fromarray(image).save(path, compress_level=1)
+
+
+def ours(config, model, image: Path):
+    """The :class:`ssd.Detector` path as stages (load, forward, decode): the calls ``detector([image])`` makes."""
+    from ssd.engine.evaluate import DecodeSettings
+    from ssd.inference import Detector, default_class_names
+
+    detector = Detector(model, config, default_class_names(NUM_CLASSES), settings=DecodeSettings.mlperf(), batch_size=1)
+
+    def load():
+        tensor, size = detector.preprocess(image)
+        return tensor.unsqueeze(0), size
+
+    @torch.inference_mode()
+    def forward(batch):
+        return detector.network(batch.contiguous(memory_format=detector.memory_format))
+
+    def decode(outputs, size) -> int:
+        return len(detector.settings.decode(*outputs, detector.anchors, [size])[0]["boxes"])
+
+    return load, forward, decode
+
+
+def reference_style(config, model, image: Path):
+    """PIL + torchvision v1 transforms, NCHW forward, the reference's per-class Python NMS, as stages."""
+    from PIL import Image
+    from reference_impl import reference_decode
+    from torchvision import transforms
+
+    from ssd.anchors import default_boxes
+    from ssd.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    anchors = default_boxes(config)
+    transform = transforms.Compose(
+        [transforms.Resize(config.model.image_size), transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
+    )
+
+    def load():
+        picture = Image.open(image).convert("RGB")
+        return transform(picture).unsqueeze(0), picture.size[::-1]
+
+    @torch.no_grad()
+    def forward(batch):
+        return model(batch)
+
+    def decode(outputs, size) -> int:
+        boxes, _, _ = reference_decode(anchors, *outputs, nms_threshold=0.5, max_output=MAX_DETECTIONS)[0]
+        height, width = size
+        return len(boxes * torch.tensor([width, height, width, height]))
+
+    return load, forward, decode
+
+
+def child(path: str, image: Path, repeats: int) -> None:
+    """Run one path ``repeats`` times in this process; print its best stage times, detections and peak RSS as JSON."""
+    from ssd.config import load_config
+    from ssd.models import build_model
+
+    config = load_config(CONFIG)
+    torch.manual_seed(0)
+    model = build_model(config, NUM_CLASSES).eval()
+    load, forward, decode = ours(config, model, image) if path == "ours" else reference_style(config, model, image)
+    best, detections = None, 0
+    for _ in range(repeats):
+        marks = [time.perf_counter()]
+        batch, size = load()
+        marks.append(time.perf_counter())
+        outputs = forward(batch)
+        marks.append(time.perf_counter())
+        detections = decode(outputs, size)
+        marks.append(time.perf_counter())
+        stages = np.diff(marks)
+        best = stages if best is None or stages.sum() < best.sum() else best
+    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    print(json.dumps({**dict(zip(STAGES, best.tolist())), "detections": detections, "peak_rss_gib": peak_gib}))
+
+
+def measure(path: str, image: Path, repeats: int) -> dict:
+    """Run :func:`child` for ``path`` in a fresh interpreter and return what it printed."""
+    completed = subprocess.run(
+        [sys.executable, __file__, "--child", path, "--image", str(image), "--repeats", str(repeats)],
+        check=True, capture_output=True, text=True,
+    )
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1, help="runs per path; the best counts (default 1)")
+    parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        child(args.child, args.image, args.repeats)
+        return
+
+    from ssd.config import load_config
+
+    size = load_config(CONFIG).model.image_size
+    with tempfile.TemporaryDirectory() as folder:
+        image = Path(folder) / "frame.png"
+        write_image(image, size)
+        print(f"{CONFIG}, {NUM_CLASSES} classes, random weights; {size[0]}x{size[1]} PNG "
+              f"({image.stat().st_size / 2**20:.1f} MiB); {torch.get_num_threads()} threads", flush=True)
+        fast = measure("ours", image, args.repeats)
+        slow = measure("reference", image, args.repeats)
+    report("8 MP end-to-end latency, PNG -> detections", sum(fast[s] for s in STAGES), sum(slow[s] for s in STAGES))
+    for stage, label in zip(STAGES, ("PNG -> normalised input", "forward", "decoding (500 detections)")):
+        report(f"  of which {label}", fast[stage], slow[stage])
+    print(f"8 MP peak memory (RSS), ours                 {fast['peak_rss_gib']:.2f} GiB (limit {MEMORY_LIMIT_GIB:g} GiB)")
+    print(f"8 MP peak memory (RSS), reference-style      {slow['peak_rss_gib']:.2f} GiB")
+    print(f"detections per image: ours {fast['detections']}, reference-style {slow['detections']}")
+    assert fast["peak_rss_gib"] < MEMORY_LIMIT_GIB, f"peak memory {fast['peak_rss_gib']:.2f} GiB is over {MEMORY_LIMIT_GIB} GiB"
+
+
+if __name__ == "__main__":
+    main()

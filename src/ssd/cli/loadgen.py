@@ -1,0 +1,72 @@
+"""``ssd loadgen``: run the detector under MLPerf LoadGen; in accuracy mode, score the accuracy log."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from ssd.cli.train import dataset_kind
+from ssd.errors import SSDError
+
+# summary lines worth printing, in order, when LoadGen wrote them
+SUMMARY_KEYS = (
+    "Scenario", "Mode", "Result is", "90.0th percentile latency (ns)", "QPS w/o loadgen overhead", "Mean latency (ns)",
+)
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("loadgen", help="run MLPerf LoadGen (performance or accuracy) over a dataset split")
+    parser.add_argument("--config", required=True, help="config name or path")
+    parser.add_argument("--pretrained-model", "--pretrained_model", required=True, type=Path, help="checkpoint")
+    parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
+    parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
+    parser.add_argument("--dataset", type=dataset_kind, default="cognata", help="Cognata (default) or Coco")
+    parser.add_argument("--split", default="val", help="dataset split (default val)")
+    parser.add_argument("--file-list", type=Path, help="Cognata: CSV of image paths (e.g. MLPerf's val_set.csv) instead of the split")
+    parser.add_argument("--scenario", default="SingleStream", help="SingleStream, or ConstantStream where the installed LoadGen has it")
+    parser.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score the accuracy log")
+    parser.add_argument("--count", type=int, help="samples: the first N images of the split (default all)")
+    parser.add_argument("--performance-sample-count", type=int, default=64, help="samples kept in memory in performance mode (default 64)")
+    parser.add_argument("--min-duration", type=float, help="LoadGen minimum duration in seconds (default: LoadGen's)")
+    parser.add_argument("--min-query-count", type=int, help="LoadGen minimum number of queries (default: LoadGen's)")
+    parser.add_argument("--user-conf", type=Path, help="LoadGen user.conf, read before the flags above")
+    parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
+    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass when a query holds several (default 1)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run LoadGen, print the summary's key figures and, in accuracy mode, the mAP of the accuracy log."""
+    from dataclasses import asdict
+
+    from ssd.data import build_dataset
+    from ssd.distributed import select_device
+    from ssd.engine.evaluate import DecodeSettings
+    from ssd.inference import Detector, check_dataset_fits
+    from ssd.loadgen import LoadgenSettings, run_loadgen, score_accuracy_log
+
+    if args.batch_size < 1:
+        raise SSDError("--batch-size must be at least 1")
+    settings = LoadgenSettings(
+        scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
+        min_duration_s=args.min_duration, min_query_count=args.min_query_count, user_conf=args.user_conf,
+    )
+    detector = Detector.from_checkpoint(
+        args.pretrained_model, args.config, args.num_classes, select_device(args.device, 0), batch_size=args.batch_size,
+        **asdict(DecodeSettings.mlperf()),  # 500 detections, score > 0.05, NMS 0.5
+    )
+    dataset = build_dataset(
+        args.dataset, args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
+    )
+    check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model))
+    result = run_loadgen(detector, dataset, settings, args.output_dir)
+    for key in SUMMARY_KEYS:
+        if key in result.summary:
+            print(f"{key}: {result.summary[key]}")
+    print(f"LoadGen logs in {result.output_dir}")
+    if args.accuracy:
+        scored, samples = score_accuracy_log(result.accuracy_log, dataset)
+        print(f"accuracy: {samples} samples scored from {result.accuracy_log}")
+        print(scored.table())
+        print(f"mAP = {scored.map:.5f}")
+    return 0

@@ -1,0 +1,219 @@
+"""``ssd predict`` and the seed's test_image.py / test_video.py / test_dataset.py: draw detections.
+
+The input is an image, a folder of images, a video, or (``--dataset --data-path``) every image of a
+dataset split. Each output image or video frame has the detections drawn (a fixed colour per class,
+"name score" labels) and the detections are saved as JSON in pixels of the original image.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from ssd.cli.train import dataset_kind
+from ssd.errors import SSDError
+
+if TYPE_CHECKING:  # the heavy imports wait until a command runs
+    import numpy as np
+    from torch import Tensor
+
+    from ssd.inference import Detector
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
+T = TypeVar("T")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Model, input, decoding and drawing flags (the seed scripts' spellings included)."""
+    model = parser.add_argument_group("model")
+    model.add_argument("--config", default=DEFAULT_CONFIG, help=f"config name or path (default {DEFAULT_CONFIG})")
+    model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (for --backend torch)")
+    model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
+    model.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="run the network with PyTorch or ONNX Runtime")
+    model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime)")
+    model.add_argument("--device", default=None, help="cpu, cuda or cuda:N for --backend torch (default: CUDA when available)")
+    model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
+
+    source = parser.add_argument_group("input and output")
+    source.add_argument("--input", type=Path, help="an image, a folder of images, or a video")
+    source.add_argument("--dataset", type=dataset_kind, help="instead of --input: every image of a dataset split (Cognata or Coco)")
+    source.add_argument("--data-path", "--data_path", type=Path, help="dataset root for --dataset")
+    source.add_argument("--split", default="val", help="dataset split for --dataset (default val)")
+    source.add_argument(
+        "--output", type=Path,
+        help="output image, video or folder (default: beside the input, named <input>_prediction; "
+        "for --dataset, <data-path>_<split>_prediction in the current folder)",
+    )
+
+    decode = parser.add_argument_group("decoding and drawing")
+    decode.add_argument("--cls-threshold", "--cls_threshold", type=float, default=0.3, help="minimum score drawn (default 0.3)")
+    decode.add_argument("--nms-threshold", "--nms_threshold", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
+    decode.add_argument("--max-boxes", "--max_boxes", type=int, default=100, help="detections kept per image (default 100)")
+    decode.add_argument("--box-thickness", "--box_thickness", type=int, default=2, help="box line width in pixels (default 2)")
+    decode.add_argument("--text-size", "--text_size", type=int, default=None, help="label font size")
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser("predict", help="draw a model's detections on images, a video or a dataset split")
+    add_arguments(parser)
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Pick the input kind (dataset, folder, image or video) and predict on it."""
+    if (args.input is None) == (args.dataset is None):
+        raise SSDError("give either --input PATH or --dataset KIND --data-path DIR")
+    if args.batch_size < 1 or args.max_boxes < 1:
+        raise SSDError("--batch-size and --max-boxes must be at least 1")
+    if args.input is not None and not args.input.exists():
+        raise SSDError(f"input not found: {args.input}")
+    detector = build_detector(args)
+    if args.dataset is not None:
+        return predict_dataset(detector, args)
+    if args.input.is_dir():
+        images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise SSDError(f"{args.input}: no images ({', '.join(IMAGE_SUFFIXES)})")
+        output = args.output or args.input.with_name(f"{args.input.name}_prediction")
+        return predict_images(detector, [(p, output / f"{p.stem}.jpg") for p in images], output / "detections.json", args)
+    if args.input.suffix.lower() in IMAGE_SUFFIXES:
+        output = args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg")
+        return predict_images(detector, [(args.input, output)], output.with_suffix(".json"), args)
+    return predict_video(detector, args.input, args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), args)
+
+
+def build_detector(args: argparse.Namespace) -> Detector:
+    """The :class:`ssd.inference.Detector` the flags describe."""
+    from ssd.config import load_config
+    from ssd.distributed import select_device
+    from ssd.inference import Detector
+
+    config = load_config(args.config)
+    decode = {"score_threshold": args.cls_threshold, "nms_threshold": args.nms_threshold, "max_detections": args.max_boxes}
+    if args.backend == "onnxruntime":
+        if args.onnx is None:
+            raise SSDError("--backend onnxruntime needs --onnx MODEL.onnx")
+        if args.pretrained_model is not None or args.num_classes is not None:
+            raise SSDError("--backend onnxruntime takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
+        return Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, **decode)
+    if args.pretrained_model is None:
+        raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
+    device = select_device(args.device, 0)
+    return Detector.from_checkpoint(args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, **decode)
+
+
+def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``size`` items (the last one shorter)."""
+    chunk: list[T] = []
+    for item in items:
+        chunk.append(item)
+        if len(chunk) == size:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def draw(image: Tensor, result: dict[str, Any], class_names: Sequence[str], args: argparse.Namespace) -> np.ndarray:
+    """``image [3, H, W]`` uint8 with ``result``'s detections drawn, as an ``[H, W, 3]`` array."""
+    from ssd.visualize import draw_detections
+
+    drawn = draw_detections(
+        image, result["boxes"], result["labels"], result["scores"], class_names, thickness=args.box_thickness, font_size=args.text_size,
+    )
+    return drawn.permute(1, 2, 0).numpy()
+
+
+def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path: Path, args: argparse.Namespace) -> int:
+    """Draw detections on each (input, output) image pair; one JSON file for all of them.
+
+    With several images, an unreadable one is reported and skipped; a single one is an error.
+    """
+    from PIL import Image
+    from tqdm import tqdm
+
+    from ssd.inference import InferenceError, detection_records, to_image_tensor
+
+    records, skipped = [], 0
+    progress = tqdm(total=len(jobs), desc="predicting", unit="image", disable=len(jobs) == 1)
+    for chunk in chunks(jobs, detector.batch_size):
+        loaded = []
+        for source, target in chunk:
+            try:
+                loaded.append((source, target, to_image_tensor(source)))
+            except InferenceError as exc:
+                if len(jobs) == 1:
+                    raise
+                logger.warning("skipped: %s", exc)
+                skipped += 1
+        for (source, target, image), result in zip(loaded, detector([image for _, _, image in loaded])):
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(draw(image, result, detector.class_names, args)).save(target, quality=95)
+            records.append({
+                "image": str(source), "output": str(target), "height": int(image.shape[1]), "width": int(image.shape[2]),
+                "detections": detection_records(result),
+            })
+        progress.update(len(chunk))
+    progress.close()
+    if not records:
+        raise SSDError(f"none of the {len(jobs)} images could be read")
+    json_path.parent.mkdir(parents=True, exist_ok=True)
+    json_path.write_text(json.dumps(records[0] if len(jobs) == 1 else records, indent=1))
+    target = jobs[0][1] if len(jobs) == 1 else json_path.parent
+    print(f"wrote {len(records)} image{'s' if len(records) != 1 else ''} with detections to {target}, detections to {json_path}"
+          + (f"; skipped {skipped} unreadable" if skipped else ""))
+    return 0
+
+
+def predict_dataset(detector: Detector, args: argparse.Namespace) -> int:
+    """Every image of a dataset split, drawn into the output folder under its dataset-relative path."""
+    from ssd.data import build_dataset
+
+    if args.data_path is None:
+        raise SSDError("--dataset needs --data-path DIR")
+    label_map = detector.metadata.get("label_map")
+    dataset = build_dataset(args.dataset, args.data_path, args.split, detector.config, label_map=label_map)
+    output = args.output or Path(f"{args.data_path.resolve().name}_{args.split}_prediction")
+    jobs = []
+    for index in range(len(dataset)):
+        source = dataset.image_path(index)
+        jobs.append((source, (output / source.relative_to(dataset.root)).with_suffix(".jpg")))
+    return predict_images(detector, jobs, output / "detections.json", args)
+
+
+def predict_video(detector: Detector, source: Path, output: Path, args: argparse.Namespace) -> int:
+    """Decode, detect, draw and encode frame by frame; print the frame rate achieved."""
+    import torch
+    from tqdm import tqdm
+
+    from ssd.inference import detection_records
+    from ssd.video import VideoReader, VideoWriter
+
+    frames = []
+    with VideoReader(source) as reader:
+        info = reader.info
+        start = time.perf_counter()
+        with VideoWriter(output, info.width, info.height, info.fps) as writer:
+            progress = tqdm(total=info.frames or None, desc="predicting", unit="frame")
+            for chunk in chunks(reader, detector.batch_size):
+                images = [torch.from_numpy(frame).permute(2, 0, 1) for frame in chunk]
+                for image, result in zip(images, detector(images)):
+                    writer.write(draw(image, result, detector.class_names, args))
+                    frames.append({"frame": len(frames), "detections": detection_records(result)})
+                progress.update(len(chunk))
+            progress.close()
+        elapsed = time.perf_counter() - start
+    if not frames:
+        raise SSDError(f"{source}: no frame could be decoded")
+    json_path = output.with_suffix(".json")
+    json_path.write_text(json.dumps({"video": str(source), "output": str(output), "fps": float(info.fps), "frames": frames}, indent=1))
+    print(f"wrote {len(frames)} frames to {output}, detections to {json_path}")
+    print(f"{len(frames)} frames in {elapsed:.1f} s: {len(frames) / elapsed:.2f} frames/s")
+    return 0

@@ -1,0 +1,239 @@
+"""An MLPerf LoadGen system under test (SUT) for a :class:`ssd.inference.Detector`, and accuracy scoring.
+
+As in MLPerf Automotive: the query sample library (QSL) holds the first ``count`` images of a
+dataset split, preprocessed into memory when LoadGen asks for them (its load / unload callbacks), so
+a query times the forward pass and decoding only. Each sample's response is its detections as
+float32 rows ``[x1, y1, x2, y2, label, score]`` (pixels of the original image, contiguous labels),
+which LoadGen hex-encodes into ``mlperf_log_accuracy.json`` in accuracy mode;
+:func:`score_accuracy_log` decodes that log and scores it with COCO mAP on torchmetrics'
+thresholds, the MLPerf scorer.
+"""
+from __future__ import annotations
+
+import array
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlperf_loadgen as lg
+import numpy as np
+import torch
+from torch import Tensor
+
+from ssd.data.dataset import DetectionDataset
+from ssd.errors import SSDError
+from ssd.evaluation import EvalResult, detections_to_coco
+from ssd.evaluation.coco_eval import Thresholds
+from ssd.evaluation import score_detections
+from ssd.inference import Detector
+
+logger = logging.getLogger(__name__)
+
+# scenarios this SUT serves, as far as the installed LoadGen knows them (ConstantStream is newer)
+SCENARIOS = tuple(name for name in ("SingleStream", "ConstantStream") if hasattr(lg.TestScenario, name))
+ACCURACY_LOG = "mlperf_log_accuracy.json"
+SUMMARY_LOG = "mlperf_log_summary.txt"
+ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
+NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
+
+
+class LoadgenError(SSDError):
+    """A LoadGen run that cannot be set up, or an accuracy log that cannot be read."""
+
+
+@dataclass(frozen=True)
+class LoadgenSettings:
+    """What to run: scenario, accuracy or performance mode, samples, and LoadGen overrides.
+
+    ``count``: samples in the QSL (the first of the split; None = all). ``performance_sample_count``:
+    samples LoadGen keeps loaded in performance mode (each 2160x3840 sample is ~100 MB of float32).
+    ``min_duration_s`` / ``min_query_count``: LoadGen's minimums (None = its defaults or ``user_conf``'s).
+    ``user_conf``: a LoadGen user.conf read for ``model_name`` and the scenario before the overrides.
+    """
+
+    scenario: str = "SingleStream"
+    accuracy: bool = False
+    count: int | None = None
+    performance_sample_count: int = 64
+    min_duration_s: float | None = None
+    min_query_count: int | None = None
+    user_conf: Path | None = None
+    model_name: str = "ssd"  # the model name MLPerf Automotive's user.conf entries use
+
+    def __post_init__(self) -> None:
+        if self.scenario not in SCENARIOS:
+            raise LoadgenError(f"scenario {self.scenario!r} is not available with this LoadGen (available: {', '.join(SCENARIOS)})")
+        if (self.count is not None and self.count < 1) or self.performance_sample_count < 1:
+            raise LoadgenError("--count and --performance-sample-count must be at least 1")
+        if self.user_conf is not None and not self.user_conf.is_file():
+            raise LoadgenError(f"LoadGen user config not found: {self.user_conf}")
+
+
+@dataclass(frozen=True)
+class LoadgenRun:
+    """Where LoadGen wrote its logs, how many samples the QSL held, and the summary's key: value lines."""
+
+    output_dir: Path
+    samples: int
+    summary: dict[str, str]
+
+    @property
+    def accuracy_log(self) -> Path:
+        """``mlperf_log_accuracy.json`` (holds detections in accuracy mode only)."""
+        return self.output_dir / ACCURACY_LOG
+
+
+def detection_rows(result: dict[str, Tensor]) -> np.ndarray:
+    """A detector result as MLPerf's response rows: float32 ``[K, 6]`` of x1, y1, x2, y2, label, score."""
+    columns = [result["boxes"].float(), result["labels"].float()[:, None], result["scores"].float()[:, None]]
+    return torch.cat(columns, dim=1).numpy().astype(np.float32, copy=False)
+
+
+class DetectorSUT:
+    """The QSL's in-memory samples and the SUT's query handling, around one detector and dataset.
+
+    An exception must not escape a LoadGen callback (LoadGen's threads then abort the process at
+    exit), so a sample that cannot be loaded or run is answered with no detections and its error
+    kept in :attr:`failures`, for :func:`run_loadgen` to raise once LoadGen has finished.
+    """
+
+    def __init__(self, detector: Detector, dataset: DetectionDataset):
+        self.detector = detector
+        self.dataset = dataset
+        self.loaded: dict[int, tuple[Tensor, tuple[int, int]]] = {}
+        self.failures: list[str] = []
+
+    # -- QSL callbacks ------------------------------------------------------------------------------
+    def load_samples(self, indices: Sequence[int]) -> None:
+        """Decode and preprocess the samples LoadGen is about to query."""
+        for index in indices:
+            if index in self.loaded:
+                continue
+            try:
+                self.loaded[index] = self.detector.preprocess(self.dataset.image_path(index))
+            except Exception as exc:  # see the class docstring
+                self.failures.append(f"sample {index} ({self.dataset.image_path(index)}): {exc}")
+
+    def unload_samples(self, indices: Sequence[int]) -> None:
+        """Free the samples LoadGen is done with."""
+        for index in indices:
+            self.loaded.pop(index, None)
+
+    # -- SUT callbacks ------------------------------------------------------------------------------
+    def issue_queries(self, samples: Sequence[lg.QuerySample]) -> None:
+        """Run the samples in batches of the detector's batch size and report each one's detections."""
+        for start in range(0, len(samples), self.detector.batch_size):
+            chunk = samples[start : start + self.detector.batch_size]
+            rows = {sample.id: NO_DETECTIONS for sample in chunk}
+            ready = [sample for sample in chunk if sample.index in self.loaded]
+            try:
+                if ready:
+                    inputs = [self.loaded[sample.index] for sample in ready]
+                    results = self.detector.detect(torch.stack([image for image, _ in inputs]), [size for _, size in inputs])
+                    rows.update({sample.id: detection_rows(result) for sample, result in zip(ready, results)})
+            except Exception as exc:  # see the class docstring
+                self.failures.append(f"samples {[sample.index for sample in ready]}: {exc}")
+            # LoadGen copies the data during QuerySamplesComplete; the buffers live until it returns
+            buffers = [array.array("B", rows[sample.id].tobytes()) for sample in chunk]
+            responses = [lg.QuerySampleResponse(sample.id, *buffer.buffer_info()) for sample, buffer in zip(chunk, buffers)]
+            lg.QuerySamplesComplete(responses)
+
+    def flush_queries(self) -> None:
+        """Nothing is queued: every query completes within :meth:`issue_queries`."""
+
+
+def _test_settings(settings: LoadgenSettings) -> lg.TestSettings:
+    test = lg.TestSettings()
+    if settings.user_conf is not None:
+        test.FromConfig(str(settings.user_conf), settings.model_name, settings.scenario)
+    test.scenario = getattr(lg.TestScenario, settings.scenario)
+    test.mode = lg.TestMode.AccuracyOnly if settings.accuracy else lg.TestMode.PerformanceOnly
+    if settings.min_duration_s is not None:
+        test.min_duration_ms = int(settings.min_duration_s * 1000)
+    if settings.min_query_count is not None:
+        test.min_query_count = settings.min_query_count
+    return test
+
+
+def read_summary(path: Path) -> dict[str, str]:
+    """The ``key : value`` lines of a LoadGen summary (first occurrence of each key)."""
+    summary: dict[str, str] = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            key, colon, value = line.partition(":")
+            if colon and key.strip() and value.strip():
+                summary.setdefault(key.strip(), value.strip())
+    return summary
+
+
+def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: LoadgenSettings, output_dir: str | Path) -> LoadgenRun:
+    """Run one LoadGen test of ``detector`` on ``dataset``, writing LoadGen's logs to ``output_dir``."""
+    count = len(dataset) if settings.count is None else min(settings.count, len(dataset))
+    test = _test_settings(settings)
+    output = Path(output_dir)
+    output.mkdir(parents=True, exist_ok=True)
+    log_output = lg.LogOutputSettings()
+    log_output.outdir = str(output)
+    log_output.copy_summary_to_stdout = False
+    log_settings = lg.LogSettings()
+    log_settings.log_output = log_output
+
+    sut = DetectorSUT(detector, dataset)
+    sut_handle = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
+    qsl_handle = lg.ConstructQSL(count, min(count, settings.performance_sample_count), sut.load_samples, sut.unload_samples)
+    try:
+        logger.info("LoadGen %s, %s mode, %d samples", settings.scenario, "accuracy" if settings.accuracy else "performance", count)
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle, test, log_settings)
+    finally:
+        lg.DestroyQSL(qsl_handle)
+        lg.DestroySUT(sut_handle)
+    if sut.failures:
+        more = f" (and {len(sut.failures) - 1} more)" if len(sut.failures) > 1 else ""
+        raise LoadgenError(f"{sut.failures[0]}{more}; those samples were answered with no detections, logs in {output}")
+    return LoadgenRun(output, count, read_summary(output / SUMMARY_LOG))
+
+
+def read_accuracy_log(path: str | Path) -> dict[int, np.ndarray]:
+    """Sample index -> detection rows ``[K, 6]`` float32 from ``mlperf_log_accuracy.json``.
+
+    LoadGen may log a sample more than once; its first entry counts (the MLPerf scorer de-duplicates
+    the same way).
+    """
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LoadgenError(f"accuracy log not found: {path}") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise LoadgenError(f"{path}: not a LoadGen accuracy log: {exc}") from exc
+    rows: dict[int, np.ndarray] = {}
+    for entry in entries:
+        try:
+            index, data = int(entry["qsl_idx"]), bytes.fromhex(entry["data"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoadgenError(f"{path}: malformed entry {entry!r}") from exc
+        if len(data) % (4 * ROW_WIDTH):
+            raise LoadgenError(f"{path}: sample {index}: {len(data)} bytes is not a whole number of [x1, y1, x2, y2, label, score] rows")
+        rows.setdefault(index, np.frombuffer(data, dtype=np.float32).reshape(-1, ROW_WIDTH))
+    return rows
+
+
+def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, thresholds: Thresholds = "torchmetrics") -> tuple[EvalResult, int]:
+    """COCO mAP of an accuracy log over the samples it holds, and the number of samples scored."""
+    rows = read_accuracy_log(path)
+    if not rows:
+        raise LoadgenError(f"{path}: no samples in the accuracy log (was LoadGen run with --accuracy?)")
+    bad = [index for index in rows if not 0 <= index < len(dataset)]
+    if bad:
+        raise LoadgenError(f"{path}: sample index {bad[0]} is outside the dataset's {len(dataset)} images")
+    indices = sorted(rows)
+    image_ids = [int(dataset.annotations.image_ids[index]) for index in indices]
+    outputs = [
+        {"boxes": torch.from_numpy(rows[i][:, :4].copy()), "labels": torch.from_numpy(rows[i][:, 4].round().astype(np.int64)),
+         "scores": torch.from_numpy(rows[i][:, 5].copy())}
+        for i in indices
+    ]
+    detections = detections_to_coco(outputs, image_ids, dict(enumerate(dataset.eval_category_ids)))
+    return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(indices)

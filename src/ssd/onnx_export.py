@@ -1,0 +1,150 @@
+"""ONNX export of the network and an ONNX Runtime stand-in for it.
+
+The exported graph is the network alone, like MLPerf's ``ssd_resnet50.onnx``: input ``image
+[N, 3, H, W]`` (normalised), outputs ``locs [N, 4, A]`` and ``confs [N, C, A]`` (raw logits);
+decoding stays in :func:`ssd.postprocess.postprocess`, shared with the PyTorch path. Export uses
+PyTorch's default ``torch.export``-based exporter (``dynamo=True``; it works for both SSD variants
+in torch 2.14). That exporter writes opset 18 and converts down when an older opset is asked for.
+Class names and the config name travel in the model's metadata.
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ssd.errors import SSDError
+
+logger = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAMES = ("locs", "confs")
+CLASS_NAMES_KEY = "class_names"
+# loggers of the exporter's passes: they log every rewrite at INFO and the opset down-conversion as a
+# warning, which export_onnx checks and reports itself
+EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
+
+
+class OnnxError(SSDError):
+    """An export that failed, or an ONNX file that cannot be run; the message names the file."""
+
+
+@contextlib.contextmanager
+def _quiet_exporter() -> Iterator[None]:
+    """Raise the exporter's loggers to ERROR for the duration, then restore their levels."""
+    loggers = [logging.getLogger(name) for name in EXPORTER_LOGGERS]
+    levels = [log.level for log in loggers]
+    for log in loggers:
+        log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for log, level in zip(loggers, levels):
+            log.setLevel(level)
+
+
+def export_onnx(
+    model: nn.Module,
+    image_size: tuple[int, int],
+    path: str | Path,
+    *,
+    opset: int = 17,
+    dynamic_batch: bool = False,
+    metadata: Mapping[str, str] | None = None,
+) -> Path:
+    """Write ``model`` (in eval mode) as one self-contained ONNX file for inputs of ``image_size`` (H, W).
+
+    ``dynamic_batch`` leaves the batch dimension free (named ``batch``), else it is 1.
+    ``metadata`` entries are stored as the model's metadata properties.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # torch.export specialises a dimension whose example size is 1, so a free batch is traced with 2
+    example = torch.zeros(2 if dynamic_batch else 1, 3, *image_size, device=next(model.parameters()).device)
+    dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic_batch else None
+    try:
+        with _quiet_exporter():
+            torch.onnx.export(
+                model.eval(), (example,), str(path), input_names=[INPUT_NAME], output_names=list(OUTPUT_NAMES),
+                opset_version=opset, dynamo=True, dynamic_shapes=dynamic_shapes, external_data=False, verbose=False,
+            )
+    except Exception as exc:  # the exporter raises many types (torch.export, onnxscript, IO)
+        raise OnnxError(f"{path}: export failed: {exc}") from exc
+
+    import onnx
+
+    proto = onnx.load(str(path))
+    written = next((entry.version for entry in proto.opset_import if entry.domain in ("", "ai.onnx")), None)
+    if written != opset:
+        logger.warning("%s: the exporter wrote opset %s (asked for %d)", path, written, opset)
+    for key, value in (metadata or {}).items():
+        proto.metadata_props.add(key=key, value=value)
+    onnx.save(proto, str(path))
+    return path
+
+
+def class_names_metadata(class_names: Sequence[str]) -> dict[str, str]:
+    """The metadata entry that :class:`OnnxNetwork` reads class names back from."""
+    return {CLASS_NAMES_KEY: json.dumps(list(class_names))}
+
+
+class OnnxNetwork:
+    """An ONNX Runtime session behaving like the network: ``images [N, 3, H, W] -> (locs, confs)`` tensors.
+
+    Runs on CUDA when ONNX Runtime has the CUDA provider, else on the CPU. Outputs come back as
+    CPU tensors.
+    """
+
+    def __init__(self, path: str | Path):
+        import onnxruntime
+
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise OnnxError(f"ONNX model not found: {self.path}")
+        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
+        try:
+            self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
+            raise OnnxError(f"{self.path}: cannot load ONNX model: {exc}") from exc
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(OUTPUT_NAMES):
+            raise OnnxError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, not an ssd export")
+        self.input_shape = inputs[0].shape  # [N, 3, H, W]; N is a name when the batch is free
+        self.num_classes = int(outputs[1].shape[1])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        names = self.metadata.get(CLASS_NAMES_KEY)
+        self.class_names: tuple[str, ...] | None = tuple(json.loads(names)) if names else None
+
+    def check_input_size(self, image_size: tuple[int, int]) -> None:
+        """Raise :class:`OnnxError` unless the model takes ``image_size`` (H, W) inputs."""
+        if tuple(self.input_shape[2:]) != tuple(image_size):
+            raise OnnxError(f"{self.path}: model input is {self.input_shape[2]}x{self.input_shape[3]}, the config's {image_size[0]}x{image_size[1]}")
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images [N, 3, H, W]`` (normalised) -> ``locs [N, 4, A]``, ``confs [N, C, A]`` float32 CPU tensors."""
+        fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        if fixed_batch == 1 and images.shape[0] > 1:  # exported without --dynamic-batch: one image per run
+            parts = [self(image) for image in images.split(1)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if fixed_batch is not None and images.shape[0] != fixed_batch:
+            raise OnnxError(f"{self.path}: the model takes batches of {fixed_batch}, got {images.shape[0]} images")
+        feed = np.ascontiguousarray(images.detach().cpu().float().numpy())
+        locs, confs = self.session.run(list(OUTPUT_NAMES), {INPUT_NAME: feed})
+        return torch.from_numpy(locs), torch.from_numpy(confs)
+
+
+def max_difference(model: nn.Module, path: str | Path, image_size: tuple[int, int], batch_size: int = 1, seed: int = 0) -> float:
+    """Largest absolute difference between ONNX Runtime's and PyTorch's outputs on one random batch."""
+    generator = torch.Generator().manual_seed(seed)
+    images = torch.randn(batch_size, 3, *image_size, generator=generator)
+    device = next(model.parameters()).device
+    with torch.inference_mode():
+        expected = model.eval()(images.to(device))
+    actual = OnnxNetwork(path)(images)
+    return max(float((a - e.float().cpu()).abs().max()) for a, e in zip(actual, expected))

@@ -1,0 +1,76 @@
+"""``ssd evaluate`` of a model and the seed's ``evaluate.py --full-eval`` on a tiny synthetic Cognata set."""
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from test_cli_predict import run_script
+from test_inference import TinyFiles, save_checkpoint, tiny_files  # noqa: F401 (fixture)
+
+from ssd.cli.main import main
+from ssd.data.synth import synth_coco
+from ssd.inference import load_model
+
+
+def evaluate_flags(files: TinyFiles, output: Path) -> list[str]:
+    return ["--config", str(files.config), "--dataset", "Cognata", "--data-path", str(files.data), "--batch-size", "4",
+            "--num-workers", "0", "--device", "cpu", "--output-dir", str(output)]
+
+
+def test_results_written_and_reproducible(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    metrics = []
+    for run in ("first", "second"):
+        argv = ["evaluate", *evaluate_flags(tiny_files, tmp_path / run), "--pretrained-model", str(tiny_files.checkpoint), "--mlperf"]
+        assert main(argv) == 0
+        metrics.append(json.loads((tmp_path / run / "metrics.json").read_text()))
+    assert capsys.readouterr().out.startswith(" Average Precision  (AP) @[ IoU=0.50:0.95")
+    first, second = metrics
+    assert first["stats"] == second["stats"] and first["per_class"] == second["per_class"]
+    assert len(first["stats"]) == 12 and len(first["stat_labels"]) == 12 and "Car" in first["per_class"]
+    assert first["thresholds"] == "torchmetrics" and first["decode"]["max_detections"] == 500 and first["decode"]["nms_threshold"] == 0.5
+    detections = json.loads((tmp_path / "first" / "detections.json").read_text())
+    assert detections == json.loads((tmp_path / "second" / "detections.json").read_text())
+    assert detections and set(detections[0]) == {"image_id", "category_id", "bbox", "score"}
+    assert len({d["image_id"] for d in detections}) == first["images"]
+    plots = {p.name for p in (tmp_path / "first" / "plots").iterdir()}
+    assert "ap_per_class.png" in plots and any(name.startswith("pr_") for name in plots)
+
+
+def test_full_eval_one_csv_row_per_epoch_in_epoch_order(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    model, _ = load_model(tiny_files.checkpoint, tiny_files.config)
+    run_folder = tmp_path / "run"
+    run_folder.mkdir()
+    for epoch in (10, 2):  # file-name order would put epoch 10 first
+        with torch.no_grad():
+            model.conf[0].bias.add_(0.1 * epoch)
+        save_checkpoint(run_folder / f"ssd_ep{epoch}.pth", model, tiny_files.config, epoch)
+    (run_folder / "last.pth").write_bytes((run_folder / "ssd_ep2.pth").read_bytes())  # not an epoch file
+    flags = [*evaluate_flags(tiny_files, tmp_path / "out"), "--full-eval", "--save-folder", str(run_folder), "--save-path", "ssd.pth"]
+    assert run_script("evaluate.py", [*flags, "--epochs", "12", "--lr", "0.1"]) == 0  # train.py's flags are accepted
+    with open(tmp_path / "out" / "full_eval.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [row["epoch"] for row in rows] == ["2", "10"]
+    assert {"mAP", "AP50", "AR100", "AP/Car"} <= set(rows[0]) and all(-1 <= float(row["mAP"]) <= 1 for row in rows)
+    assert "epoch 2: mAP" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("problem", ["no checkpoint given", "missing checkpoint", "other config", "no epoch files", "other dataset"])
+def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    argv = ["evaluate", *evaluate_flags(tiny_files, tmp_path / "out"), "--pretrained-model", str(tiny_files.checkpoint)]
+    if problem == "no checkpoint given":
+        argv, expected = argv[:-2], "--pretrained-model"
+    elif problem == "missing checkpoint":
+        argv[-1], expected = str(tmp_path / "gone.pth"), "checkpoint not found"
+    elif problem == "other config":
+        argv[2], expected = "coco_300x300", "shape"
+    elif problem == "no epoch files":
+        argv, expected = [*argv[:-2], "--full-eval", "--save-folder", str(tmp_path)], "no SSD_ep<N>.pth"
+    else:  # a Cognata checkpoint on COCO
+        coco = synth_coco(tmp_path / "coco", 5, size=(48, 64)).root
+        argv[3:7], expected = ["--dataset", "Coco", "--data-path", str(coco)], "the model has 15 classes, the dataset 5"
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err

@@ -1,0 +1,125 @@
+"""``ssd predict`` and the seed's test_image.py / test_video.py / test_dataset.py on tiny inputs."""
+from __future__ import annotations
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+
+from ssd.cli.main import main
+from ssd.data.synth import COGNATA_CLASSES, draw_frame
+from ssd.video import VideoReader, VideoWriter
+
+ROOT = Path(__file__).resolve().parents[1]
+FRAMES = 5
+
+
+def model_flags(files: TinyFiles) -> list[str]:
+    return ["--config", str(files.config), "--pretrained-model", str(files.checkpoint), "--device", "cpu"]
+
+
+def run_script(name: str, argv: list[str]) -> int:
+    """Run a root script of the repository in this process, as ``python NAME ARGV``."""
+    old = sys.argv
+    sys.argv = [name, *argv]
+    try:
+        runpy.run_path(str(ROOT / name), run_name="__main__")
+    except SystemExit as exit_:
+        return int(exit_.code or 0)
+    finally:
+        sys.argv = old
+    return 0
+
+
+def test_image_boxes_drawn_and_saved_as_json(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    original = write_image(tmp_path / "street.png", (90, 150))
+    output = tmp_path / "out.png"  # lossless, so untouched pixels compare equal
+    flags = [*model_flags(tiny_files), "--input", str(tmp_path / "street.png"), "--output", str(output), "--max-boxes", "1", "--box-thickness", "3"]
+    assert main(["predict", *flags]) == 0
+    assert "wrote 1 image" in capsys.readouterr().out
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert (record["height"], record["width"]) == (90, 150) and len(record["detections"]) == 1
+    detection = record["detections"][0]
+    assert detection["name"] in ("Traffic_light", "Props", "TrafficSign", "Car", "Van", "Rider", "Motorcycle", "Bicycle",
+                                 "Pedestrian", "Truck", "PersonalMobility", "Bus", "Trailer", "Animal")
+    drawn = np.asarray(Image.open(output))
+    x1, y1, x2, y2 = (int(round(v)) for v in detection["box"])
+    changed = np.any(drawn != original, axis=2)
+    inside = changed[max(y1, 0) : max(y2, 0) + 2, max(x1, 0) : max(x2, 0) + 2]
+    assert inside.any(), "no pixel changed where the detection is"
+    outside = changed.copy()
+    outside[max(y1 - 3, 0) : max(y2 + 4, 0), max(x1 - 3, 0) : max(x2 + 4, 0)] = False
+    caption = f"{detection['name']} {detection['score']:.2f}"  # drawn from the top-left corner, may overflow
+    outside[max(y1, 0) : max(y1, 0) + 20, max(x1, 0) : max(x1, 0) + 8 * len(caption) + 8] = False
+    assert not outside.any(), "pixels changed away from the only detection"
+
+
+def test_seed_image_script_default_output(tiny_files: TinyFiles, tmp_path: Path):
+    write_image(tmp_path / "frame.png", (64, 100))
+    assert run_script("test_image.py", [*model_flags(tiny_files), "--input", str(tmp_path / "frame.png")]) == 0
+    assert (tmp_path / "frame_prediction.jpg").is_file() and (tmp_path / "frame_prediction.json").is_file()
+
+
+def test_video_frames_in_frames_out(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    source = tmp_path / "drive.mp4"
+    rng = np.random.default_rng(0)
+    with VideoWriter(source, 96, 64, fps=10) as writer:
+        for _ in range(FRAMES):
+            writer.write(draw_frame(rng, 64, 96, COGNATA_CLASSES, (1, 3))[0])
+    assert run_script("test_video.py", [*model_flags(tiny_files), "--input", str(source), "--cls-threshold", "0.2"]) == 0
+    out = capsys.readouterr().out
+    assert f"{FRAMES} frames in" in out and "frames/s" in out
+    output = tmp_path / "drive_prediction.mp4"
+    with VideoReader(output) as reader:
+        assert (reader.info.width, reader.info.height) == (96, 64)
+        assert len(list(reader)) == FRAMES
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert [frame["frame"] for frame in record["frames"]] == list(range(FRAMES))
+    assert any(frame["detections"] for frame in record["frames"])
+
+
+def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    write_image(folder / "a.png", (70, 110), seed=1)
+    write_image(folder / "b.jpg", (50, 80), seed=2)
+    (folder / "notes.txt").write_text("not an image")
+    assert main(["predict", *model_flags(tiny_files), "--input", str(folder), "--batch-size", "2"]) == 0
+    output = tmp_path / "shots_prediction"
+    assert sorted(p.name for p in output.iterdir()) == ["a.jpg", "b.jpg", "detections.json"]
+    records = json.loads((output / "detections.json").read_text())
+    assert [(r["height"], r["width"]) for r in records] == [(70, 110), (50, 80)]
+
+
+def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles, tmp_path: Path):
+    output = tmp_path / "drawn"
+    argv = [*model_flags(tiny_files), "--data-path", str(tiny_files.data), "--output", str(output), "--box-thickness", "1"]
+    assert run_script("test_dataset.py", argv) == 0
+    records = json.loads((output / "detections.json").read_text())
+    assert len(records) >= 2 and all(Path(r["output"]).is_file() for r in records)
+    assert all(d["score"] > 0.5 for r in records for d in r["detections"])  # the script's --cls-threshold 0.5
+
+
+@pytest.mark.parametrize("problem", ["missing input", "unreadable video", "other config", "missing checkpoint", "no checkpoint"])
+def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    write_image(tmp_path / "ok.png", (40, 60))
+    flags = [*model_flags(tiny_files), "--input", str(tmp_path / "ok.png")]
+    if problem == "missing input":
+        flags[-1], expected = str(tmp_path / "nope.png"), "input not found"
+    elif problem == "unreadable video":
+        (tmp_path / "clip.mp4").write_bytes(b"\x00garbage" * 64)
+        flags[-1], expected = str(tmp_path / "clip.mp4"), "cannot read video"
+    elif problem == "other config":
+        flags[1], expected = "coco_300x300", "shape"
+    elif problem == "missing checkpoint":
+        flags[3], expected = str(tmp_path / "none.pth"), "checkpoint not found"
+    else:
+        flags, expected = flags[:2] + flags[4:], "--pretrained-model"
+    assert main(["predict", *flags]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]

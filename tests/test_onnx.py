@@ -1,0 +1,83 @@
+"""``ssd export`` on the tiny config: graph interface, ONNX Runtime equal to PyTorch, ``predict --backend onnxruntime``."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from test_inference import TinyFiles, assert_same_detections, tiny_files, write_image  # noqa: F401 (fixture)
+
+from ssd import Detector
+from ssd.cli.main import main
+from ssd.data.labels import cognata_fixed
+from ssd.inference import load_model
+from ssd.onnx_export import OnnxNetwork
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_files: TinyFiles, tmp_path_factory) -> tuple[Path, str]:
+    """A dynamic-batch export of the tiny checkpoint and what ``ssd export`` printed."""
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    argv = ["export", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--output", str(path), "--dynamic-batch"]
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(argv) == 0
+    return path, printed.getvalue()
+
+
+def test_graph_interface_and_metadata(exported):
+    path, printed = exported
+    model = onnx.load(str(path))
+    dims = lambda value: [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]  # noqa: E731
+    assert [(i.name, dims(i)) for i in model.graph.input] == [("image", ["batch", 3, 64, 128])]
+    num_anchors = 64 // 8 * 128 // 8 * 3 + 64 // 16 * 128 // 16 * 2
+    assert [(o.name, dims(o)) for o in model.graph.output] == [("locs", ["batch", 4, num_anchors]), ("confs", ["batch", 15, num_anchors])]
+    assert next(e.version for e in model.opset_import if e.domain in ("", "ai.onnx")) == 17
+    metadata = {entry.key: entry.value for entry in model.metadata_props}
+    assert json.loads(metadata["class_names"]) == list(cognata_fixed().class_names) and metadata["config"] == "tiny"
+    difference = float(re.search(r"max absolute difference (\S+)", printed).group(1))
+    assert difference < 1e-2
+
+
+def test_onnxruntime_matches_pytorch(exported, tiny_files: TinyFiles):
+    model, _ = load_model(tiny_files.checkpoint, tiny_files.config)
+    images = torch.randn(3, 3, 64, 128, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(images)
+    for actual, reference in zip(OnnxNetwork(exported[0])(images), expected):
+        torch.testing.assert_close(actual, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max()))
+
+
+def test_predict_with_onnxruntime(exported, tiny_files: TinyFiles, tmp_path: Path):
+    write_image(tmp_path / "street.png", (80, 140))
+    flags = ["--config", str(tiny_files.config), "--input", str(tmp_path / "street.png"), "--cls-threshold", "0.3", "--max-boxes", "500"]
+    assert main(["predict", *flags, "--backend", "onnxruntime", "--onnx", str(exported[0]), "--output", str(tmp_path / "onnx.jpg")]) == 0
+    assert main(["predict", *flags, "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "torch.jpg")]) == 0
+    onnx_records, torch_records = (json.loads((tmp_path / f"{name}.json").read_text())["detections"] for name in ("onnx", "torch"))
+    assert onnx_records and len(onnx_records) == len(torch_records)
+    as_result = lambda records: {  # noqa: E731
+        "boxes": torch.tensor([r["box"] for r in records]), "scores": torch.tensor([r["score"] for r in records]),
+        "labels": torch.tensor([r["label"] for r in records]),
+    }
+    assert_same_detections(as_result(onnx_records), as_result(torch_records), atol=0.05)
+    assert {r["name"] for r in onnx_records} <= set(Detector.from_onnx(exported[0], tiny_files.config).class_names)
+
+
+def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    (tmp_path / "fake.onnx").write_bytes(b"not onnx")
+    cases = [
+        (["export", "--config", "coco_300x300", "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "x.onnx")], "shape"),
+        (["export", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "x.pt")], ".onnx"),
+        (["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--backend", "onnxruntime"], "--onnx"),
+        (["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--backend", "onnxruntime",
+          "--onnx", str(tmp_path / "fake.onnx")], "cannot load ONNX model"),
+    ]
+    for argv, expected in cases:
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
