@@ -10,16 +10,11 @@ import argparse
 import logging
 from pathlib import Path
 
-import torch
 from torchvision.io import ImageReadMode, decode_image, write_jpeg
 
-from ssd.anchors import default_boxes
-from ssd.checkpoint import load_checkpoint
-from ssd.config import load_config
 from ssd.data import build_dataset
 from ssd.data.synth import synth_coco
-from ssd.engine.evaluate import DecodeSettings
-from ssd.models import build_model
+from ssd.inference import Detector
 from ssd.visualize import draw_detections
 
 CONFIG = "demo_ssdlite_160"
@@ -59,21 +54,15 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-@torch.inference_mode()
 def write_prediction(checkpoint: Path, data: Path, picture: Path) -> None:
     """Draw the final model's detections on the validation image with the most objects."""
-    config = load_config(CONFIG)
-    dataset = build_dataset("coco", data, "val", config)
-    model = build_model(config, dataset.num_classes).eval()
-    load_checkpoint(model, checkpoint)
+    detector = Detector.from_checkpoint(checkpoint, CONFIG, score_threshold=DETECTION_THRESHOLD)
+    dataset = build_dataset("coco", data, "val", detector.config)
     index = max(range(len(dataset)), key=lambda i: len(dataset.target_pixels(i)[0]))
-    image, target = dataset[index]
-    locs, confs = model(image.unsqueeze(0))
-    (detections,) = DecodeSettings(score_threshold=DETECTION_THRESHOLD).decode(
-        locs, confs, default_boxes(config), [target["orig_size"]]
-    )
-    original = decode_image(str(dataset.image_path(index)), mode=ImageReadMode.RGB)
-    drawn = draw_detections(original, detections["boxes"], detections["labels"], detections["scores"], dataset.class_names, thickness=1)
+    path = dataset.image_path(index)
+    (result,) = detector([path])
+    original = decode_image(str(path), mode=ImageReadMode.RGB)
+    drawn = draw_detections(original, result["boxes"], result["labels"], result["scores"], detector.class_names, thickness=1)
     picture.parent.mkdir(parents=True, exist_ok=True)
     write_jpeg(drawn, str(picture), quality=95)
-    logging.getLogger(__name__).info("%d detections drawn on %s", len(detections["boxes"]), dataset.image_path(index))
+    logging.getLogger(__name__).info("%d detections drawn on %s", len(result["boxes"]), path)
