@@ -235,5 +235,5 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
          "scores": torch.from_numpy(rows[i][:, 5].copy())}
         for i in indices
     ]
-    detections = detections_to_coco(outputs, image_ids, dict(enumerate(dataset.eval_category_ids)))
+    detections = detections_to_coco(outputs, image_ids, dataset.category_of_label)
     return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(indices)

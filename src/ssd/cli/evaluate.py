@@ -151,7 +151,7 @@ class ModelEvaluation:
 
         detections, image_ids = predict_loader(
             self.model, self.loader, self.anchors, self.context.device, self.precision, self.settings,
-            dict(enumerate(self.dataset.eval_category_ids)), channels_last=self.args.channels_last,
+            self.dataset.category_of_label, channels_last=self.args.channels_last,
             show_progress=self.context.is_main,
         )
         merged, evaluated = gather_detections(detections, image_ids)

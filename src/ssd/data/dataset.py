@@ -168,6 +168,11 @@ class DetectionDataset(Dataset):
         """Number of labels, background included."""
         return self.label_spec.num_classes
 
+    @property
+    def category_of_label(self) -> dict[int, int]:
+        """Contiguous label -> ``category_id`` of :meth:`coco_ground_truth` (for ``detections_to_coco``)."""
+        return dict(enumerate(self.eval_category_ids))
+
     def label_to_category_id(self, labels: Tensor | Sequence[int]) -> Tensor:
         """Contiguous labels -> the ``category_id`` of :meth:`coco_ground_truth` (for results files)."""
         table = torch.tensor(self.eval_category_ids, dtype=torch.long)

@@ -13,6 +13,7 @@ from ssd.amp import MixedPrecision
 from ssd.distributed import all_gather_objects, broadcast_object
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
+from ssd.engine.train import images_to_device
 from ssd.postprocess import postprocess
 
 
@@ -52,11 +53,10 @@ def predict_loader(
     """COCO-results detections (pixels of the original images) and the ids of every image seen."""
     model.eval()
     anchors = anchors.to(device)
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
     detections: list[dict[str, Any]] = []
     image_ids: list[int] = []
     for images, targets in tqdm(loader, desc="evaluating", disable=not show_progress, dynamic_ncols=True, leave=False):
-        images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+        images = images_to_device(images, device, channels_last)
         with precision.autocast():
             locs, confs = model(images)
         outputs = settings.decode(locs, confs, anchors, [t["orig_size"] for t in targets])

@@ -223,7 +223,7 @@ class Trainer:
             losses = mean_over_ranks(torch.tensor([stats.loss, stats.localisation, stats.classification], device=self.device)).tolist()
             detections, image_ids = predict_loader(
                 self.model, self.val_loader, self.anchors, self.device, self.precision, self.decode,
-                dict(enumerate(self.val_set.eval_category_ids)), channels_last=options.channels_last,
+                self.val_set.category_of_label, channels_last=options.channels_last,
             )
             result, images_evaluated = evaluate_predictions(detections, image_ids, self.val_set.coco_ground_truth())
             last_map = result.map

@@ -32,10 +32,15 @@ class EpochStats:
         return self.images / max(self.seconds, 1e-9)
 
 
+def images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch on the device, in channels-last memory format if asked (as the model was converted)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+
 def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Images on the device (channels-last if asked) and per-image boxes/labels."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    images = images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+    images = images_to_device(images, device, channels_last)
     boxes = [t["boxes"].to(device, non_blocking=True) for t in targets]
     labels = [t["labels"].to(device, non_blocking=True) for t in targets]
     return images, boxes, labels
