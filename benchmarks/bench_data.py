@@ -32,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.ops import box_iou
 
-import common  # noqa: F401  (puts tests/ on the path for reference_impl)
+from common import report
 from reference_impl import reference_encode
 from ssd.anchors import default_boxes
 from ssd.config import load_config
@@ -198,13 +198,11 @@ def main() -> None:
                 loader = build_loader(dataset, 1, train=True, num_workers=workers, target_encoder=encode, pin_memory=False)
                 rates[label, workers] = samples_per_second(loader, args.samples)
                 print(f"ours       {workers} worker(s), {label}: {rates[label, workers]:6.2f} samples/s", flush=True)
-        base = rates["reference", 1]
+        baseline = "PIL + v1 transforms, encode in __getitem__ (reference)"
         for workers in (1, 2):
-            for label in ("encode in worker", "encode on device"):
-                ratio = rates[label, workers] / base
-                print(f"speed-up ours ({workers} worker(s), {label}) / reference (1 worker): {ratio:5.1f}x "
-                      f"(target {TARGET:g}x: {'met' if ratio >= TARGET else 'NOT met'})")
-        print(f"speed-up ours (2 workers, encode in worker) / reference (2 workers): {rates['encode in worker', 2] / rates['reference', 2]:5.1f}x")
+            for label in ("encode on device", "encode in worker"):
+                report(f"data 8 MP, {workers} worker(s), {label}", rates[label, workers], rates["reference", workers],
+                       f"{baseline}, {workers} worker(s)", unit="samples/s", target=TARGET if workers == 1 else None)
 
         print_stages(dataset, reference, encoder)
         targets = [dataset.target_pixels(i) for i in range(len(dataset))]

@@ -1,4 +1,4 @@
-"""8 MP single-image inference on the CPU: end-to-end latency and peak memory, ours vs the reference's way.
+"""Inference on the CPU: 8 MP single-image latency and peak memory, and a 300x300 batch of 8, ours vs plain eager.
 
 The MLPerf config ``baseline_8MP_ss_scales_fm1_5x5_all`` with 15 classes and random weights (seed 0),
 a synthetic 2160x3840 PNG on disk, MLPerf decoding (score > 0.05, NMS 0.5, 500 detections). Each
@@ -10,6 +10,9 @@ detections in original-image pixels:
   decoding (one ``batched_nms``);
 - reference-style: PIL decode, PIL Resize + ToTensor + Normalize, NCHW forward, and the reference's
   per-class Python NMS loop (``reference_decode`` of tests/reference_impl.py).
+
+Then the forward pass alone of SSD-ResNet50 ``coco_300x300`` (81 classes) on a batch of 8: the
+plain eager module (NCHW, ``torch.no_grad``) against the one :class:`ssd.Detector` runs.
 
 Both use the same weights; the 8 MP forward dominates (30-60 s per image on two idle cores), so
 each path runs ``--repeats`` times (default 1) and the best run counts; the three stages (PNG to
@@ -37,6 +40,8 @@ NUM_CLASSES = 15
 MAX_DETECTIONS = 500
 MEMORY_LIMIT_GIB = 12.0
 STAGES = ("load", "forward", "decode")
+SMALL_CONFIG, SMALL_CLASSES, SMALL_BATCH = "coco_300x300", 81, 8
+TARGET = 1.3
 
 
 def write_image(path: Path, size: tuple[int, int]) -> None:
@@ -100,6 +105,33 @@ def reference_style(config, model, image: Path):
     return load, forward, decode
 
 
+def batch_forward(repeats: int = 3) -> dict:
+    """Best seconds of the 300x300 batch-8 forward: plain eager NCHW vs :class:`ssd.Detector`'s network."""
+    from common import best_time
+
+    from ssd.config import load_config
+    from ssd.inference import Detector, default_class_names
+    from ssd.models import build_model
+
+    config = load_config(SMALL_CONFIG)
+    torch.manual_seed(0)
+    model = build_model(config, SMALL_CLASSES).eval()
+    images = torch.randn(SMALL_BATCH, 3, *config.model.image_size, generator=torch.Generator().manual_seed(0))
+    detector = Detector(model, config, default_class_names(SMALL_CLASSES), fold_bn=True, channels_last=True)
+    fast_input = images.contiguous(memory_format=detector.memory_format)
+
+    @torch.inference_mode()
+    def fast():
+        return detector.network(fast_input)
+
+    @torch.no_grad()
+    def plain():
+        return model(images)
+
+    difference = max((a - b).abs().max().item() for a, b in zip(fast(), plain()))
+    return {"ours": best_time(fast, repeats), "reference": best_time(plain, repeats), "difference": difference}
+
+
 def child(path: str, image: Path, repeats: int) -> None:
     """Run one path ``repeats`` times in this process; print its best stage times, detections and peak RSS as JSON."""
     from ssd.config import load_config
@@ -124,21 +156,22 @@ def child(path: str, image: Path, repeats: int) -> None:
     print(json.dumps({**dict(zip(STAGES, best.tolist())), "detections": detections, "peak_rss_gib": peak_gib}))
 
 
-def measure(path: str, image: Path, repeats: int) -> dict:
-    """Run :func:`child` for ``path`` in a fresh interpreter and return what it printed."""
-    completed = subprocess.run(
-        [sys.executable, __file__, "--child", path, "--image", str(image), "--repeats", str(repeats)],
-        check=True, capture_output=True, text=True,
-    )
+def measure(path: str, image: Path | None = None, repeats: int = 1) -> dict:
+    """Run :func:`child` (or :func:`batch_forward`) for ``path`` in a fresh interpreter and return what it printed."""
+    command = [sys.executable, __file__, "--child", path, "--repeats", str(repeats)]
+    completed = subprocess.run(command + (["--image", str(image)] if image else []), check=True, capture_output=True, text=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=1, help="runs per path; the best counts (default 1)")
-    parser.add_argument("--child", choices=("ours", "reference"), help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=("ours", "reference", "batch"), help=argparse.SUPPRESS)
     parser.add_argument("--image", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.child == "batch":
+        print(json.dumps(batch_forward()))
+        return
     if args.child:
         child(args.child, args.image, args.repeats)
         return
@@ -153,12 +186,20 @@ def main() -> None:
               f"({image.stat().st_size / 2**20:.1f} MiB); {torch.get_num_threads()} threads", flush=True)
         fast = measure("ours", image, args.repeats)
         slow = measure("reference", image, args.repeats)
-    report("8 MP end-to-end latency, PNG -> detections", sum(fast[s] for s in STAGES), sum(slow[s] for s in STAGES))
-    for stage, label in zip(STAGES, ("PNG -> normalised input", "forward", "decoding (500 detections)")):
-        report(f"  of which {label}", fast[stage], slow[stage])
+    baselines = (
+        "PIL + Resize/ToTensor/Normalize", "plain eager forward: NCHW fp32, no_grad", "per-class Python NMS (reference decode_batch)"
+    )
+    report("8 MP b1 latency, PNG -> detections", sum(fast[s] for s in STAGES), sum(slow[s] for s in STAGES),
+           "reference-style: the three below")
+    for stage, label, baseline in zip(STAGES, ("PNG -> normalised input", "forward", "decoding (500 dets)"), baselines):
+        report(f"  8 MP b1 {label}", fast[stage], slow[stage], baseline, target=TARGET if stage == "forward" else None)
     print(f"8 MP peak memory (RSS), ours                 {fast['peak_rss_gib']:.2f} GiB (limit {MEMORY_LIMIT_GIB:g} GiB)")
     print(f"8 MP peak memory (RSS), reference-style      {slow['peak_rss_gib']:.2f} GiB")
     print(f"detections per image: ours {fast['detections']}, reference-style {slow['detections']}")
+    batch = measure("batch")
+    report(f"forward 300x300 b{SMALL_BATCH} (SSD-ResNet50)", batch["ours"], batch["reference"],
+           "plain eager forward: NCHW fp32, no_grad", target=TARGET)
+    print(f"largest difference of the 300x300 outputs from plain eager: {batch['difference']:.1e}")
     assert fast["peak_rss_gib"] < MEMORY_LIMIT_GIB, f"peak memory {fast['peak_rss_gib']:.2f} GiB is over {MEMORY_LIMIT_GIB} GiB"
 
 

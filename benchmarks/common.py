@@ -1,13 +1,20 @@
-"""Timing helpers shared by the benchmarks, and access to the naive reference oracles in tests/."""
+"""Timing helpers shared by the benchmarks, the one results line format, and the naive reference oracles in tests/.
+
+Every figure goes through :func:`report`, which prints it and, when ``make bench`` (run_all.py)
+set ``SSD_BENCH_TABLE`` to a file, appends it there as one JSON line for the summary table.
+"""
 from __future__ import annotations
 
-import statistics
+import json
+import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
+TABLE_ENV = "SSD_BENCH_TABLE"
 
 
 def best_time(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
@@ -22,20 +29,20 @@ def best_time(function: Callable[[], object], repeats: int = 5, warmup: int = 1)
     return min(times)
 
 
-def median_time(function: Callable[[], object], repeats: int = 5) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def speed_up(ours: float, reference: float, unit: str) -> float:
+    """How many times faster ours is: a ratio of times, or of rates when ``unit`` is per second."""
+    return ours / reference if unit.endswith("/s") else reference / ours
 
 
-def report(figure: str, ours: float, reference: float, target: float | None = None, unit: str = "s") -> str:
-    """One line: figure, our time, the reference's, the speed-up (and the target when there is one)."""
-    ratio = reference / ours
-    line = f"{figure:<44} ours {ours:9.4f} {unit}   reference {reference:9.4f} {unit}   speed-up {ratio:6.1f}x"
+def report(figure: str, ours: float, reference: float, baseline: str, unit: str = "s", target: float | None = None) -> None:
+    """Print one figure: ours, the reference's (``baseline`` says what it is), the speed-up and the target."""
+    ratio = speed_up(ours, reference, unit)
+    line = f"{figure:<46} ours {ours:9.4g} {unit:<9} reference {reference:9.4g} {unit:<9} speed-up {ratio:6.1f}x"
     if target is not None:
         line += f"   (target {target:g}x: {'met' if ratio >= target else 'NOT met'})"
-    print(line, flush=True)
-    return line
+    print(f"{line}   [reference: {baseline}]", flush=True)
+    table = os.environ.get(TABLE_ENV)
+    if table:
+        row = {"figure": figure, "ours": ours, "reference": reference, "baseline": baseline, "unit": unit, "ratio": ratio, "target": target}
+        with open(table, "a") as handle:
+            handle.write(json.dumps(row) + "\n")

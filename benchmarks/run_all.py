@@ -1,34 +1,61 @@
-"""`make bench`: run every benchmark script in turn, each printing its own figures.
+"""`make bench`: run every benchmark script in turn (each prints its own details), then one summary table.
 
-Run: .venv/bin/python benchmarks/run_all.py [name ...]   (names: core, data, eval, inference)
+Run: .venv/bin/python benchmarks/run_all.py [name ...]   (names: core, data, eval, inference, train)
 """
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+from common import TABLE_ENV
+
 HERE = Path(__file__).resolve().parent
-SCRIPTS = {"core": "bench_core.py", "data": "bench_data.py", "eval": "bench_eval.py", "inference": "bench_inference.py"}
+SCRIPTS = {
+    "core": "bench_core.py", "data": "bench_data.py", "eval": "bench_eval.py",
+    "inference": "bench_inference.py", "train": "bench_train.py",
+}
+
+
+def print_table(rows: list[dict]) -> None:
+    """Figure, ours, the reference's figure, speed-up, target, and what the reference side is."""
+    print(f"\n{'figure':<46} {'ours':>10} {'reference':>10} {'unit':<9} {'speed-up':>8}  {'target':<11} reference side")
+    for row in rows:
+        target = "" if row["target"] is None else f"{row['target']:g}x " + ("met" if row["ratio"] >= row["target"] else "NOT met")
+        print(f"{row['figure']:<46} {row['ours']:>10.4g} {row['reference']:>10.4g} {row['unit']:<9} "
+              f"{row['ratio']:>7.1f}x  {target:<11} {row['baseline']}")
 
 
 def main(names: list[str]) -> int:
+    unknown = [name for name in names if name not in SCRIPTS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SCRIPTS)}")
+        return 2
     failed = []
-    for name in names or list(SCRIPTS):
-        script = HERE / SCRIPTS[name]
-        if not script.is_file():
-            print(f"== {name}: {script.name} missing", flush=True)
-            failed.append(name)
-            continue
-        print(f"== {name} ({script.name})", flush=True)
-        start = time.perf_counter()
-        if subprocess.run([sys.executable, str(script)], cwd=HERE.parent).returncode != 0:
-            failed.append(name)
-        print(f"== {name}: {time.perf_counter() - start:.0f} s", flush=True)
+    start_all = time.perf_counter()
+    with tempfile.TemporaryDirectory() as folder:
+        table = Path(folder) / "table.jsonl"
+        table.touch()
+        for name in names or list(SCRIPTS):
+            print(f"== {name} ({SCRIPTS[name]})", flush=True)
+            start = time.perf_counter()
+            result = subprocess.run([sys.executable, str(HERE / SCRIPTS[name])], cwd=HERE.parent, env={**os.environ, TABLE_ENV: str(table)})
+            if result.returncode != 0:
+                failed.append(name)
+            print(f"== {name}: {time.perf_counter() - start:.0f} s", flush=True)
+        rows = [json.loads(line) for line in table.read_text().splitlines()]
+    print_table(rows)
+    print(f"\n{len(rows)} figures in {time.perf_counter() - start_all:.0f} s; {os.cpu_count()} CPU cores")
+    missed = [row["figure"] for row in rows if row["target"] is not None and row["ratio"] < row["target"]]
+    if missed:
+        print(f"targets not met: {'; '.join(missed)}")
     if failed:
-        print(f"failed: {', '.join(failed)}", flush=True)
-    return 1 if failed else 0
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed or missed else 0
 
 
 if __name__ == "__main__":

@@ -62,3 +62,13 @@ def test_negatives_capped_at_anchor_count():
     parts = MultiBoxLoss()(torch.zeros(1, 4, 4), confs, torch.zeros(1, 4, 4), labels)
     expected = reference_loss(torch.full((4, 4), 0.5), torch.zeros(1, 4, 4), confs, torch.full((1, 4, 4), 0.5), labels)
     assert parts.total.item() == pytest.approx(expected.item())
+
+
+def test_sizes_given_by_the_step_equal_sizes_read_by_the_loss():
+    _, _, _, offsets, anchor_labels, locs, confs = _batch(5)
+    sizes = MultiBoxLoss.gathered_sizes(anchor_labels).tolist()
+    positives = (anchor_labels > 0).sum(dim=1)
+    assert sizes == [positives.max().item(), min(3 * positives.max().item(), anchor_labels.shape[1])]
+    read = MultiBoxLoss()(locs, confs, offsets, anchor_labels)
+    given = MultiBoxLoss()(locs, confs, offsets, anchor_labels, sizes=sizes)
+    assert torch.equal(read.total, given.total) and torch.equal(read.classification, given.classification)

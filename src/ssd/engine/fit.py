@@ -57,7 +57,8 @@ class TrainOptions:
     warmup: int = 0
     no_decay_bn: bool = False
     amp: bool = False
-    channels_last: bool = False
+    channels_last: bool = True
+    compile: bool = False
     num_workers: int = 4
     save_folder: Path = Path("trained_models")
     save_name: str = "SSD"
@@ -152,6 +153,8 @@ class Trainer:
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if context.is_distributed else self.model
         )
+        if options.compile:
+            self.network = torch.compile(self.network)
         options.save_folder.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(options.save_folder / "metrics.csv", options.log_path, enabled=context.is_main)
 

@@ -1,6 +1,7 @@
 """One training epoch: move a batch, encode its targets on the device, forward, loss, step."""
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
@@ -46,6 +47,29 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
     return images, boxes, labels
 
 
+class HostValues:
+    """Device values copied to the host without blocking: :meth:`get` waits for that copy alone.
+
+    On CUDA the copy goes to pinned memory behind an event, so reading it later does not drain
+    the queue of kernels launched since (``.item()`` would). On the CPU it is the values themselves.
+    """
+
+    def __init__(self, values: torch.Tensor):
+        self._event = None
+        if values.device.type == "cuda":
+            self._values = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._values.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._values = values
+
+    def get(self) -> list:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._values.tolist()
+
+
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
@@ -59,41 +83,52 @@ def train_one_epoch(
     *,
     channels_last: bool = False,
     show_progress: bool = True,
-    on_step=None,
 ) -> EpochStats:
-    """Train for one pass over ``loader``; ``on_step(step_in_epoch, LossParts)`` is called per step.
+    """Train for one pass over ``loader``.
 
-    Raises :class:`NonFiniteLossError` naming the epoch and step when the loss is NaN or infinite.
+    The step never waits for the device to finish its queue: the loss's gathered sizes are copied
+    to the host while the forward pass runs, and each step's loss values are read one step later,
+    when they are long computed. So a NaN or infinite loss raises :class:`NonFiniteLossError`
+    (naming the epoch and the step) after the following step was queued; nothing is saved.
     """
     model.train()
     totals = torch.zeros(3, device=device)
-    images_seen = steps = 0
+    images_seen = 0
     start = time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {epoch}", disable=not show_progress, dynamic_ncols=True, leave=True)
+
+    def check(step: int, losses: HostValues) -> None:
+        """Stop on a non-finite loss; show the step's loss in the progress bar."""
+        total, localisation, classification = losses.get()
+        if not math.isfinite(total):
+            raise NonFiniteLossError(
+                f"loss is {total} at epoch {epoch} step {step} (localisation {localisation}, classification {classification})"
+            )
+        if show_progress:
+            progress.set_postfix(
+                loss=f"{total:.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
+                img_s=f"{images_seen / (time.perf_counter() - start):.1f}", refresh=False,
+            )
+
+    pending = None
+    step = -1
     for step, (images, targets) in enumerate(progress):
         images, boxes, labels = prepare_batch(images, targets, device, channels_last)
         offsets, anchor_labels = encoder.encode_batch(boxes, labels)
+        sizes = HostValues(criterion.gathered_sizes(anchor_labels))
         with precision.autocast():
             locs, confs = model(images)
-        parts = criterion(locs, confs, offsets, anchor_labels)
-        if not torch.isfinite(parts.total):
-            raise NonFiniteLossError(
-                f"loss is {parts.total.item()} at epoch {epoch} step {step} "
-                f"(localisation {parts.localisation.item()}, classification {parts.classification.item()})"
-            )
+        parts = criterion(locs, confs, offsets, anchor_labels, sizes=sizes.get())
         optimizer.zero_grad(set_to_none=True)
         precision.backward_and_step(parts.total, optimizer)
         scheduler.step()
-        totals += torch.stack((parts.total.detach(), parts.localisation.detach(), parts.classification.detach()))
+        losses = torch.stack((parts.total, parts.localisation, parts.classification)).detach()
+        totals += losses
         images_seen += images.shape[0]
-        steps += 1
-        if on_step is not None:
-            on_step(step, parts)
-        if show_progress:
-            elapsed = time.perf_counter() - start
-            progress.set_postfix(
-                loss=f"{parts.total.item():.3f}", lr=f"{optimizer.param_groups[0]['lr']:.2e}",
-                img_s=f"{images_seen / elapsed:.1f}", refresh=False,
-            )
-    loss, localisation, classification = (totals / max(steps, 1)).tolist()
+        if pending is not None:
+            check(*pending)
+        pending = step, HostValues(losses)
+    if pending is not None:
+        check(*pending)
+    loss, localisation, classification = (totals / max(step + 1, 1)).tolist()
     return EpochStats(loss, localisation, classification, images_seen, time.perf_counter() - start)

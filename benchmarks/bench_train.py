@@ -1,0 +1,142 @@
+"""Training step throughput: SSD-ResNet50 at 300x300, batch 8, ours against a plain eager step.
+
+Run: .venv/bin/python benchmarks/bench_train.py [--steps 3] [--compile]   (about 1.5 minutes on 2 cores)
+
+Both sides train the same randomly initialised ``coco_300x300`` model (81 classes) with SGD on the
+same batches of random images with 8 boxes each; after one warm-up step each, the variants take
+turns on each of ``--steps`` batches and the median step time counts.
+
+- plain eager (the reference's step): NCHW float32 model, targets encoded beforehand (the
+  reference encodes in the data workers), the reference's dense loss with two full argsorts,
+  ``loss.item()`` for its log line, ``zero_grad()``;
+- ours: :func:`ssd.engine.train.train_one_epoch` as ``ssd train`` runs it, channels-last (the
+  default), targets encoded on the device inside the step, the gathered loss, no reads of device
+  values back to the host beyond the loss's one, ``zero_grad(set_to_none=True)``.
+
+Also reported: ours with ``--amp`` (bfloat16 autocast on the CPU) and, with ``--compile``,
+``torch.compile`` (its compilation, about a minute, is part of the warm-up, not the timed steps).
+"""
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+from collections.abc import Callable
+
+import torch
+
+from common import report
+from reference_impl import reference_encode, reference_loss
+from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
+from ssd.amp import MixedPrecision
+from ssd.engine.schedule import WarmupMultiStep, build_scheduler
+from ssd.engine.train import train_one_epoch
+from ssd.models import build_model
+
+CONFIG = "coco_300x300"
+NUM_CLASSES = 81
+BATCH = 8
+BOXES = 8
+TARGET = 1.3
+BASELINE = "plain eager step: NCHW fp32, reference loss"
+Batch = tuple[torch.Tensor, list[dict]]
+
+
+def make_batches(count: int, size: tuple[int, int], seed: int = 0) -> list[Batch]:
+    """``count`` batches of random images and targets (normalised xyxy boxes, labels), as a loader yields them."""
+    generator = torch.Generator().manual_seed(seed)
+    batches = []
+    for _ in range(count):
+        images = torch.randn(BATCH, 3, *size, generator=generator)
+        targets = []
+        for _ in range(BATCH):
+            low = torch.rand(BOXES, 2, generator=generator) * 0.7
+            boxes = torch.cat((low, low + 0.05 + torch.rand(BOXES, 2, generator=generator) * 0.25), dim=1)
+            targets.append({"boxes": boxes, "labels": torch.randint(1, NUM_CLASSES, (BOXES,), generator=generator)})
+        batches.append((images, targets))
+    return batches
+
+
+def fresh_model(config, channels_last: bool) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = build_model(config, NUM_CLASSES)
+    return model.to(memory_format=torch.channels_last) if channels_last else model
+
+
+def plain_eager_step(config, anchors: torch.Tensor) -> Callable[[Batch], float]:
+    """The reference's training step on a loader batch (its targets encoded beforehand, as in its workers)."""
+    model = fresh_model(config, channels_last=False).train()
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    encoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def step(batch: Batch) -> None:
+        images, targets = batch
+        if id(batch) not in encoded:
+            pairs = [reference_encode(anchors, t["boxes"], t["labels"]) for t in targets]
+            encoded[id(batch)] = torch.stack([b.t() for b, _ in pairs]), torch.stack([l for _, l in pairs])
+        gloc, glabel = encoded[id(batch)]
+        start = time.perf_counter()
+        ploc, plabel = model(images)
+        loss = reference_loss(anchors, ploc, plabel, gloc, glabel)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        loss.item()
+        return time.perf_counter() - start
+
+    return step
+
+
+def our_step(config, anchors: torch.Tensor, amp: bool = False, compile_model: bool = False) -> Callable[[Batch], float]:
+    """:func:`train_one_epoch` over a one-batch loader: one step of ``ssd train`` (channels-last)."""
+    device = torch.device("cpu")
+    model = fresh_model(config, channels_last=True)
+    optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=True)
+    scheduler = build_scheduler(optimizer, WarmupMultiStep([100], 1, 0))
+    network = torch.compile(model) if compile_model else model
+    arguments = (TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler, MixedPrecision(device, amp), device)
+
+    def step(batch: Batch) -> float:
+        return train_one_epoch(network, [batch], *arguments, epoch=0, channels_last=True, show_progress=False).seconds
+
+    return step
+
+
+def seconds_per_step(steps: dict[str, Callable[[Batch], float]], batches: list[Batch]) -> dict[str, float]:
+    """Median seconds per step of each variant, the variants taking turns on each batch after one warm-up step each.
+
+    Taking turns spreads any slow spell of a shared machine over all variants alike.
+    """
+    for step in steps.values():
+        step(batches[0])
+    times: dict[str, list[float]] = {name: [] for name in steps}
+    for batch in batches[1:]:
+        for name, step in steps.items():
+            times[name].append(step(batch))
+    return {name: statistics.median(values) for name, values in times.items()}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (default 5)")
+    parser.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
+    args = parser.parse_args()
+    config = load_config(CONFIG)
+    anchors = default_boxes(config)
+    batches = make_batches(args.steps + 1, config.model.image_size)
+    print(f"{CONFIG}: SSD-ResNet50, {NUM_CLASSES} classes, batch {BATCH}, {anchors.shape[0]:,} anchors, "
+          f"{torch.get_num_threads()} threads", flush=True)
+    steps = {"plain": plain_eager_step(config, anchors), "ours": our_step(config, anchors), "amp": our_step(config, anchors, amp=True)}
+    if args.compile:
+        steps["compile"] = our_step(config, anchors, compile_model=True)
+    seconds = seconds_per_step(steps, batches)
+    print("seconds per step (median): " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items()), flush=True)
+    rate = {name: BATCH / value for name, value in seconds.items()}
+    report(f"train step 300x300 b{BATCH}", rate["ours"], rate["plain"], BASELINE, unit="img/s", target=TARGET)
+    if args.compile:
+        report(f"train step 300x300 b{BATCH}, --compile", rate["compile"], rate["plain"], BASELINE, unit="img/s", target=TARGET)
+    report(f"train step 300x300 b{BATCH}, --amp (bf16)", rate["amp"], rate["plain"], BASELINE + " (fp32)", unit="img/s")
+
+
+if __name__ == "__main__":
+    main()
