@@ -9,6 +9,7 @@ The public API::
     locs, confs = model(images)                          # [N, 4, A], [N, C, A]
     detections = postprocess(locs, confs, anchors, image_sizes=[(2160, 3840)] * len(images))
 """
+from ssd import huge_pages  # noqa: F401  (first: before torch is imported)
 from ssd.anchors import default_boxes
 from ssd.checkpoint import load_checkpoint
 from ssd.config import Config, ConfigError, load_config

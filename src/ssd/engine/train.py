@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.profiler import record_function
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
@@ -90,6 +91,7 @@ def train_one_epoch(
     to the host while the forward pass runs, and each step's loss values are read one step later,
     when they are long computed. So a NaN or infinite loss raises :class:`NonFiniteLossError`
     (naming the epoch and the step) after the following step was queued; nothing is saved.
+    The phases of a step are labelled for ``torch.profiler`` (``ssd.forward``, ``ssd.loss``...).
     """
     model.train()
     totals = torch.zeros(3, device=device)
@@ -113,15 +115,18 @@ def train_one_epoch(
     pending = None
     step = -1
     for step, (images, targets) in enumerate(progress):
-        images, boxes, labels = prepare_batch(images, targets, device, channels_last)
-        offsets, anchor_labels = encoder.encode_batch(boxes, labels)
-        sizes = HostValues(criterion.gathered_sizes(anchor_labels))
-        with precision.autocast():
+        with record_function("ssd.encode_targets"):
+            images, boxes, labels = prepare_batch(images, targets, device, channels_last)
+            offsets, anchor_labels = encoder.encode_batch(boxes, labels)
+            sizes = HostValues(criterion.gathered_sizes(anchor_labels))
+        with record_function("ssd.forward"), precision.autocast():
             locs, confs = model(images)
-        parts = criterion(locs, confs, offsets, anchor_labels, sizes=sizes.get())
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(parts.total, optimizer)
-        scheduler.step()
+        with record_function("ssd.loss"):
+            parts = criterion(locs, confs, offsets, anchor_labels, sizes=sizes.get())
+        with record_function("ssd.backward_step"):
+            optimizer.zero_grad(set_to_none=True)
+            precision.backward_and_step(parts.total, optimizer)
+            scheduler.step()
         losses = torch.stack((parts.total, parts.localisation, parts.classification)).detach()
         totals += losses
         images_seen += images.shape[0]
