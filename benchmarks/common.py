@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -15,6 +16,18 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TABLE_ENV = "SSD_BENCH_TABLE"
+HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # ssd.huge_pages.ENV; importing ssd here would set it for this process
+
+
+def run_side(script: str, arguments: list[str], huge_pages: bool = False) -> dict:
+    """Run ``script`` with ``arguments`` in a fresh interpreter and return the JSON of its last output line.
+
+    The reference runs with PyTorch's default allocator, without the huge pages that importing
+    ``ssd`` turns on; a process of its own gives it that (``huge_pages=False``, the default).
+    """
+    env = {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
+    done = subprocess.run([sys.executable, script, *arguments], env=env, check=True, capture_output=True, text=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def best_time(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:
