@@ -159,6 +159,23 @@ def test_bf16_autocast_step_on_cpu(tiny_config):
     assert not torch.equal(before, model.conf[0].weight)
 
 
+def test_compiled_model_trains_with_the_eager_models_loss(tiny_config):
+    anchors = default_boxes(tiny_config)
+    loader = [(torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(1)),
+               [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
+    losses = []
+    for compiled in (False, True):
+        torch.manual_seed(0)
+        model = build_model(tiny_config, 3).to(memory_format=torch.channels_last)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+        network = torch.compile(model) if compiled else model
+        stats = train_one_epoch(network, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
+                                MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 0, channels_last=True, show_progress=False)
+        losses.append(stats.loss)
+    assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-4)
+
+
 def test_recipe():
     assert scaled_learning_rate(2.6e-3, 32, 8) == pytest.approx(2.6e-3 * 8)
     schedule = WarmupMultiStep([2, 3], iterations_per_epoch=10, warmup=4)
