@@ -34,7 +34,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--nms-threshold", "--nms_threshold", type=float, default=0.5)
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True,
-                        help="channels-last memory format (default; 1.4x faster training on CPU)")
+                        help="channels-last memory format (default: on; faster convolutions)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--local-rank", "--local_rank", type=int, default=None, help="set by torch.distributed.launch")
     parser.add_argument("--save-folder", "--save_folder", type=Path, default=Path("trained_models"))
