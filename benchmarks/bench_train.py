@@ -3,8 +3,9 @@
 Run: .venv/bin/python benchmarks/bench_train.py [--steps 3] [--compile]   (about 1.5 minutes on 2 cores)
 
 Both sides train the same randomly initialised ``coco_300x300`` model (81 classes) with SGD on the
-same batches of random images with 8 boxes each; after one warm-up step each, the variants take
-turns on each of ``--steps`` batches and the median step time counts.
+same batches of random images with 8 boxes each. Each variant runs in a process of its own (the
+plain step with PyTorch's default allocator, ours with the huge pages ``ssd`` turns on); after one
+warm-up step each, the variants take turns on each of ``--steps`` batches and the median counts.
 
 - plain eager (the reference's step): NCHW float32 model, targets encoded beforehand (the
   reference encodes in the data workers), the reference's dense loss with two full argsorts,
@@ -19,13 +20,16 @@ Also reported: ours with ``--amp`` (bfloat16 autocast on the CPU) and, with ``--
 from __future__ import annotations
 
 import argparse
+import functools
+import json
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
 import torch
 
-from common import report
+from common import SideProcess, report
 from reference_impl import reference_encode, reference_loss
 from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
 from ssd.amp import MixedPrecision
@@ -69,7 +73,7 @@ def plain_eager_step(config, anchors: torch.Tensor) -> Callable[[Batch], float]:
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=True)
     encoded: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
 
-    def step(batch: Batch) -> None:
+    def step(batch: Batch) -> float:
         images, targets = batch
         if id(batch) not in encoded:
             pairs = [reference_encode(anchors, t["boxes"], t["labels"]) for t in targets]
@@ -102,17 +106,41 @@ def our_step(config, anchors: torch.Tensor, amp: bool = False, compile_model: bo
     return step
 
 
-def seconds_per_step(steps: dict[str, Callable[[Batch], float]], batches: list[Batch]) -> dict[str, float]:
-    """Median seconds per step of each variant, the variants taking turns on each batch after one warm-up step each.
+VARIANTS: dict[str, Callable[..., Callable[[Batch], float]]] = {
+    "plain": plain_eager_step,
+    "ours": our_step,
+    "amp": functools.partial(our_step, amp=True),
+    "compile": functools.partial(our_step, compile_model=True),
+}
 
-    Taking turns spreads any slow spell of a shared machine over all variants alike.
+
+def serve(variant: str, steps: int) -> None:
+    """A side's process: build ``variant``'s step, then time it on each batch index read from stdin."""
+    config = load_config(CONFIG)
+    step = VARIANTS[variant](config, default_boxes(config))
+    batches = make_batches(steps + 1, config.model.image_size)
+    for line in sys.stdin:
+        print(json.dumps(step(batches[int(line)])), flush=True)
+
+
+def seconds_per_step(variants: list[str], steps: int) -> dict[str, float]:
+    """Median seconds per step of each variant, each in a process of its own, taking turns batch by batch
+    after one warm-up step each (which compiles, for ``compile``).
+
+    Taking turns spreads any slow spell of a shared machine over all variants alike. The plain step's
+    process has PyTorch's default allocator, ours have the huge pages ``ssd`` turns on.
     """
-    for step in steps.values():
-        step(batches[0])
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for batch in batches[1:]:
-        for name, step in steps.items():
-            times[name].append(step(batch))
+    sides = {name: SideProcess(__file__, ["--serve", name, "--steps", str(steps)], huge_pages=name != "plain") for name in variants}
+    try:
+        for side in sides.values():
+            side.ask("0")
+        times: dict[str, list[float]] = {name: [] for name in sides}
+        for index in range(1, steps + 1):
+            for name, side in sides.items():
+                times[name].append(side.ask(str(index)))
+    finally:
+        for side in sides.values():
+            side.close()
     return {name: statistics.median(values) for name, values in times.items()}
 
 
@@ -120,16 +148,15 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="timed steps per variant (default 5)")
     parser.add_argument("--compile", action="store_true", help="also time torch.compile (about a minute to compile)")
+    parser.add_argument("--serve", choices=VARIANTS, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve:
+        serve(args.serve, args.steps)
+        return
     config = load_config(CONFIG)
-    anchors = default_boxes(config)
-    batches = make_batches(args.steps + 1, config.model.image_size)
-    print(f"{CONFIG}: SSD-ResNet50, {NUM_CLASSES} classes, batch {BATCH}, {anchors.shape[0]:,} anchors, "
+    print(f"{CONFIG}: SSD-ResNet50, {NUM_CLASSES} classes, batch {BATCH}, {default_boxes(config).shape[0]:,} anchors, "
           f"{torch.get_num_threads()} threads", flush=True)
-    steps = {"plain": plain_eager_step(config, anchors), "ours": our_step(config, anchors), "amp": our_step(config, anchors, amp=True)}
-    if args.compile:
-        steps["compile"] = our_step(config, anchors, compile_model=True)
-    seconds = seconds_per_step(steps, batches)
+    seconds = seconds_per_step(["plain", "ours", "amp"] + (["compile"] if args.compile else []), args.steps)
     print("seconds per step (median): " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items()), flush=True)
     rate = {name: BATCH / value for name, value in seconds.items()}
     report(f"train step 300x300 b{BATCH}", rate["ours"], rate["plain"], BASELINE, unit="img/s", target=TARGET)

@@ -19,15 +19,41 @@ TABLE_ENV = "SSD_BENCH_TABLE"
 HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # ssd.huge_pages.ENV; importing ssd here would set it for this process
 
 
-def run_side(script: str, arguments: list[str], huge_pages: bool = False) -> dict:
-    """Run ``script`` with ``arguments`` in a fresh interpreter and return the JSON of its last output line.
+def side_environment(huge_pages: bool) -> dict[str, str]:
+    """The environment of a side's process. The reference runs with PyTorch's default allocator,
+    without the huge pages that importing ``ssd`` turns on (``huge_pages=False``); ours with them."""
+    return {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
 
-    The reference runs with PyTorch's default allocator, without the huge pages that importing
-    ``ssd`` turns on; a process of its own gives it that (``huge_pages=False``, the default).
-    """
-    env = {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
-    done = subprocess.run([sys.executable, script, *arguments], env=env, check=True, capture_output=True, text=True)
+
+def run_side(script: str, arguments: list[str], huge_pages: bool = False) -> dict:
+    """Run ``script`` with ``arguments`` in a fresh interpreter and return the JSON of its last output line."""
+    done = subprocess.run(
+        [sys.executable, script, *arguments], env=side_environment(huge_pages), check=True, capture_output=True, text=True
+    )
     return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+class SideProcess:
+    """A side in a process of its own that answers each request line with one JSON line, so that
+    sides with different allocators can still take turns (see ``bench_train.py``)."""
+
+    def __init__(self, script: str, arguments: list[str], huge_pages: bool = False):
+        self.name = " ".join(arguments)
+        self.process = subprocess.Popen(
+            [sys.executable, script, *arguments], env=side_environment(huge_pages), stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+        )
+
+    def ask(self, request: str) -> object:
+        self.process.stdin.write(request + "\n")
+        self.process.stdin.flush()
+        answer = self.process.stdout.readline()
+        if not answer:
+            raise RuntimeError(f"benchmark side {self.name!r} ended (exit status {self.process.wait()})")
+        return json.loads(answer)
+
+    def close(self) -> None:
+        self.process.stdin.close()
+        self.process.wait()
 
 
 def best_time(function: Callable[[], object], repeats: int = 5, warmup: int = 1) -> float:

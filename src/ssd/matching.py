@@ -110,19 +110,22 @@ class TargetEncoder:
         return TargetEncoder(self.anchors_cxcywh.to(device), self.iou_threshold, self.variances)
 
     def __call__(self, boxes: Tensor, labels: Tensor) -> tuple[Tensor, Tensor]:
-        """One image: ``boxes [G, 4]``, ``labels [G]`` -> ``offsets [A, 4]``, ``labels [A]``."""
+        """One image: ``boxes [G, 4]``, ``labels [G]`` -> ``offsets [A, 4]``, ``labels [A]``.
+
+        Dense over all anchors, then masked: nothing here reads a device value back to the host
+        (a ``nonzero`` of the positives would), so encoding on a GPU never waits for its queue.
+        """
         device = self.anchors_cxcywh.device
+        anchor_labels = torch.zeros(self.num_anchors, dtype=torch.long, device=device)
+        offsets = torch.zeros(self.num_anchors, 4, dtype=torch.float32, device=device)
+        if boxes.shape[0] == 0:
+            return offsets, anchor_labels
         boxes = boxes.to(device=device, dtype=torch.float32)
         labels = labels.to(device=device, dtype=torch.long)
         matched_gt, positive = match_anchors(boxes, self.anchor_coords, self.iou_threshold)
-        anchor_labels = torch.zeros(self.num_anchors, dtype=torch.long, device=device)
-        offsets = torch.zeros(self.num_anchors, 4, dtype=torch.float32, device=device)
-        if positive.any():
-            index = positive.nonzero().squeeze(1)
-            gt = matched_gt[index]
-            anchor_labels[index] = labels[gt]
-            offsets[index] = encode_offsets(xyxy_to_cxcywh(boxes[gt]), self.anchors_cxcywh[index], self.variances)
-        return offsets, anchor_labels
+        anchor_labels = torch.where(positive, labels[matched_gt], anchor_labels)
+        offsets = encode_offsets(xyxy_to_cxcywh(boxes)[matched_gt], self.anchors_cxcywh, self.variances)
+        return offsets.masked_fill_(~positive.unsqueeze(1), 0.0), anchor_labels
 
     def encode_batch(self, boxes: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
         """Several images -> ``offsets [N, A, 4]``, ``labels [N, A]``."""
