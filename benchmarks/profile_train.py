@@ -1,6 +1,6 @@
 """Where one training epoch on synthetic 8 MP Cognata frames spends its time, by torch.profiler.
 
-Run: .venv/bin/python benchmarks/profile_train.py [--frames 4] [--no-channels-last] [--no-amp] [--trace trace.json]
+Run: .venv/bin/python benchmarks/profile_train.py [--frames 4] [--no-channels-last] [--no-amp] [--compile] [--trace trace.json]
 
 Writes ``--frames`` synthetic 2160x3840 frames (about 40 objects each), then runs one epoch of
 :func:`ssd.engine.train.train_one_epoch` with batch 1 on the CPU -- the MLPerf config, the
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -52,11 +53,23 @@ def phase_seconds(events) -> dict[str, float]:
     return seconds
 
 
+def step_seconds(events) -> list[float]:
+    """Seconds of each step's labelled phases (encoding to optimiser step), in order."""
+    phases = [event for event in events if event.name in PHASES and event.name != LOADER_WAIT]
+    steps = [0.0] * sum(event.name == "ssd.forward" for event in phases)
+    counts = dict.fromkeys(PHASES, 0)
+    for event in phases:
+        steps[counts[event.name]] += event.cpu_time_total / 1e6
+        counts[event.name] += 1
+    return steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=4, help="frames in the epoch (batch 1)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=True)
     parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=True, help="bfloat16 autocast (default)")
+    parser.add_argument("--compile", action="store_true", help="torch.compile the model (compiles in the first step)")
     parser.add_argument("--workers", type=int, default=1, help="data loader workers")
     parser.add_argument("--trace", type=Path, help="also write a Chrome trace (chrome://tracing, Perfetto)")
     args = parser.parse_args()
@@ -76,10 +89,11 @@ def main() -> None:
         optimizer = build_optimizer(model, 2.6e-3 / 32, 0.9, 5e-4, no_decay_bn=False)
         scheduler = build_scheduler(optimizer, WarmupMultiStep([43, 54], len(loader), 0))
         print(f"{CONFIG}: {len(dataset)} frames 2160x3840, batch 1, channels-last {args.channels_last}, amp {args.amp}, "
-              f"huge pages {os.environ[huge_pages.ENV]!r}, {args.workers} worker(s), {torch.get_num_threads()} threads", flush=True)
+              f"compile {args.compile}, huge pages {os.environ[huge_pages.ENV]!r}, {args.workers} worker(s), {torch.get_num_threads()} threads", flush=True)
+        network = torch.compile(model) if args.compile else model
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
             stats = train_one_epoch(
-                model, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
+                network, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
                 MixedPrecision(device, args.amp), device, 0, channels_last=args.channels_last, show_progress=False,
             )
     events = profiler.key_averages()
@@ -89,6 +103,10 @@ def main() -> None:
         print(f"  {label:<36} {seconds[key]:8.1f} s  {100 * seconds[key] / stats.seconds:5.1f} %")
     rest = stats.seconds - sum(seconds.values())
     print(f"  {'other (bookkeeping, progress)':<36} {rest:8.1f} s  {100 * rest / stats.seconds:5.1f} %")
+    steps = step_seconds(profiler.events())
+    if len(steps) > 1:
+        print(f"  per step: first {steps[0]:.1f} s (warm-up{', compilation' if args.compile else ''}), "
+              f"median of the other {len(steps) - 1}: {statistics.median(steps[1:]):.1f} s")
     operators = sorted((e for e in events if e.key.startswith("aten::")), key=lambda e: e.self_cpu_time_total, reverse=True)
     print("\noperators by their own time:")
     for event in operators[:10]:
