@@ -4,8 +4,9 @@ Run: .venv/bin/python benchmarks/bench_train.py [--steps 3] [--compile]   (about
 
 Both sides train the same randomly initialised ``coco_300x300`` model (81 classes) with SGD on the
 same batches of random images with 8 boxes each. Each variant runs in a process of its own (the
-plain step with PyTorch's default allocator, ours with the huge pages ``ssd`` turns on); after one
-warm-up step each, the variants take turns on each of ``--steps`` batches and the median counts.
+plain step with PyTorch's default allocator, ours with the huge pages ``ssd`` turns on) and is
+compared with a fresh plain process in a round of its own; after one warm-up step each, the two
+take turns on each of ``--steps`` batches and the median counts.
 
 - plain eager (the reference's step): NCHW float32 model, targets encoded beforehand (the
   reference encodes in the data workers), the reference's dense loss with two full argsorts,
@@ -106,6 +107,11 @@ def our_step(config, anchors: torch.Tensor, amp: bool = False, compile_model: bo
     return step
 
 
+LABELS = {  # figure, target, reference side
+    "ours": (f"train step 300x300 b{BATCH}", TARGET, BASELINE),
+    "amp": (f"train step 300x300 b{BATCH}, --amp (bf16)", None, BASELINE + " (fp32)"),
+    "compile": (f"train step 300x300 b{BATCH}, --compile", None, BASELINE),
+}
 VARIANTS: dict[str, Callable[..., Callable[[Batch], float]]] = {
     "plain": plain_eager_step,
     "ours": our_step,
@@ -156,13 +162,13 @@ def main() -> None:
     config = load_config(CONFIG)
     print(f"{CONFIG}: SSD-ResNet50, {NUM_CLASSES} classes, batch {BATCH}, {default_boxes(config).shape[0]:,} anchors, "
           f"{torch.get_num_threads()} threads", flush=True)
-    seconds = seconds_per_step(["plain", "ours", "amp"] + (["compile"] if args.compile else []), args.steps)
-    print("seconds per step (median): " + ", ".join(f"{name} {value:.2f}" for name, value in seconds.items()), flush=True)
-    rate = {name: BATCH / value for name, value in seconds.items()}
-    report(f"train step 300x300 b{BATCH}", rate["ours"], rate["plain"], BASELINE, unit="img/s", target=TARGET)
-    if args.compile:
-        report(f"train step 300x300 b{BATCH}, --compile", rate["compile"], rate["plain"], BASELINE, unit="img/s", target=TARGET)
-    report(f"train step 300x300 b{BATCH}, --amp (bf16)", rate["amp"], rate["plain"], BASELINE + " (fp32)", unit="img/s")
+    rounds = [["plain", "ours"], ["plain", "amp"]] + ([["plain", "compile"]] if args.compile else [])
+    for variants in rounds:  # pairs: a third process slowed the others by up to 20 % on 2 cores
+        seconds = seconds_per_step(variants, args.steps)
+        name = variants[1]
+        print(f"seconds per step (median): plain {seconds['plain']:.2f}, {name} {seconds[name]:.2f}", flush=True)
+        figure, target, baseline = LABELS[name]
+        report(figure, BATCH / seconds[name], BATCH / seconds["plain"], baseline, unit="img/s", target=target)
 
 
 if __name__ == "__main__":
