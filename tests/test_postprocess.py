@@ -81,3 +81,16 @@ def test_overflowing_boxes_are_dropped():
     confs[0, 1, 20] = 20.0
     (result,) = postprocess(locs, confs, anchors, max_per_class=2)
     assert torch.isfinite(result["boxes"]).all() and result["scores"].numel() == 1
+
+
+def test_boxes_that_would_overflow_in_pixels_are_dropped():
+    anchors = _anchors()
+    locs = torch.zeros(1, 4, anchors.shape[0])
+    locs[0, 2:, 10] = 435.0  # exp(87) ~ 6e37: finite, but not once scaled to pixels
+    confs = torch.zeros(1, 2, anchors.shape[0])
+    confs[0, 1, 10] = 30.0
+    confs[0, 1, 20] = 20.0
+    (result,) = postprocess(locs, confs, anchors, max_per_class=2, image_sizes=[(2160, 3840)])
+    assert result["scores"].numel() == 1
+    widths = result["boxes"][:, 2:] - result["boxes"][:, :2]
+    assert torch.isfinite(result["boxes"]).all() and torch.isfinite(widths).all()

@@ -9,6 +9,9 @@ from torchvision.ops import batched_nms
 
 from ssd.box_ops import DEFAULT_VARIANCES, decode_offsets
 
+# normalised coordinates beyond this are dropped: in pixels of any image, and as widths, they stay finite
+MAX_COORDINATE = 1e6
+
 
 def postprocess(
     locs: Tensor,
@@ -30,8 +33,10 @@ def postprocess(
 
     Returns dicts with ``boxes [K, 4]`` (x1, y1, x2, y2, normalised to [0, 1], or pixels of the image
     when ``image_sizes`` gives its (height, width)), ``scores [K]`` (descending) and ``labels [K]``.
-    As in the reference, boxes are not clipped to the image; boxes whose size overflowed to infinity
-    (an untrained model) are dropped, since no evaluator can score them. The reference suppresses boxes with IoU
+    As in the reference, boxes are not clipped to the image; boxes with a coordinate that is not
+    finite or lies more than ``MAX_COORDINATE`` image sizes away (a diverged or untrained model: the
+    size offset's ``exp`` overflowed, or would once scaled to pixels) are dropped, since no
+    evaluator can score them. The reference suppresses boxes with IoU
     >= the threshold, torchvision those with IoU > it: they differ only at exact equality.
     """
     num_images, num_classes, num_anchors = confs.shape
@@ -44,9 +49,10 @@ def postprocess(
     cand_scores = top_scores[keep]
     cand_anchor = top_anchor[keep]
     cand_boxes = boxes[image_index, cand_anchor]
-    finite = torch.isfinite(cand_boxes).all(dim=1)  # exp() of a wild size offset overflows
-    image_index, class_index = image_index[finite], class_index[finite]
-    cand_scores, cand_boxes = cand_scores[finite], cand_boxes[finite]
+    # exp() of a wild size offset overflows, or leaves a box whose pixel coordinates would
+    scorable = cand_boxes.abs().amax(dim=1) < MAX_COORDINATE  # False for inf and NaN too
+    image_index, class_index = image_index[scorable], class_index[scorable]
+    cand_scores, cand_boxes = cand_scores[scorable], cand_boxes[scorable]
     groups = image_index * num_classes + class_index
     kept = batched_nms(cand_boxes, cand_scores, groups, nms_threshold)  # sorted by descending score
 
