@@ -121,58 +121,48 @@ def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path)
         assert checkpoint["weights"].numel() in (3, 1_000_000)
 
 
+ONE_BOX = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
+
+
+def _train_epoch(model, config, loader, epoch: int = 0, amp: bool = False, channels_last: bool = False):
+    """One ``train_one_epoch`` of ``model`` over ``loader`` with plain SGD on the CPU."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    cpu = torch.device("cpu")
+    return train_one_epoch(model, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
+                           MixedPrecision(cpu, amp), cpu, epoch, channels_last=channels_last, show_progress=False)
+
+
 def test_non_finite_loss_stops_naming_the_step(tiny_config):
     model = build_model(tiny_config, 3)
     for param in model.conf.parameters():
         param.data.fill_(float("nan"))
-    anchors = default_boxes(tiny_config)
-    loader = [(torch.randn(2, 3, 64, 128), [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     with pytest.raises(NonFiniteLossError, match="epoch 3 step 0"):
-        train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
-                        MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 3, show_progress=False)
+        _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], epoch=3)
 
 
 def test_non_finite_loss_found_one_step_late_names_its_own_step(tiny_config):
-    model = build_model(tiny_config, 3)
-    anchors = default_boxes(tiny_config)
-    target = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
-    loader = [(torch.randn(2, 3, 64, 128), target), (torch.full((2, 3, 64, 128), float("nan")), target), (torch.randn(2, 3, 64, 128), target)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    images = [torch.randn(2, 3, 64, 128), torch.full((2, 3, 64, 128), float("nan")), torch.randn(2, 3, 64, 128)]
     with pytest.raises(NonFiniteLossError, match="epoch 0 step 1 "):
-        train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
-                        MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 0, show_progress=False)
+        _train_epoch(build_model(tiny_config, 3), tiny_config, [(batch, ONE_BOX) for batch in images])
 
 
 def test_bf16_autocast_step_on_cpu(tiny_config):
     model = build_model(tiny_config, 3)
-    anchors = default_boxes(tiny_config)
-    loader = [(torch.randn(2, 3, 64, 128), [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     before = model.conf[0].weight.detach().clone()
-    stats = train_one_epoch(model, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
-                            MixedPrecision(torch.device("cpu"), True), torch.device("cpu"), 0, show_progress=False)
+    stats = _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], amp=True)
     assert stats.images == 2 and torch.isfinite(torch.tensor(stats.loss))
     assert not torch.equal(before, model.conf[0].weight)
 
 
 def test_compiled_model_trains_with_the_eager_models_loss(tiny_config):
-    anchors = default_boxes(tiny_config)
-    loader = [(torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(1)),
-               [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2)]
+    loader = [(torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(1)), ONE_BOX)]
     losses = []
     for compiled in (False, True):
         torch.manual_seed(0)
         model = build_model(tiny_config, 3).to(memory_format=torch.channels_last)
-        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
         network = torch.compile(model) if compiled else model
-        stats = train_one_epoch(network, loader, TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler,
-                                MixedPrecision(torch.device("cpu"), False), torch.device("cpu"), 0, channels_last=True, show_progress=False)
-        losses.append(stats.loss)
+        losses.append(_train_epoch(network, tiny_config, loader, channels_last=True).loss)
     assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-4)
 
 
