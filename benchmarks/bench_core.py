@@ -83,8 +83,7 @@ def reference_seconds() -> dict[str, float]:
     }
 
 
-def our_seconds() -> dict[str, float]:
-    inputs = make_inputs()
+def our_seconds(inputs: Inputs) -> dict[str, float]:
     encoder = TargetEncoder(inputs.anchors)
     offsets, anchor_labels = encoder.encode_batch(inputs.boxes, [inputs.labels, inputs.labels])
     loss = MultiBoxLoss()
@@ -106,8 +105,9 @@ def main() -> None:
         return
     reference = run_side(__file__, ["--reference-side"])
     reference_huge_pages = run_side(__file__, ["--reference-side"], huge_pages=True)
-    ours = our_seconds()
-    print(f"config {CONFIG}: {make_inputs().anchors.shape[0]:,} anchors, {NUM_CLASSES} classes, {torch.get_num_threads()} threads")
+    inputs = make_inputs()
+    ours = our_seconds(inputs)
+    print(f"config {CONFIG}: {inputs.anchors.shape[0]:,} anchors, {NUM_CLASSES} classes, {torch.get_num_threads()} threads")
     for key, (figure, baseline, target) in FIGURES.items():
         report(figure, ours[key], reference[key], baseline, target=target)
         print(f"    the reference with huge pages: {reference_huge_pages[key]:.4g} s", flush=True)

@@ -1,6 +1,6 @@
 """Training step throughput: SSD-ResNet50 at 300x300, batch 8, ours against a plain eager step.
 
-Run: .venv/bin/python benchmarks/bench_train.py [--steps 3] [--compile]   (about 1.5 minutes on 2 cores)
+Run: .venv/bin/python benchmarks/bench_train.py [--steps 5] [--compile]   (about 2 minutes on 2 cores, 2.5 with --compile)
 
 Both sides train the same randomly initialised ``coco_300x300`` model (81 classes) with SGD on the
 same batches of random images with 8 boxes each. Each variant runs in a process of its own (the
@@ -12,8 +12,8 @@ take turns on each of ``--steps`` batches and the median counts.
   reference encodes in the data workers), the reference's dense loss with two full argsorts,
   ``loss.item()`` for its log line, ``zero_grad()``;
 - ours: :func:`ssd.engine.train.train_one_epoch` as ``ssd train`` runs it, channels-last (the
-  default), targets encoded on the device inside the step, the gathered loss, no reads of device
-  values back to the host beyond the loss's one, ``zero_grad(set_to_none=True)``.
+  default), targets encoded on the device inside the step, the gathered loss (its two sizes copied
+  to the host while the forward runs), the loss checked one step late, ``zero_grad(set_to_none=True)``.
 
 Also reported: ours with ``--amp`` (bfloat16 autocast on the CPU) and, with ``--compile``,
 ``torch.compile`` (its compilation, about a minute, is part of the warm-up, not the timed steps).
