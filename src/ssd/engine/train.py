@@ -13,6 +13,7 @@ from tqdm import tqdm
 
 from ssd.amp import MixedPrecision
 from ssd.errors import SSDError
+from ssd.heap_retention import PROCESS_HEAP
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 
@@ -92,6 +93,8 @@ def train_one_epoch(
     when they are long computed. So a NaN or infinite loss raises :class:`NonFiniteLossError`
     (naming the epoch and the step) after the following step was queued; nothing is saved.
     The phases of a step are labelled for ``torch.profiler`` (``ssd.forward``, ``ssd.loss``...).
+    On the CPU, freed memory stays in the heap for the next step while that is affordable
+    (:mod:`ssd.heap_retention`).
     """
     model.train()
     totals = torch.zeros(3, device=device)
@@ -133,6 +136,8 @@ def train_one_epoch(
         if pending is not None:
             check(*pending)
         pending = step, HostValues(losses)
+        if device.type == "cpu":
+            PROCESS_HEAP.after_step()
     if pending is not None:
         check(*pending)
     loss, localisation, classification = (totals / max(step + 1, 1)).tolist()
