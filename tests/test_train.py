@@ -147,6 +147,21 @@ def test_non_finite_loss_found_one_step_late_names_its_own_step(tiny_config):
         _train_epoch(build_model(tiny_config, 3), tiny_config, [(batch, ONE_BOX) for batch in images])
 
 
+class CountingHeap:
+    def __init__(self):
+        self.steps = 0
+
+    def after_step(self):
+        self.steps += 1
+
+
+def test_each_cpu_step_tells_the_heap_retention(tiny_config, monkeypatch):
+    heap = CountingHeap()
+    monkeypatch.setattr("ssd.engine.train.PROCESS_HEAP", heap)
+    _train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3)
+    assert heap.steps == 3
+
+
 def test_bf16_autocast_step_on_cpu(tiny_config):
     model = build_model(tiny_config, 3)
     before = model.conf[0].weight.detach().clone()

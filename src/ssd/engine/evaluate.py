@@ -14,6 +14,7 @@ from ssd.distributed import all_gather_objects, broadcast_object
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.engine.train import images_to_device
+from ssd.heap_retention import PROCESS_HEAP
 from ssd.postprocess import postprocess
 
 
@@ -50,7 +51,11 @@ def predict_loader(
     channels_last: bool = False,
     show_progress: bool = False,
 ) -> tuple[list[dict[str, Any]], list[int]]:
-    """COCO-results detections (pixels of the original images) and the ids of every image seen."""
+    """COCO-results detections (pixels of the original images) and the ids of every image seen.
+
+    On the CPU, freed memory stays in the heap for the next batch while that is affordable
+    (:mod:`ssd.heap_retention`).
+    """
     model.eval()
     anchors = anchors.to(device)
     detections: list[dict[str, Any]] = []
@@ -63,6 +68,8 @@ def predict_loader(
         ids = [int(t["image_id"]) for t in targets]
         detections += detections_to_coco(outputs, ids, label_to_category)
         image_ids += ids
+        if device.type == "cpu":
+            PROCESS_HEAP.after_step()
     return detections, image_ids
 
 
