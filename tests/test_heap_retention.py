@@ -44,8 +44,8 @@ KEEP = [("mallopt", M_MMAP_MAX, 0), ("mallopt", M_TRIM_THRESHOLD, NEVER_TRIM)]
 HAND_BACK = [("mallopt", M_MMAP_MAX, DEFAULT_MMAP_MAX), ("mallopt", M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD), ("malloc_trim", 0)]
 
 
-def test_heap_is_kept_when_twice_the_peak_fits():
-    allocator, memory = RecordingAllocator(), Memory(resident=1 * GIB, peak=3 * GIB, available=5 * GIB)
+def test_heap_is_kept_when_three_peaks_fit_and_until_it_passes_two():
+    allocator, memory = RecordingAllocator(), Memory(resident=1 * GIB, peak=3 * GIB, available=8 * GIB)
     retention = memory.retention(allocator)
     retention.after_step()
     assert retention.state == "kept" and retention.limit == 6 * GIB
@@ -55,13 +55,16 @@ def test_heap_is_kept_when_twice_the_peak_fits():
     assert retention.state == "kept" and allocator.calls == KEEP
 
 
-def test_heap_is_not_kept_when_twice_the_peak_does_not_fit():
-    """The 8 MP case: a 12.5 GiB step on a 24 GiB machine."""
+def test_heap_is_not_kept_when_three_peaks_do_not_fit():
+    """The 8 MP training case: a 12.5 GiB step on a 24 GiB machine (and a step just too large)."""
     allocator, memory = RecordingAllocator(), Memory(resident=1.4 * GIB, peak=12.5 * GIB, available=20 * GIB)
     retention = memory.retention(allocator)
     retention.after_step()
     retention.after_step()
     assert retention.state == "handed back" and allocator.calls == []
+    just_too_large = Memory(resident=1 * GIB, peak=3 * GIB, available=8 * GIB - 1).retention(allocator)
+    just_too_large.after_step()
+    assert just_too_large.state == "handed back" and allocator.calls == []
 
 
 def test_heap_is_handed_back_for_good_once_it_grows_past_twice_the_peak():

@@ -6,9 +6,10 @@ touched; so does each forward pass of an evaluation or prediction loop. Told to 
 (no mmap, no trimming), glibc reuses it instead: on 2 cores a 300x300 batch-8 SSD-ResNet50 training
 step became 1.14x faster, an 8 MP forward pass 1.2x (README, performance). The price is
 fragmentation: training at 8 MP, the resident set grew from a 12.5 GiB peak to over 20 GiB in two steps.
-So the heap is kept only when twice the process's peak so far fits in the memory it could have,
-and handed back for good once the resident set passes twice that peak; forked children (data
-loader workers) start with glibc's defaults. A no-op except with glibc on Linux.
+So the heap is kept only when three times the process's peak so far fits in the memory it could
+have, and handed back for good once the resident set passes twice that peak (the third peak is
+room for the step during which it did); forked children (data loader workers) start with glibc's
+defaults. A no-op except with glibc on Linux.
 """
 from __future__ import annotations
 
@@ -86,8 +87,9 @@ class HeapRetention:
     def after_step(self) -> None:
         """Call after each step of a loop that repeats its allocations (a training step, a batch of inference)."""
         if self.state == "undecided":
-            self.limit = 2 * self.peak()
-            if self.limit <= self.resident() + self.available():
+            peak = self.peak()
+            self.limit = 2 * peak
+            if 3 * peak <= self.resident() + self.available():
                 self.allocator.mallopt(M_MMAP_MAX, 0)
                 self.allocator.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)
                 self.state = "kept"
