@@ -14,7 +14,6 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
-# Config names resolve against ./configs of the working directory, so commands run from here.
 WORKDIR /workspace/ssd
 
 # PyAV, ONNX Runtime and Pillow wheels bundle FFmpeg and the codecs: no system packages needed.
@@ -22,7 +21,6 @@ COPY pyproject.toml README.md ./
 COPY src ./src
 RUN pip install . && ssd --help > /dev/null
 
-COPY configs ./configs
 COPY train.py evaluate.py model_summary.py test_dataset.py test_image.py test_video.py ./
 
 CMD ["ssd", "--help"]

@@ -2,7 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from ssd.config import ConfigError, available_configs, load_config
+import ssd
+from ssd.config import CONFIG_DIR, ConfigError, available_configs, load_config
 
 # SPEC section 3: feature maps and anchor counts of the configs that matter
 EXPECTED = {
@@ -21,6 +22,21 @@ EXPECTED = {
 
 def test_every_required_config_ships():
     assert set(EXPECTED) <= set(available_configs())
+
+
+def test_configs_ship_inside_the_package_and_load_by_name_from_any_folder(tmp_path, monkeypatch):
+    assert CONFIG_DIR.parent == Path(ssd.__file__).resolve().parent
+    monkeypatch.chdir(tmp_path)
+    assert load_config("coco_300x300").model.image_size == (300, 300)
+
+
+def test_a_config_in_the_working_folder_comes_before_the_shipped_one(tmp_path, monkeypatch):
+    (tmp_path / "configs").mkdir()
+    text = (CONFIG_DIR / "coco_300x300.yaml").read_text().replace("scales: [21, 45,", "scales: [30, 45,")
+    assert "[30, 45," in text
+    (tmp_path / "configs" / "coco_300x300.yaml").write_text(text)
+    monkeypatch.chdir(tmp_path)
+    assert load_config("coco_300x300").model.scales[0] == 30
 
 
 @pytest.mark.parametrize("name", sorted(EXPECTED))

@@ -23,7 +23,7 @@ from ssd import geometry
 from ssd.errors import SSDError
 from ssd.geometry import BackboneEdit, ConvSpec, ExtraBlockSpec
 
-CONFIG_DIR = Path(__file__).resolve().parents[2] / "configs"
+CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; the repository's configs/ links here
 ARCHS = ("ssd", "ssdlite")
 DEFAULT_IGNORE_CLASSES = (2, 25, 31)
 RESNET_OUT_CHANNELS = (1024, 512, 512, 256, 256, 256)
@@ -95,12 +95,12 @@ class Config:
 
 
 def available_configs() -> list[str]:
-    """Names of the configs shipped in ``configs/``."""
+    """Names of the configs shipped with the package (``ssd/configs``, ``configs/`` in the repository)."""
     return sorted(p.stem for p in CONFIG_DIR.glob("*.yaml"))
 
 
 def resolve_config_path(name_or_path: str | Path) -> Path:
-    """Find a config by file path, or by name in ``configs/`` (``.yaml`` or ``.py``)."""
+    """Find a config by file path, or by name (``.yaml`` or ``.py``) in ``./configs``, then among those shipped."""
     candidate = Path(name_or_path)
     if candidate.is_file():
         return candidate
