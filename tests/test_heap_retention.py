@@ -1,4 +1,5 @@
 import os
+import statistics
 import subprocess
 import sys
 
@@ -101,31 +102,31 @@ KEPT_HEAP_FAULTS = """
 import resource, torch
 from ssd.heap_retention import PROCESS_HEAP
 
-def block():  # a 64 MiB tensor, written, then freed
+def block_faults():  # page faults of a 64 MiB tensor written once, then freed
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.empty(2**24).fill_(1)
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-block()
+block_faults()
 if {keep}:
     PROCESS_HEAP.after_step()
     assert PROCESS_HEAP.state == "kept"
-for _ in range(7):  # the heap settles: the first freed blocks are a little too small to reuse alone
-    block()
-before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3):
-    block()
-print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+for _ in range(5):  # the heap settles: the first freed blocks are a little too small to reuse alone
+    block_faults()
+print(*(block_faults() for _ in range(9)))
 """
 
 
 @pytest.mark.skipif(glibc() is None, reason="heap retention works through glibc's mallopt")
 def test_a_kept_heap_gives_blocks_back_without_page_faults():
-    """With 4 KiB pages each fresh 64 MiB block faults 16,384 times; blocks from the kept heap hardly at all."""
+    """With 4 KiB pages each fresh 64 MiB block faults 16,384 times; blocks from the kept heap hardly
+    ever (a small allocation made in between can take a piece of a freed block, so the median counts)."""
     env = {**os.environ, "THP_MEM_ALLOC_ENABLE": "0"}
     faults = {}
     for keep in (False, True):
         done = subprocess.run([sys.executable, "-c", KEPT_HEAP_FAULTS.format(keep=keep)], env=env, capture_output=True, text=True, check=True)
-        faults[keep] = int(done.stdout)
-    assert faults[False] >= 3 * 16_000
+        faults[keep] = statistics.median(int(count) for count in done.stdout.split())
+    assert faults[False] >= 16_000
     assert faults[True] < 1_000
 
 
