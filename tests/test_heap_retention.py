@@ -4,6 +4,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from ssd.heap_retention import (
     DEFAULT_MMAP_MAX,
@@ -12,6 +13,7 @@ from ssd.heap_retention import (
     M_TRIM_THRESHOLD,
     NEVER_TRIM,
     HeapRetention,
+    after_step_on,
     glibc,
 )
 
@@ -90,6 +92,16 @@ def test_handing_back_restores_glibcs_defaults_once():
     retention.hand_back()
     retention.hand_back()
     assert allocator.calls == KEEP + HAND_BACK
+
+
+def test_only_steps_on_the_cpu_count(monkeypatch):
+    allocator = RecordingAllocator()
+    retention = Memory(resident=1 * GIB, peak=1 * GIB, available=20 * GIB).retention(allocator)
+    monkeypatch.setattr("ssd.heap_retention.PROCESS_HEAP", retention)
+    after_step_on(torch.device("meta"))
+    assert retention.state == "undecided"
+    after_step_on(torch.device("cpu"))
+    assert retention.state == "kept" and allocator.calls == KEEP
 
 
 def test_without_glibc_nothing_is_called():

@@ -157,7 +157,7 @@ class CountingHeap:
 
 def test_each_cpu_step_tells_the_heap_retention(tiny_config, monkeypatch):
     heap = CountingHeap()
-    monkeypatch.setattr("ssd.engine.train.PROCESS_HEAP", heap)
+    monkeypatch.setattr("ssd.heap_retention.PROCESS_HEAP", heap)
     _train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3)
     assert heap.steps == 3
 

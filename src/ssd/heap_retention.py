@@ -27,6 +27,12 @@ DEFAULT_MMAP_MAX = 65536
 NEVER_TRIM = 2**31 - 1  # mallopt takes a C int
 
 
+class Device(Protocol):
+    """What is read of a ``torch.device`` (this module does not import torch)."""
+
+    type: str
+
+
 class Allocator(Protocol):
     """The two glibc calls used (``ctypes.CDLL("libc.so.6")`` has them)."""
 
@@ -108,7 +114,15 @@ class HeapRetention:
 
 
 PROCESS_HEAP = HeapRetention(glibc())
-"""The process's one heap: the training, evaluation and prediction loops on the CPU call its
-:meth:`~HeapRetention.after_step`."""
+"""The process's one heap (the loops reach it through :func:`after_step_on`)."""
 # A forked child (a data loader worker) does other work than the steps the decision was made for.
 os.register_at_fork(after_in_child=PROCESS_HEAP.hand_back)
+
+
+def after_step_on(device: Device) -> None:
+    """Call after each step of a training, evaluation or prediction loop running on ``device``.
+
+    Only steps on the CPU count: on a GPU the step's memory is the device's, not the heap's.
+    """
+    if device.type == "cpu":
+        PROCESS_HEAP.after_step()

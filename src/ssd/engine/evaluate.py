@@ -14,7 +14,7 @@ from ssd.distributed import all_gather_objects, broadcast_object
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.engine.train import images_to_device
-from ssd.heap_retention import PROCESS_HEAP
+from ssd.heap_retention import after_step_on
 from ssd.postprocess import postprocess
 
 
@@ -68,8 +68,7 @@ def predict_loader(
         ids = [int(t["image_id"]) for t in targets]
         detections += detections_to_coco(outputs, ids, label_to_category)
         image_ids += ids
-        if device.type == "cpu":
-            PROCESS_HEAP.after_step()
+        after_step_on(device)
     return detections, image_ids
 
 

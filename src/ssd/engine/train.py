@@ -13,7 +13,7 @@ from tqdm import tqdm
 
 from ssd.amp import MixedPrecision
 from ssd.errors import SSDError
-from ssd.heap_retention import PROCESS_HEAP
+from ssd.heap_retention import after_step_on
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 
@@ -136,8 +136,7 @@ def train_one_epoch(
         if pending is not None:
             check(*pending)
         pending = step, HostValues(losses)
-        if device.type == "cpu":
-            PROCESS_HEAP.after_step()
+        after_step_on(device)
     if pending is not None:
         check(*pending)
     loss, localisation, classification = (totals / max(step + 1, 1)).tolist()
