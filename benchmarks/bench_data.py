@@ -18,6 +18,7 @@ threads). Timings on a shared machine are noisy: compare figures from the same r
 """
 from __future__ import annotations
 
+from common import report  # first: it turns huge pages on before torch loads
 import argparse
 import ast
 import csv
@@ -32,12 +33,13 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 from torchvision.ops import box_iou
 
-from common import report
 from reference_impl import reference_encode
 from ssd.anchors import default_boxes
 from ssd.config import load_config
-from ssd.data import build_dataset, build_loader
+from ssd.data import build_loader, collate
+from ssd.data.cognata import CognataDataset
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
+from ssd.data.transforms import train_transform
 from ssd.matching import TargetEncoder
 
 CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
@@ -169,6 +171,16 @@ def print_stages(dataset, reference: ReferenceDataset, encoder: TargetEncoder) -
           + f"; reference PIL decode {ref['decode'] / count * 1000:.0f} ms", flush=True)
 
 
+def worker_encoding_loader(dataset: Dataset, encoder: TargetEncoder, workers: int) -> DataLoader:
+    """The alternative ``ssd train`` does not take: targets encoded in the loader workers, on the CPU."""
+
+    def collate_and_encode(batch):
+        images, targets = collate(batch)
+        return images, targets, encoder.encode_batch([t["boxes"] for t in targets], [t["labels"] for t in targets])
+
+    return DataLoader(dataset, batch_size=1, shuffle=True, num_workers=workers, collate_fn=collate_and_encode, persistent_workers=True)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--frames", type=int, default=8)
@@ -180,7 +192,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         start = time.perf_counter()
         synth_cognata(tmp, args.frames, size=config.model.image_size, seed=0, objects=(BOXES, BOXES))
-        dataset = build_dataset("cognata", tmp, "all", config, train=True, folders=[COGNATA_SCENARIO], cameras=[COGNATA_CAMERA])
+        dataset = CognataDataset(
+            tmp, "all", folders=[COGNATA_SCENARIO], cameras=[COGNATA_CAMERA], transform=train_transform(config.model.image_size)
+        )
         boxes_per_frame = len(dataset.annotations.labels) / len(dataset)
         print(f"{len(dataset)} frames {config.model.image_size[0]}x{config.model.image_size[1]} PNG, {boxes_per_frame:.1f} boxes each, "
               f"{encoder.num_anchors:,} anchors; written in {time.perf_counter() - start:.1f} s", flush=True)
@@ -194,8 +208,11 @@ def main() -> None:
             ref_loader = DataLoader(reference, batch_size=1, shuffle=True, num_workers=workers, persistent_workers=True)
             rates["reference", workers] = samples_per_second(ref_loader, args.samples)
             print(f"reference  {workers} worker(s): {rates['reference', workers]:6.2f} samples/s", flush=True)
-            for encode, label in ((encoder, "encode in worker"), (None, "encode on device")):
-                loader = build_loader(dataset, 1, train=True, num_workers=workers, target_encoder=encode, pin_memory=False)
+            for label in ("encode in worker", "encode on device"):
+                if label == "encode in worker":
+                    loader = worker_encoding_loader(dataset, encoder, workers)
+                else:
+                    loader = build_loader(dataset, 1, train=True, num_workers=workers, pin_memory=False)
                 rates[label, workers] = samples_per_second(loader, args.samples)
                 print(f"ours       {workers} worker(s), {label}: {rates[label, workers]:6.2f} samples/s", flush=True)
         baseline = "PIL + v1 transforms, encode in __getitem__ (reference)"

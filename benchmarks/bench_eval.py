@@ -10,13 +10,13 @@ inputs). The 12 stats must agree to 1e-12.
 """
 from __future__ import annotations
 
+from common import report  # first: it turns huge pages on before torch loads
 import argparse
 import contextlib
 import copy
 import io
 import time
 
-from common import report
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
 from test_evaluation import synthetic_case

@@ -24,6 +24,7 @@ network input, forward, decoding) are reported too.
 """
 from __future__ import annotations
 
+from common import report, run_side  # first: it turns huge pages on before torch loads
 import argparse
 import json
 import resource
@@ -33,7 +34,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from common import report, run_side
 
 CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
 NUM_CLASSES = 15
@@ -56,8 +56,9 @@ def write_image(path: Path, size: tuple[int, int]) -> None:
 
 def ours(config, model, image: Path):
     """The :class:`ssd.Detector` path as stages (load, forward, decode): the calls ``detector([image])`` makes."""
-    from ssd.engine.evaluate import DecodeSettings
-    from ssd.inference import Detector, default_class_names
+    from ssd.data.labels import default_class_names
+    from ssd.inference import Detector
+    from ssd.decoding import DecodeSettings
 
     detector = Detector(model, config, default_class_names(NUM_CLASSES), settings=DecodeSettings.mlperf(), batch_size=1)
 
@@ -111,7 +112,8 @@ def batch_forward(variant: str, repeats: int = 3) -> dict:
     from common import best_time
 
     from ssd.config import load_config
-    from ssd.inference import Detector, default_class_names
+    from ssd.data.labels import default_class_names
+    from ssd.inference import Detector
     from ssd.models import build_model
 
     config = load_config(SMALL_CONFIG)

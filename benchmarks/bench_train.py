@@ -22,6 +22,7 @@ and, printed only, ours against the plain step with the huge pages ``ssd`` turns
 """
 from __future__ import annotations
 
+from common import SideProcess, report  # first: it turns huge pages on before torch loads
 import argparse
 import functools
 import json
@@ -32,12 +33,12 @@ from collections.abc import Callable
 
 import torch
 
-from common import SideProcess, report
 from reference_impl import reference_encode, reference_loss
 from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
 from ssd.amp import MixedPrecision
 from ssd.engine.schedule import WarmupMultiStep, build_scheduler
 from ssd.engine.train import train_one_epoch
+from ssd.heap_retention import heap_retention_for
 from ssd.models import build_model
 
 CONFIG = "coco_300x300"
@@ -102,9 +103,10 @@ def our_step(config, anchors: torch.Tensor, amp: bool = False, compile_model: bo
     scheduler = build_scheduler(optimizer, WarmupMultiStep([100], 1, 0))
     network = torch.compile(model) if compile_model else model
     arguments = (TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler, MixedPrecision(device, amp), device)
+    after_step = heap_retention_for(device)  # as ssd train hands it to its loops
 
     def step(batch: Batch) -> float:
-        return train_one_epoch(network, [batch], *arguments, epoch=0, channels_last=True, show_progress=False).seconds
+        return train_one_epoch(network, [batch], *arguments, epoch=0, channels_last=True, show_progress=False, after_step=after_step).seconds
 
     return step
 

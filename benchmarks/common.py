@@ -13,15 +13,20 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from ssd.huge_pages import ENV as HUGE_PAGES_ENV
+from ssd.huge_pages import enable_huge_pages
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TABLE_ENV = "SSD_BENCH_TABLE"
-HUGE_PAGES_ENV = "THP_MEM_ALLOC_ENABLE"  # ssd.huge_pages.ENV; importing ssd here would set it for this process
+# Our side runs as the ssd command does: large tensors on huge pages unless the environment says
+# otherwise. Benchmarks import this module before torch, which reads the setting once.
+enable_huge_pages()
 
 
 def side_environment(huge_pages: bool) -> dict[str, str]:
     """The environment of a side's process. The reference runs with PyTorch's default allocator,
-    without the huge pages that importing ``ssd`` turns on (``huge_pages=False``); ours with them."""
+    without the huge pages that the ``ssd`` command turns on (``huge_pages=False``); ours with them."""
     return {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
 
 

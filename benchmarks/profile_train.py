@@ -14,6 +14,10 @@ profiles without huge pages (see ``ssd.huge_pages``).
 """
 from __future__ import annotations
 
+from ssd.huge_pages import enable_huge_pages
+
+enable_huge_pages()  # as the ssd command does, before torch loads
+
 import argparse
 import os
 import statistics
@@ -24,12 +28,15 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ssd import MultiBoxLoss, TargetEncoder, default_boxes, huge_pages, load_config
+from ssd import MultiBoxLoss, TargetEncoder, default_boxes, huge_pages, load_config  # noqa: E402
 from ssd.amp import MixedPrecision
-from ssd.data import build_dataset, build_loader
+from ssd.data import build_loader
+from ssd.data.cognata import CognataDataset
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
+from ssd.data.transforms import train_transform
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler
 from ssd.engine.train import train_one_epoch
+from ssd.heap_retention import heap_retention_for
 from ssd.models import build_model
 
 CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
@@ -78,8 +85,8 @@ def main() -> None:
     device = torch.device("cpu")
     with tempfile.TemporaryDirectory() as folder:
         synth_cognata(folder, args.frames, size=config.model.image_size, seed=0, objects=(40, 40))
-        dataset = build_dataset(
-            "cognata", folder, "all", config, train=True, folders=[COGNATA_SCENARIO], cameras=[COGNATA_CAMERA]
+        dataset = CognataDataset(
+            folder, "all", folders=[COGNATA_SCENARIO], cameras=[COGNATA_CAMERA], transform=train_transform(config.model.image_size)
         )
         loader = build_loader(dataset, 1, train=True, num_workers=args.workers, pin_memory=False)
         torch.manual_seed(0)
@@ -95,6 +102,7 @@ def main() -> None:
             stats = train_one_epoch(
                 network, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
                 MixedPrecision(device, args.amp), device, 0, channels_last=args.channels_last, show_progress=False,
+                after_step=heap_retention_for(device),
             )
     events = profiler.key_averages()
     seconds = phase_seconds(events)

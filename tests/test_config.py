@@ -49,15 +49,15 @@ def test_derived_feature_sizes_and_anchor_counts(name):
 
 def test_mlperf_config_keeps_reference_width_quirk():
     model = load_config("baseline_8MP_ss_scales_fm1_5x5_all").model
-    assert model.middle_channels == (1024, 512, 512, 256, 256, 256)
+    assert model.layers.middle_channels == (1024, 512, 512, 256, 256, 256)
     assert model.head.loc[0].kernel_size == (5, 5)
-    assert load_config("coco_300x300").model.middle_channels == (256, 256, 128, 128, 128)
+    assert load_config("coco_300x300").model.layers.middle_channels == (256, 256, 128, 128, 128)
 
 
 def test_dataset_section():
     dataset = load_config("baseline_8MP_ss_scales_fm1_5x5_all").dataset
     assert len(dataset.folders) == 26 and len(dataset.cameras) == 3
-    assert dataset.ignore_classes == (2, 25, 31)
+    assert dataset.ignore_classes is None  # not stated: the Cognata module's default, (2, 25, 31)
     test = load_config("test_8MP").dataset
     assert test.folders == ("10001_Urban_Clear_Noon",) and test.cameras == ("Cognata_Camera_01_8M",)
 

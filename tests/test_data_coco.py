@@ -34,8 +34,8 @@ def load(root: Path, split: str) -> dict:
 def test_category_mapping_and_results_ids(synth_root: Path):
     dataset = CocoDataset(synth_root, "val")
     assert dataset.class_names == ["background", "person", "car", "traffic light", "stop sign"]
-    assert dataset.label_map == {0: 0, 1: 1, 3: 2, 10: 3, 13: 4}
-    assert dataset.label_to_category_id(torch.tensor([1, 2, 3, 4])).tolist() == [1, 3, 10, 13]
+    assert dataset.label_map.label_of_category == {0: 0, 1: 1, 3: 2, 10: 3, 13: 4}
+    assert [dataset.category_of_label[label] for label in (1, 2, 3, 4)] == [1, 3, 10, 13]
 
 
 def test_val_keeps_empty_images_and_ground_truth_round_trips(synth_root: Path):

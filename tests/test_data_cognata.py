@@ -11,8 +11,9 @@ import pytest
 import torch
 
 from ssd.data import build_dataset
-from ssd.data import cognata as cognata_module
-from ssd.data.cognata import CognataDataset, parse_box, read_file_list, scan_cognata, split_frames
+from ssd.data import cognata_index as cognata_module
+from ssd.data.cognata import CognataDataset, read_file_list, split_frames
+from ssd.data.cognata_index import parse_box, scan_cognata
 from ssd.data.labels import COGNATA_CLASSES, LabelMap
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
 
@@ -66,7 +67,7 @@ def test_counts_and_boxes_round_trip(synth_root: Path):
         want = sorted((fixed[cid], box) for cid, box in objects)
         assert [g[0] for g in got] == [w[0] for w in want]
         np.testing.assert_allclose([g[1] for g in got], [w[1] for w in want], atol=1e-3)
-    assert dataset.label_to_category_id(torch.tensor([4, 9])).tolist() == [4, 9]  # identity for Cognata
+    assert [dataset.category_of_label[label] for label in (4, 9)] == [4, 9]  # identity for Cognata
 
 
 def test_item_contract(synth_root: Path, tiny_config):
@@ -82,9 +83,9 @@ def test_item_contract(synth_root: Path, tiny_config):
 def test_label_maps(synth_root: Path):
     fixed = CognataDataset(synth_root, "all")
     assert fixed.num_classes == 15 and fixed.class_names[0] == "background"
-    assert fixed.label_map[28] == 1 and fixed.label_map[44] == 14 and fixed.class_names[4] == "Car"
+    assert fixed.label_map.label_of_category[28] == 1 and fixed.label_map.label_of_category[44] == 14 and fixed.class_names[4] == "Car"
 
-    derived = CognataDataset(synth_root, "all", label_spec=None)
+    derived = CognataDataset(synth_root, "all", label_map=None)
     # synthetic data has four learnable classes; the map follows their first appearance in file order
     assert derived.num_classes == 5
     first_seen = []
@@ -92,11 +93,11 @@ def test_label_maps(synth_root: Path):
         if csv_objects(path):
             with open(path, newline="") as handle:
                 first_seen += [int(r["object_class"]) for r in csv.DictReader(handle) if int(r["object_class"]) not in (2, 25, 31)]
-    assert list(derived.label_spec.category_ids[1:]) == list(dict.fromkeys(first_seen))
-    restored = LabelMap.from_dict(derived.label_spec.to_dict())
-    assert restored == derived.label_spec
-    again = CognataDataset(synth_root, "all", label_spec=restored)
-    assert again.label_map == derived.label_map
+    assert list(derived.label_map.category_ids[1:]) == list(dict.fromkeys(first_seen))
+    restored = LabelMap.from_dict(derived.label_map.to_dict())
+    assert restored == derived.label_map
+    again = CognataDataset(synth_root, "all", label_map=restored)
+    assert again.label_map == derived.label_map and again.label_map.label_of_category == derived.label_map.label_of_category
 
 
 def test_split_is_the_reference_split(synth_root: Path):

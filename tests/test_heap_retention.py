@@ -13,8 +13,9 @@ from ssd.heap_retention import (
     M_TRIM_THRESHOLD,
     NEVER_TRIM,
     HeapRetention,
-    after_step_on,
     glibc,
+    heap_retention_for,
+    no_step_hook,
 )
 
 GIB = 2**30
@@ -94,14 +95,26 @@ def test_handing_back_restores_glibcs_defaults_once():
     assert allocator.calls == KEEP + HAND_BACK
 
 
-def test_only_steps_on_the_cpu_count(monkeypatch):
-    allocator = RecordingAllocator()
-    retention = Memory(resident=1 * GIB, peak=1 * GIB, available=20 * GIB).retention(allocator)
-    monkeypatch.setattr("ssd.heap_retention.PROCESS_HEAP", retention)
-    after_step_on(torch.device("meta"))
-    assert retention.state == "undecided"
-    after_step_on(torch.device("cpu"))
-    assert retention.state == "kept" and allocator.calls == KEEP
+def test_only_loops_on_the_cpu_get_a_heap_retention():
+    assert heap_retention_for(torch.device("meta")) is no_step_hook
+    hook = heap_retention_for(torch.device("cpu"))
+    assert isinstance(hook.__self__, HeapRetention) and hook.__self__.state == ("undecided" if glibc() else "handed back")
+
+
+IMPORT_EFFECTS = """
+import gc, os, sys
+before = dict(os.environ)
+import ssd, ssd.data, ssd.errors, ssd.heap_retention, ssd.huge_pages, ssd.cli.main
+ssd.cli.main.build_parser()
+retentions = [o for o in gc.get_objects() if isinstance(o, ssd.heap_retention.HeapRetention)]
+print(dict(os.environ) == before, len(retentions), "torch" in sys.modules, "numpy" in sys.modules)
+"""
+
+
+def test_importing_the_package_and_building_the_cli_changes_nothing_and_loads_nothing_heavy():
+    env = {key: value for key, value in os.environ.items() if key != "THP_MEM_ALLOC_ENABLE"}
+    done = subprocess.run([sys.executable, "-c", IMPORT_EFFECTS], env=env, capture_output=True, text=True, check=True)
+    assert done.stdout.split() == ["True", "0", "False", "False"]
 
 
 def test_without_glibc_nothing_is_called():
@@ -112,7 +125,8 @@ def test_without_glibc_nothing_is_called():
 
 KEPT_HEAP_FAULTS = """
 import resource, torch
-from ssd.heap_retention import PROCESS_HEAP
+from ssd.heap_retention import HeapRetention, glibc
+PROCESS_HEAP = HeapRetention(glibc())
 
 def block_faults():  # page faults of a 64 MiB tensor written once, then freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -144,7 +158,8 @@ def test_a_kept_heap_gives_blocks_back_without_page_faults():
 
 FORKED_CHILD_STATE = """
 import os
-from ssd.heap_retention import PROCESS_HEAP
+from ssd.heap_retention import HeapRetention, glibc
+PROCESS_HEAP = HeapRetention(glibc())
 PROCESS_HEAP.after_step()
 read, write = os.pipe()
 if os.fork() == 0:

@@ -2,9 +2,8 @@ import pytest
 import torch
 
 from ssd.anchors import default_boxes
-from ssd.box_ops import xyxy_to_cxcywh
 from ssd.config import load_config
-from ssd.loss import MultiBoxLoss
+from ssd.loss import LossTargets, MultiBoxLoss
 from ssd.matching import TargetEncoder
 from reference_impl import reference_encode, reference_loss
 
@@ -20,7 +19,8 @@ def _batch(seed, num_images=3, num_classes=5):
         boxes = torch.cat((low, low + 0.05 + torch.rand(count, 2, generator=generator) * 0.3), 1)
         all_boxes.append(boxes)
         all_labels.append(torch.randint(1, num_classes, (count,), generator=generator))
-    offsets, labels = encoder.encode_batch(all_boxes, all_labels)
+    targets = encoder.encode_batch(all_boxes, all_labels)
+    offsets, labels = targets.offsets, targets.labels
     locs = torch.randn(num_images, 4, anchors.shape[0], generator=generator)
     confs = torch.randn(num_images, num_classes, anchors.shape[0], generator=generator)
     return anchors, all_boxes, all_labels, offsets, labels, locs, confs
@@ -37,7 +37,7 @@ def test_equal_to_reference_loss_and_gradients(seed):
     expected = reference_loss(anchors, ref_locs, ref_confs, torch.stack(gloc), anchor_labels)
     expected.backward()
     locs.requires_grad_(), confs.requires_grad_()
-    got = MultiBoxLoss()(locs, confs, offsets, anchor_labels)
+    got = MultiBoxLoss()(locs, confs, LossTargets(offsets, anchor_labels))
     got.total.backward()
     assert got.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert torch.allclose(locs.grad, ref_locs.grad, atol=1e-6)
@@ -49,7 +49,7 @@ def test_zero_positives_gives_zero_loss():
     num_anchors, num_classes = 100, 4
     locs = torch.randn(2, 4, num_anchors, requires_grad=True)
     confs = torch.randn(2, num_classes, num_anchors, requires_grad=True)
-    parts = MultiBoxLoss()(locs, confs, torch.zeros(2, num_anchors, 4), torch.zeros(2, num_anchors, dtype=torch.long))
+    parts = MultiBoxLoss()(locs, confs, LossTargets(torch.zeros(2, num_anchors, 4), torch.zeros(2, num_anchors, dtype=torch.long)))
     assert parts.total.item() == 0.0
     parts.total.backward()
     assert confs.grad.abs().sum() == 0
@@ -59,16 +59,13 @@ def test_negatives_capped_at_anchor_count():
     # 3 of 4 anchors positive: 9 negatives wanted, only 4 anchors exist
     labels = torch.tensor([[1, 1, 1, 0]])
     confs = torch.zeros(1, 2, 4)
-    parts = MultiBoxLoss()(torch.zeros(1, 4, 4), confs, torch.zeros(1, 4, 4), labels)
+    parts = MultiBoxLoss()(torch.zeros(1, 4, 4), confs, LossTargets(torch.zeros(1, 4, 4), labels))
     expected = reference_loss(torch.full((4, 4), 0.5), torch.zeros(1, 4, 4), confs, torch.full((1, 4, 4), 0.5), labels)
     assert parts.total.item() == pytest.approx(expected.item())
 
 
-def test_sizes_given_by_the_step_equal_sizes_read_by_the_loss():
-    _, _, _, offsets, anchor_labels, locs, confs = _batch(5)
-    sizes = MultiBoxLoss.gathered_sizes(anchor_labels).tolist()
-    positives = (anchor_labels > 0).sum(dim=1)
-    assert sizes == [positives.max().item(), min(3 * positives.max().item(), anchor_labels.shape[1])]
-    read = MultiBoxLoss()(locs, confs, offsets, anchor_labels)
-    given = MultiBoxLoss()(locs, confs, offsets, anchor_labels, sizes=sizes)
-    assert torch.equal(read.total, given.total) and torch.equal(read.classification, given.classification)
+def test_loss_targets_size_the_gathers_with_negatives_capped_at_the_anchor_count():
+    # image 0: 1 positive of 4 anchors -> 3 negatives; image 1: 3 positives -> 9 wanted, 4 anchors
+    labels = torch.tensor([[0, 2, 0, 0], [1, 1, 1, 0]])
+    assert LossTargets(torch.zeros(2, 4, 4), labels).sizes.get() == [3, 4]
+    assert LossTargets(torch.zeros(1, 4, 4), labels[:1]).sizes.get() == [1, 3]

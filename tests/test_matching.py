@@ -97,6 +97,10 @@ def test_encode_batch_stacks_images():
     generator = torch.Generator().manual_seed(2)
     boxes = [_random_boxes(generator, 3), torch.zeros(0, 4)]
     labels = [torch.tensor([1, 2, 3]), torch.zeros(0, dtype=torch.long)]
-    offsets, anchor_labels = encoder.encode_batch(boxes, labels)
+    targets = encoder.encode_batch(boxes, labels)
+    offsets, anchor_labels = targets.offsets, targets.labels
     assert offsets.shape == (2, 8732, 4) and anchor_labels.shape == (2, 8732)
     assert anchor_labels[0].any() and not anchor_labels[1].any()
+    # the sizes the loss gathers: the most positives of any image, and three negatives per positive
+    positives = int((anchor_labels[0] > 0).sum())
+    assert targets.sizes.get() == [positives, 3 * positives]

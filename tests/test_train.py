@@ -13,11 +13,11 @@ import pytest
 import torch
 
 from ssd.amp import MixedPrecision
-from ssd.checkpoint import read_checkpoint
+from ssd.checkpoint import atomic_save, read_checkpoint
 from ssd.config import load_config
 from ssd.data import build_dataset
 from ssd.data.synth import synth_cognata
-from ssd.engine.checkpointing import atomic_save
+from ssd.heap_retention import no_step_hook
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, scaled_learning_rate
 from ssd.engine.train import NonFiniteLossError, train_one_epoch
 from ssd.loss import MultiBoxLoss
@@ -99,7 +99,7 @@ def test_resume_continues_the_schedule_and_matches_an_uninterrupted_run(tmp_path
 KILLER = """
 import sys, torch
 from pathlib import Path
-from ssd.engine.checkpointing import atomic_save
+from ssd.checkpoint import atomic_save
 path = Path(sys.argv[1])
 payload = {"weights": torch.randn(1_000_000)}
 print("ready", flush=True)
@@ -124,13 +124,14 @@ def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path)
 ONE_BOX = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
 
 
-def _train_epoch(model, config, loader, epoch: int = 0, amp: bool = False, channels_last: bool = False):
+def _train_epoch(model, config, loader, epoch: int = 0, amp: bool = False, channels_last: bool = False, after_step=no_step_hook):
     """One ``train_one_epoch`` of ``model`` over ``loader`` with plain SGD on the CPU."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     cpu = torch.device("cpu")
     return train_one_epoch(model, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
-                           MixedPrecision(cpu, amp), cpu, epoch, channels_last=channels_last, show_progress=False)
+                           MixedPrecision(cpu, amp), cpu, epoch, channels_last=channels_last, show_progress=False,
+                           after_step=after_step)
 
 
 def test_non_finite_loss_stops_naming_the_step(tiny_config):
@@ -147,19 +148,10 @@ def test_non_finite_loss_found_one_step_late_names_its_own_step(tiny_config):
         _train_epoch(build_model(tiny_config, 3), tiny_config, [(batch, ONE_BOX) for batch in images])
 
 
-class CountingHeap:
-    def __init__(self):
-        self.steps = 0
-
-    def after_step(self):
-        self.steps += 1
-
-
-def test_each_cpu_step_tells_the_heap_retention(tiny_config, monkeypatch):
-    heap = CountingHeap()
-    monkeypatch.setattr("ssd.heap_retention.PROCESS_HEAP", heap)
-    _train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3)
-    assert heap.steps == 3
+def test_each_step_calls_the_after_step_hook(tiny_config):
+    steps = []
+    _train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3, after_step=lambda: steps.append(1))
+    assert len(steps) == 3
 
 
 def test_bf16_autocast_step_on_cpu(tiny_config):

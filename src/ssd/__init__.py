@@ -8,26 +8,29 @@ The public API::
     anchors = default_boxes(config)                      # [A, 4] cx, cy, w, h, normalised
     locs, confs = model(images)                          # [N, 4, A], [N, C, A]
     detections = postprocess(locs, confs, anchors, image_sizes=[(2160, 3840)] * len(images))
-"""
-from ssd import huge_pages  # noqa: F401  (first: before torch is imported)
-from ssd.anchors import default_boxes
-from ssd.checkpoint import load_checkpoint
-from ssd.config import Config, ConfigError, load_config
-from ssd.inference import Detector
-from ssd.loss import MultiBoxLoss
-from ssd.matching import TargetEncoder
-from ssd.models import build_model
-from ssd.postprocess import postprocess
 
-__all__ = [
-    "Config",
-    "ConfigError",
-    "Detector",
-    "MultiBoxLoss",
-    "TargetEncoder",
-    "build_model",
-    "default_boxes",
-    "load_checkpoint",
-    "load_config",
-    "postprocess",
-]
+Importing the package loads nothing heavy and changes nothing in the process: each name is imported
+from its module on first use (PEP 562), and the memory policies (:mod:`ssd.huge_pages`,
+:mod:`ssd.heap_retention`) are turned on only by the CLI or an explicit call.
+"""
+from __future__ import annotations
+
+from ssd.lazy import lazy_exports
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Config": "ssd.config",
+    "ConfigError": "ssd.config",
+    "Detector": "ssd.inference",
+    "LossTargets": "ssd.loss",
+    "MultiBoxLoss": "ssd.loss",
+    "TargetEncoder": "ssd.matching",
+    "build_model": "ssd.models",
+    "default_boxes": "ssd.anchors",
+    "load_checkpoint": "ssd.checkpoint",
+    "load_config": "ssd.config",
+    "postprocess": "ssd.decoding",
+}
+
+__all__ = sorted(_EXPORTS)
+__getattr__ = lazy_exports(__name__, _EXPORTS)

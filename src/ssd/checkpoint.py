@@ -1,24 +1,116 @@
-"""Loading model weights from our checkpoints and the reference's, strictly and safely."""
+"""The checkpoint format, in one place: what a training checkpoint holds, writing it, reading any.
+
+A checkpoint is one ``torch.save``d dict of tensors and plain Python values, so it loads with
+``torch.load(weights_only=True)``::
+
+    model_state_dict   the weights (the reference's key, so the reference's tools read ours)
+    optimizer, scheduler, scaler, epoch, rng    what resuming needs (rng: each rank's states)
+    config             {"name", "source", "text"} of the config trained with
+    arch, num_classes, class_names, label_map   what the weights mean (label_map: LabelMap.to_dict())
+    map, best_map, options                      the epoch's mAP, the best so far, the run's options
+
+Reading accepts ours, the reference's, torchvision-style ``{"model": ...}`` dicts and bare state
+dicts, with keys prefixed ``module.`` by DistributedDataParallel; loading weights is strict and an
+error names the file and the first key that does not fit. Files are written atomically: a process
+killed at any moment leaves the previous file or the new one, never a truncated one.
+"""
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
+from ssd.config import Config, load_config
 from ssd.errors import SSDError
+from ssd.models import build_model
 
-# Where a checkpoint dict may keep the model's weights: ours, then the reference's.
-STATE_DICT_KEYS = ("model", "model_state_dict")
+if TYPE_CHECKING:
+    from ssd.data.dataset import DetectionDataset
+
+logger = logging.getLogger(__name__)
+
+MODEL_KEY = "model_state_dict"
+# Where a checkpoint dict may keep the model's weights: torchvision-style, then ours and the reference's.
+STATE_DICT_KEYS = ("model", MODEL_KEY)
 DDP_PREFIX = "module."
+# entries describing the model (the rest is weights and training state)
+METADATA_KEYS = ("epoch", "arch", "num_classes", "class_names", "label_map", "config", "map")
+LAST = "last.pth"
+BEST = "best.pth"
 
 
 class CheckpointError(SSDError):
     """A checkpoint that cannot be read or does not fit the model."""
 
 
+# -- writing ----------------------------------------------------------------------------------------
+def epoch_checkpoint_name(save_name: str, epoch: int) -> str:
+    """The reference's per-epoch file name: ``{save_name}_ep{epoch}.pth`` (epoch counted from 0)."""
+    return f"{save_name}_ep{epoch}.pth"
+
+
+def config_record(config: Config) -> dict[str, str]:
+    """The ``config`` entry: the config's name, where it was read from, and its text."""
+    return {"name": config.name, "source": str(config.source), "text": config.source.read_text(encoding="utf-8", errors="replace")}
+
+
+def training_checkpoint(
+    *,
+    epoch: int,
+    model: nn.Module,
+    training_state: Mapping[str, Any],
+    config: Config,
+    class_names: list[str],
+    label_map: Mapping[str, Any],
+    mean_ap: float | None,
+    best_map: float | None,
+    options: Mapping[str, Any],
+) -> dict[str, Any]:
+    """The dict a training run saves (the module docstring's layout).
+
+    ``training_state``: ``optimizer``, ``scheduler``, ``scaler`` state dicts and ``rng`` (each rank's
+    random states); ``label_map``: ``LabelMap.to_dict()``; ``options``: plain values.
+    """
+    return {
+        "epoch": epoch,
+        MODEL_KEY: model.state_dict(),
+        **training_state,
+        "config": config_record(config),
+        "arch": config.model.arch,
+        "num_classes": len(class_names),
+        "class_names": list(class_names),
+        "label_map": dict(label_map),
+        "map": mean_ap,
+        "best_map": best_map,
+        "options": dict(options),
+    }
+
+
+def atomic_save(obj: Any, path: Path) -> None:
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        with open(temporary, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+# -- reading ----------------------------------------------------------------------------------------
 def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Read a checkpoint file with ``weights_only=True``; a bare state dict comes back as is."""
     path = Path(path)
@@ -64,7 +156,7 @@ def check_state_dict(model: nn.Module, state: Mapping[str, Any], source: str) ->
 def load_checkpoint(model: nn.Module, path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
     """Load a checkpoint's weights strictly into ``model`` and return the whole checkpoint dict.
 
-    Accepts our checkpoints (``{"model": ...}``), the reference's (``{"model_state_dict": ...}``),
+    Accepts ours and the reference's (``{"model_state_dict": ...}``), torchvision-style ``{"model": ...}``,
     bare state dicts, and keys prefixed ``module.`` by DistributedDataParallel.
     """
     checkpoint = read_checkpoint(path, map_location)
@@ -77,3 +169,61 @@ def load_model_state(model: nn.Module, checkpoint: Mapping[str, Any], source: st
     state = extract_state_dict(checkpoint)
     check_state_dict(model, state, source)
     model.load_state_dict(state, strict=True)
+
+
+def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], config: Config, requested: int | None, source: str) -> int:
+    """Classes of a checkpoint: as requested, as recorded, or read off the first conf head's output channels."""
+    recorded = checkpoint.get("num_classes")
+    if requested is not None:
+        if recorded is not None and int(recorded) != requested:
+            raise CheckpointError(f"{source}: trained for {recorded} classes, --num-classes says {requested}")
+        return requested
+    if recorded is not None:
+        return int(recorded)
+    # reference checkpoints and bare state dicts: the last bias of conf.0 is the output conv's,
+    # with num_defaults[0] x classes channels
+    biases = [tensor for key, tensor in state.items() if key.startswith("conf.0.") and key.endswith("bias")]
+    if not biases:
+        raise CheckpointError(f"{source}: no conf.0 head to read the number of classes from; give --num-classes")
+    channels, per_location = biases[-1].shape[0], config.model.head.num_defaults[0]
+    if channels % per_location or channels // per_location < 2:
+        raise CheckpointError(
+            f"{source}: the first conf head has {channels} outputs, not a multiple of the {per_location} default boxes "
+            f"of config {config.name!r} (another config?)"
+        )
+    return channels // per_location
+
+
+def load_model(
+    path: str | Path, config: Config | str | Path, num_classes: int | None = None, device: str | torch.device = "cpu"
+) -> tuple[nn.Module, dict[str, Any]]:
+    """The network of ``config`` with a checkpoint's weights, in eval mode on ``device``, and the checkpoint.
+
+    The number of classes is ``num_classes``, else the checkpoint's record, else read off the
+    weights (reference checkpoints and bare state dicts). Raises :class:`CheckpointError` when the
+    weights do not fit the config.
+    """
+    config = config if isinstance(config, Config) else load_config(config)
+    checkpoint = read_checkpoint(path, map_location="cpu")
+    state = extract_state_dict(checkpoint)
+    classes = num_classes_of(checkpoint, state, config, num_classes, str(path))
+    recorded = checkpoint.get("config")
+    if isinstance(recorded, Mapping) and recorded.get("name") not in (None, config.name):
+        logger.warning("%s was trained with config %r, used here with %r", path, recorded["name"], config.name)
+    model = build_model(config, classes)
+    check_state_dict(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return model.to(device).eval(), checkpoint
+
+
+def check_dataset_fits(metadata: Mapping[str, Any], num_classes: int, dataset: DetectionDataset, source: str) -> None:
+    """Raise :class:`CheckpointError` unless a model's classes are the dataset's labels.
+
+    ``metadata``: the checkpoint (or :attr:`Detector.metadata`); its saved ``label_map``, when
+    there is one, must be the dataset's.
+    """
+    if num_classes != dataset.num_classes:
+        raise CheckpointError(f"{source}: the model has {num_classes} classes, the dataset {dataset.num_classes}")
+    saved = metadata.get("label_map")
+    if saved is not None and dict(saved) != dataset.label_map.to_dict():
+        raise CheckpointError(f"{source}: the checkpoint's label map differs from the dataset's ({dataset.class_names})")

@@ -3,10 +3,12 @@
 A config has a ``model`` section (image size, anchors, layer specs) and an optional ``dataset``
 section (Cognata scenarios and cameras, ignored classes, label map mode). The keys are those of the
 MLCommons reference configs, so a reference ``config/<name>.py`` file loads unchanged. Every check
-happens here, once, and a failure raises :class:`ConfigError` naming the file and the field.
+happens at load time, once, and a failure raises :class:`ConfigError` naming the file and the field.
 
-Feature-map sizes are derived from the image size and the layers (:mod:`ssd.geometry`); a config may
-state them as ``feat_size`` and a stated size that disagrees is an error naming both.
+This module reads what every architecture shares (image size, steps, scales, aspect ratios); the
+architecture named by ``model.arch`` (:mod:`ssd.architectures`) reads its own layer fields with a
+:class:`FieldReader` and derives the feature-map sizes. A config may state them as ``feat_size``;
+a stated size that disagrees is an error naming both.
 """
 from __future__ import annotations
 
@@ -15,19 +17,16 @@ import runpy
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import yaml
 
-from ssd import geometry
+from ssd import architectures
 from ssd.errors import SSDError
-from ssd.geometry import BackboneEdit, ConvSpec, ExtraBlockSpec
+from ssd.geometry import ConvSpec
 
 CONFIG_DIR = Path(__file__).resolve().parent / "configs"  # package data; the repository's configs/ links here
-ARCHS = ("ssd", "ssdlite")
-DEFAULT_IGNORE_CLASSES = (2, 25, 31)
-RESNET_OUT_CHANNELS = (1024, 512, 512, 256, 256, 256)
-RESNET_MIDDLE_CHANNELS = (256, 256, 128, 128, 128)
+DEFAULT_ARCH = "ssd"  # the reference's configs do not name their architecture
 
 
 class ConfigError(SSDError, ValueError):
@@ -44,30 +43,41 @@ class HeadSpec:
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    """Everything that shapes the network and its default boxes.
-
-    ``feature_sizes`` are (rows, columns) of each prediction map, derived from the layers.
-    ``middle_channels`` are the widths of the extra blocks' first convs, with the reference's quirk
-    applied (``feature_out_channels`` when ``feature_in_channels`` is given).
-    """
+class SharedModelFields:
+    """The model fields every architecture has: the input size and the default boxes' layout."""
 
     arch: str
     image_size: tuple[int, int]
     steps: tuple[float, ...]
     scales: tuple[float, ...]
     aspect_ratios: tuple[tuple[float, ...], ...]
-    head: HeadSpec
-    feature_sizes: tuple[tuple[int, int], ...]
-    backbone_edits: tuple[BackboneEdit, ...] = ()
-    extra_blocks: tuple[ExtraBlockSpec, ...] = ()
-    out_channels: tuple[int, ...] = ()
-    middle_channels: tuple[int, ...] = ()
-    variances: tuple[float, float] = (0.1, 0.2)
 
     @property
-    def num_maps(self) -> int:
-        return len(self.feature_sizes)
+    def boxes_per_location(self) -> tuple[int, ...]:
+        """Default boxes per location of each map: two sizes plus one per aspect ratio."""
+        return tuple(2 + len(ratios) for ratios in self.aspect_ratios)
+
+
+class ArchitectureFields(NamedTuple):
+    """What an architecture reads from the model section: heads, map sizes, its own layer spec."""
+
+    head: HeadSpec
+    feature_sizes: tuple[tuple[int, int], ...]
+    layers: Any = None
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig(SharedModelFields):
+    """Everything that shapes the network and its default boxes.
+
+    ``feature_sizes`` are (rows, columns) of each prediction map, derived from the layers.
+    ``layers`` is the architecture's own description of its layers (e.g.
+    :class:`ssd.models.ssd_resnet.ResNetLayers`), None when it has nothing to configure.
+    """
+
+    head: HeadSpec
+    feature_sizes: tuple[tuple[int, int], ...]
+    layers: Any = None
 
     @property
     def num_anchors(self) -> int:
@@ -76,11 +86,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    """The Cognata part of a config: which scenarios and cameras, which classes to drop."""
+    """The Cognata part of a config: which scenarios and cameras, which classes to drop.
+
+    ``ignore_classes`` None: the dataset's default (:data:`ssd.data.cognata.DEFAULT_IGNORE_CLASSES`).
+    """
 
     folders: tuple[str, ...] = ()
     cameras: tuple[str, ...] = ()
-    ignore_classes: tuple[int, ...] = DEFAULT_IGNORE_CLASSES
+    ignore_classes: tuple[int, ...] | None = None
     use_label_info: bool = True
 
 
@@ -92,6 +105,11 @@ class Config:
     source: Path
     model: ModelConfig
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+
+    def check_arch(self, requested: str | None) -> None:
+        """Raise :class:`ConfigError` unless ``requested`` (``--model``; None: anything) is this config's architecture."""
+        if requested is not None and requested != self.model.arch:
+            raise ConfigError(f"--model {requested} but config {self.name!r} describes an {self.model.arch} model")
 
 
 def available_configs() -> list[str]:
@@ -121,9 +139,9 @@ def load_config(name_or_path: str | Path) -> Config:
     """
     path = resolve_config_path(name_or_path)
     raw = _read_raw(path)
-    parser = _Parser(path)
-    model = parser.model(parser.section(raw, "model", required=True))
-    dataset = parser.dataset(parser.section(raw, "dataset", required=False))
+    reader = FieldReader(path)
+    model = _model_section(reader, reader.section(raw, "model", required=True))
+    dataset = _dataset_section(reader, reader.section(raw, "dataset", required=False))
     return Config(name=path.stem, source=path, model=model, dataset=dataset)
 
 
@@ -135,7 +153,9 @@ def _read_raw(path: Path) -> dict[str, Any]:
             raise ConfigError(f"{path}: cannot execute Python config: {exc}") from exc
         return {key: namespace[key] for key in ("model", "dataset") if key in namespace}
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(raw, dict):
@@ -143,8 +163,11 @@ def _read_raw(path: Path) -> dict[str, Any]:
     return raw
 
 
-class _Parser:
-    """Turns raw dicts into dataclasses; every error names the file and the dotted field."""
+class FieldReader:
+    """Reads raw config values into typed ones; every error names the file and the dotted field.
+
+    Architectures read their own fields with it (:class:`ssd.architectures.Architecture`).
+    """
 
     def __init__(self, path: Path):
         self.path = path
@@ -211,35 +234,10 @@ class _Parser:
             padding=self.pair(raw.get("padding", 0), f"{name}.padding"),
         )
 
-    # -- sections -------------------------------------------------------------------------------
-    def model(self, raw: dict[str, Any]) -> ModelConfig:
-        arch = raw.get("arch", "ssd")
-        if arch not in ARCHS:
-            raise self.error("model.arch", f"expected one of {ARCHS}, got {arch!r}")
-        if "image_size" not in raw:
-            raise self.error("model.image_size", "missing")
-        image_size = self.pair(raw["image_size"], "model.image_size", minimum=1)
-        steps = tuple(self.number(v, f"model.steps[{i}]") for i, v in enumerate(self.sequence(raw, "steps", "model")))
-        num_maps = len(steps)
-        scales = tuple(self.number(v, f"model.scales[{i}]") for i, v in enumerate(self.sequence(raw, "scales", "model")))
-        self.expect_length(scales, num_maps + 1, "model.scales", f"one more than the {num_maps} maps of model.steps")
-        ratios_raw = self.sequence(raw, "aspect_ratios", "model")
-        self.expect_length(ratios_raw, num_maps, "model.aspect_ratios", f"one list per map, {num_maps} maps")
-        aspect_ratios = []
-        for k, ratios in enumerate(ratios_raw):
-            if not isinstance(ratios, (list, tuple)):
-                raise self.error(f"model.aspect_ratios[{k}]", f"expected a list, got {ratios!r}")
-            aspect_ratios.append(tuple(self.number(a, f"model.aspect_ratios[{k}][{j}]") for j, a in enumerate(ratios)))
-        boxes_per_location = tuple(2 + len(r) for r in aspect_ratios)
-
-        if arch == "ssdlite":
-            model = self._ssdlite(raw, image_size, steps, scales, tuple(aspect_ratios), boxes_per_location)
-        else:
-            model = self._resnet(raw, image_size, steps, scales, tuple(aspect_ratios), boxes_per_location)
-        self._check_stated_sizes(raw, model)
-        return model
-
-    def _head(self, raw: dict[str, Any], num_maps: int, boxes_per_location: tuple[int, ...]) -> HeadSpec:
+    # -- shared sections ------------------------------------------------------------------------
+    def head(self, raw: dict[str, Any], boxes_per_location: tuple[int, ...]) -> HeadSpec:
+        """The ``head`` section (default: a 3x3 loc and conf conv per map); ``boxes_per_location`` per map."""
+        num_maps = len(boxes_per_location)
         head_raw = raw.get("head")
         default_conv = {"kernel_size": 3, "padding": 1, "stride": 1}
         if head_raw is None:
@@ -264,144 +262,63 @@ class _Parser:
             specs[part] = tuple(self.conv(e, f"model.head.{part}[{i}]") for i, e in enumerate(entries))
         return HeadSpec(num_defaults=num_defaults, loc=specs["loc"], conf=specs["conf"])
 
-    def _resnet(self, raw, image_size, steps, scales, aspect_ratios, boxes_per_location) -> ModelConfig:
-        num_maps = len(steps)
-        blocks_raw = self.sequence(raw, "middle_blocks", "model")
-        self.expect_length(blocks_raw, num_maps - 1, "model.middle_blocks", f"one fewer than the {num_maps} maps")
-        extra_blocks = tuple(self._extra_block(b, f"model.middle_blocks[{i}]") for i, b in enumerate(blocks_raw))
-        edits_raw = raw.get("backbone")
-        edits = tuple(self._backbone_edit(e, f"model.backbone[{i}]") for i, e in enumerate(edits_raw)) if edits_raw else geometry.DEFAULT_BACKBONE_EDITS
 
-        if raw.get("feature_out_channels") is not None:
-            out_channels = tuple(
-                self.integer(v, f"model.feature_out_channels[{i}]", 1) for i, v in enumerate(raw["feature_out_channels"])
-            )
-            self.expect_length(out_channels, num_maps, "model.feature_out_channels", f"one per map, {num_maps} maps")
-            if out_channels[0] != 1024:
-                raise self.error("model.feature_out_channels[0]", f"must be 1024 (ResNet-50 layer3 output), got {out_channels[0]}")
-        elif num_maps <= len(RESNET_OUT_CHANNELS):
-            out_channels = RESNET_OUT_CHANNELS[:num_maps]
-        else:
-            raise self.error("model.feature_out_channels", f"required for more than {len(RESNET_OUT_CHANNELS)} maps")
-        if raw.get("feature_in_channels") is not None:
-            # Reference quirk kept for checkpoint compatibility: with feature_in_channels present the
-            # reference builds the extra blocks' middle convs with feature_out_channels' widths.
-            middle_channels = out_channels[: num_maps - 1]
-        elif num_maps - 1 <= len(RESNET_MIDDLE_CHANNELS):
-            middle_channels = RESNET_MIDDLE_CHANNELS[: num_maps - 1]
-        else:
-            raise self.error("model.feature_in_channels", f"required for more than {len(RESNET_MIDDLE_CHANNELS) + 1} maps")
 
-        head = self._head(raw, num_maps, boxes_per_location)
-        try:
-            backbone_size = geometry.resnet_backbone_size(image_size, edits)
-            map_sizes = geometry.extra_block_sizes(backbone_size, extra_blocks)
-            feature_sizes = geometry.head_sizes(map_sizes, head.loc, head.conf)
-        except geometry.GeometryError as exc:
-            raise self.error("model", str(exc)) from exc
-        return ModelConfig(
-            arch="ssd", image_size=image_size, steps=steps, scales=scales, aspect_ratios=aspect_ratios,
-            head=head, feature_sizes=feature_sizes, backbone_edits=edits, extra_blocks=extra_blocks,
-            out_channels=out_channels, middle_channels=middle_channels,
+def _model_section(reader: FieldReader, raw: dict[str, Any]) -> ModelConfig:
+    """The shared fields, then the architecture's own (:func:`ssd.architectures.get_architecture`)."""
+    arch = raw.get("arch", DEFAULT_ARCH)
+    if not isinstance(arch, str) or arch not in architectures.architecture_names():
+        raise reader.error("model.arch", f"expected one of {architectures.architecture_names()}, got {arch!r}")
+    if "image_size" not in raw:
+        raise reader.error("model.image_size", "missing")
+    image_size = reader.pair(raw["image_size"], "model.image_size", minimum=1)
+    steps = tuple(reader.number(v, f"model.steps[{i}]") for i, v in enumerate(reader.sequence(raw, "steps", "model")))
+    num_maps = len(steps)
+    scales = tuple(reader.number(v, f"model.scales[{i}]") for i, v in enumerate(reader.sequence(raw, "scales", "model")))
+    reader.expect_length(scales, num_maps + 1, "model.scales", f"one more than the {num_maps} maps of model.steps")
+    ratios_raw = reader.sequence(raw, "aspect_ratios", "model")
+    reader.expect_length(ratios_raw, num_maps, "model.aspect_ratios", f"one list per map, {num_maps} maps")
+    aspect_ratios = []
+    for k, ratios in enumerate(ratios_raw):
+        if not isinstance(ratios, (list, tuple)):
+            raise reader.error(f"model.aspect_ratios[{k}]", f"expected a list, got {ratios!r}")
+        aspect_ratios.append(tuple(reader.number(a, f"model.aspect_ratios[{k}][{j}]") for j, a in enumerate(ratios)))
+    shared = SharedModelFields(arch=arch, image_size=image_size, steps=steps, scales=scales, aspect_ratios=tuple(aspect_ratios))
+    own = architectures.get_architecture(arch).read_config(reader, raw, shared)
+    model = ModelConfig(**vars(shared), head=own.head, feature_sizes=own.feature_sizes, layers=own.layers)
+    _check_stated_sizes(reader, raw, model)
+    return model
+
+
+def _check_stated_sizes(reader: FieldReader, raw: dict[str, Any], model: ModelConfig) -> None:
+    stated = raw.get("feat_size")
+    if stated is None:
+        return
+    if not isinstance(stated, (list, tuple)):
+        raise reader.error("model.feat_size", f"expected a list of (height, width), got {stated!r}")
+    stated_sizes = tuple(reader.pair(s, f"model.feat_size[{i}]", 1) for i, s in enumerate(stated))
+    if stated_sizes != model.feature_sizes:
+        raise reader.error(
+            "model.feat_size",
+            f"stated {list(stated_sizes)} but the layers give {list(model.feature_sizes)} for image_size {model.image_size}",
         )
 
-    def _ssdlite(self, raw, image_size, steps, scales, aspect_ratios, boxes_per_location) -> ModelConfig:
-        num_maps = len(steps)
-        if num_maps != geometry.SSDLITE_NUM_MAPS:
-            raise self.error("model.steps", f"SSDLite has {geometry.SSDLITE_NUM_MAPS} maps, got {num_maps}")
-        if len(set(boxes_per_location)) != 1:
-            raise self.error("model.aspect_ratios", "SSDLite heads need the same number of ratios on every map")
-        ones = (ConvSpec((3, 3), (1, 1), (1, 1)),) * num_maps
-        head = HeadSpec(num_defaults=boxes_per_location, loc=ones, conf=ones)
-        try:
-            feature_sizes = geometry.ssdlite_sizes(image_size)
-        except geometry.GeometryError as exc:
-            raise self.error("model.image_size", str(exc)) from exc
-        return ModelConfig(
-            arch="ssdlite", image_size=image_size, steps=steps, scales=scales, aspect_ratios=aspect_ratios,
-            head=head, feature_sizes=feature_sizes,
-        )
 
-    def _extra_block(self, raw: Any, name: str) -> ExtraBlockSpec:
-        if not isinstance(raw, dict):
-            raise self.error(name, f"expected a mapping with kernel_size/padding/stride pairs, got {raw!r}")
-        convs = []
-        for index in range(2):
-            spec = {}
-            for key in ("kernel_size", "padding", "stride"):
-                if key not in raw:
-                    raise self.error(f"{name}.{key}", "missing")
-                values = raw[key]
-                if not isinstance(values, (list, tuple)) or len(values) != 2:
-                    raise self.error(f"{name}.{key}", f"expected 2 values (first conv, second conv), got {values!r}")
-                spec[key] = values[index]
-            convs.append(self.conv(spec, f"{name}[conv {index + 1}]"))
-        return ExtraBlockSpec(first=convs[0], second=convs[1])
-
-    def _backbone_edit(self, raw: Any, name: str) -> BackboneEdit:
-        if not isinstance(raw, dict):
-            raise self.error(name, f"expected a mapping, got {raw!r}")
-        block_no = self.integer(raw.get("block_no"), f"{name}.block_no")
-        if block_no not in geometry.EDITABLE_BLOCKS:
-            raise self.error(f"{name}.block_no", f"expected one of {sorted(geometry.EDITABLE_BLOCKS)}, got {block_no}")
-        convs_raw = raw.get("conv") or {}
-        if block_no == 0:
-            return BackboneEdit(block_no=0, layer=0, convs=((1, self.conv(convs_raw, f"{name}.conv")),), downsample_stride=None)
-        if isinstance(convs_raw, (list, tuple)):  # reference form: [{1: {...}, 2: {...}}]
-            merged: dict[Any, Any] = {}
-            for item in convs_raw:
-                if not isinstance(item, dict):
-                    raise self.error(f"{name}.conv", f"expected mappings of conv number to spec, got {item!r}")
-                merged.update(item)
-            convs_raw = merged
-        convs = {}
-        for key, spec in convs_raw.items():
-            number = int(key)
-            if number not in (1, 2, 3):
-                raise self.error(f"{name}.conv", f"conv number must be 1, 2 or 3, got {key!r}")
-            convs[number] = self.conv(spec, f"{name}.conv.{number}")
-        layer = self.integer(raw.get("layer", 0), f"{name}.layer")
-        if layer >= geometry.RESNET50_BLOCKS[block_no]:
-            raise self.error(f"{name}.layer", f"block {block_no} has {geometry.RESNET50_BLOCKS[block_no]} bottlenecks, got {layer}")
-        downsample = raw.get("downsample")
-        stride = None
-        if downsample is not None:
-            if layer != 0:
-                raise self.error(f"{name}.downsample", "only the first bottleneck of a block has a downsample")
-            if not isinstance(downsample, dict) or "stride" not in downsample:
-                raise self.error(f"{name}.downsample", f"expected a mapping with a stride, got {downsample!r}")
-            stride = self.pair(downsample["stride"], f"{name}.downsample.stride", minimum=1)
-        return BackboneEdit(block_no=block_no, layer=layer, convs=tuple(sorted(convs.items())), downsample_stride=stride)
-
-    def _check_stated_sizes(self, raw: dict[str, Any], model: ModelConfig) -> None:
-        stated = raw.get("feat_size")
-        if stated is None:
-            return
-        if not isinstance(stated, (list, tuple)):
-            raise self.error("model.feat_size", f"expected a list of (height, width), got {stated!r}")
-        stated_sizes = tuple(self.pair(s, f"model.feat_size[{i}]", 1) for i, s in enumerate(stated))
-        if stated_sizes != model.feature_sizes:
-            raise self.error(
-                "model.feat_size",
-                f"stated {list(stated_sizes)} but the layers give {list(model.feature_sizes)} "
-                f"for image_size {model.image_size}",
-            )
-
-    def dataset(self, raw: dict[str, Any]) -> DatasetConfig:
-        folders = raw.get("folders")
-        if folders is None:  # older reference configs split scenarios into train/val lists
-            folders = list(dict.fromkeys([*raw.get("train_folders", []), *raw.get("val_folders", [])]))
-        cameras = raw.get("cameras", [])
-        for key, values in (("folders", folders), ("cameras", cameras)):
-            if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
-                raise self.error(f"dataset.{key}", f"expected a list of names, got {values!r}")
-        ignore = raw.get("ignore_classes", list(DEFAULT_IGNORE_CLASSES))
+def _dataset_section(reader: FieldReader, raw: dict[str, Any]) -> DatasetConfig:
+    folders = raw.get("folders")
+    if folders is None:  # older reference configs split scenarios into train/val lists
+        folders = list(dict.fromkeys([*raw.get("train_folders", []), *raw.get("val_folders", [])]))
+    cameras = raw.get("cameras", [])
+    for key, values in (("folders", folders), ("cameras", cameras)):
+        if not isinstance(values, (list, tuple)) or not all(isinstance(v, str) for v in values):
+            raise reader.error(f"dataset.{key}", f"expected a list of names, got {values!r}")
+    ignore = raw.get("ignore_classes")
+    ignore_classes = None
+    if ignore is not None:
         if not isinstance(ignore, (list, tuple)):
-            raise self.error("dataset.ignore_classes", f"expected a list of class ids, got {ignore!r}")
-        ignore_classes = tuple(self.integer(v, f"dataset.ignore_classes[{i}]") for i, v in enumerate(ignore))
-        use_label_info = raw.get("use_label_info", True)
-        if not isinstance(use_label_info, bool):
-            raise self.error("dataset.use_label_info", f"expected true or false, got {use_label_info!r}")
-        return DatasetConfig(
-            folders=tuple(folders), cameras=tuple(cameras), ignore_classes=ignore_classes, use_label_info=use_label_info
-        )
+            raise reader.error("dataset.ignore_classes", f"expected a list of class ids, got {ignore!r}")
+        ignore_classes = tuple(reader.integer(v, f"dataset.ignore_classes[{i}]") for i, v in enumerate(ignore))
+    use_label_info = raw.get("use_label_info", True)
+    if not isinstance(use_label_info, bool):
+        raise reader.error("dataset.use_label_info", f"expected true or false, got {use_label_info!r}")
+    return DatasetConfig(folders=tuple(folders), cameras=tuple(cameras), ignore_classes=ignore_classes, use_label_info=use_label_info)

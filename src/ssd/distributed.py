@@ -74,6 +74,11 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
+def is_main_process() -> bool:
+    """Rank 0 of the process group, or the one process without one."""
+    return not dist.is_initialized() or dist.get_rank() == 0
+
+
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()

@@ -10,6 +10,10 @@ So the heap is kept only when three times the process's peak so far fits in the 
 have, and handed back for good once the resident set passes twice that peak (the third peak is
 room for the step during which it did); forked children (data loader workers) start with glibc's
 defaults. A no-op except with glibc on Linux.
+
+Nothing happens at import: a loop receives the hook of :func:`heap_retention_for` (the CLI builds
+one per process and hands it to the training, evaluation and prediction loops) and calls it after
+each step.
 """
 from __future__ import annotations
 
@@ -99,6 +103,8 @@ class HeapRetention:
                 self.allocator.mallopt(M_MMAP_MAX, 0)
                 self.allocator.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)
                 self.state = "kept"
+                # a forked child (a data loader worker) does other work than the steps decided for
+                os.register_at_fork(after_in_child=self.hand_back)
             else:
                 self.state = "handed back"
         elif self.state == "kept" and self.resident() > self.limit:
@@ -113,16 +119,18 @@ class HeapRetention:
         self.state = "handed back"
 
 
-PROCESS_HEAP = HeapRetention(glibc())
-"""The process's one heap (the loops reach it through :func:`after_step_on`)."""
-# A forked child (a data loader worker) does other work than the steps the decision was made for.
-os.register_at_fork(after_in_child=PROCESS_HEAP.hand_back)
+StepHook = Callable[[], None]
+"""Called after each step of a loop (a training step, a batch of evaluation or prediction)."""
 
 
-def after_step_on(device: Device) -> None:
-    """Call after each step of a training, evaluation or prediction loop running on ``device``.
+def no_step_hook() -> None:
+    """The hook of a loop that needs nothing after its steps."""
 
-    Only steps on the CPU count: on a GPU the step's memory is the device's, not the heap's.
+
+def heap_retention_for(device: Device) -> StepHook:
+    """The after-step hook of loops on ``device``: a new :class:`HeapRetention`'s on the CPU, else nothing.
+
+    On a GPU a step's memory is the device's, not the heap's. Give every loop of a process the same
+    hook, so the process decides once.
     """
-    if device.type == "cpu":
-        PROCESS_HEAP.after_step()
+    return HeapRetention(glibc()).after_step if device.type == "cpu" else no_step_hook

@@ -7,12 +7,13 @@ its dense backward pass; values and gradients are the same.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ssd.device import HostValues
 
 NEGATIVES_PER_POSITIVE = 3
 
@@ -33,6 +34,25 @@ def _counts(target_labels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     return positive, num_positive, torch.clamp(NEGATIVES_PER_POSITIVE * num_positive, max=target_labels.shape[1])
 
 
+@dataclass
+class LossTargets:
+    """What the loss needs of a batch's ground truth (:meth:`ssd.matching.TargetEncoder.encode_batch` makes it).
+
+    ``offsets [N, A, 4]`` and ``labels [N, A]`` (0 = background) per anchor; ``sizes``: the most
+    positives and the most negatives to mine of any image, the sizes the loss gathers. They must
+    be known on the host, so their copy starts as soon as the targets exist and runs while the
+    forward pass does (:class:`ssd.device.HostValues`): reading them never leaves the device idle.
+    """
+
+    offsets: Tensor
+    labels: Tensor
+    sizes: HostValues = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        _, num_positive, num_negative = _counts(self.labels)
+        self.sizes = HostValues(torch.stack((num_positive.max(), num_negative.max())))
+
+
 def _gather_anchors(values: Tensor, index: Tensor) -> Tensor:
     """``values [N, D, A]`` at anchors ``index [N, K]`` -> ``[N, D, K]``."""
     return values.gather(2, index.unsqueeze(1).expand(-1, values.shape[1], -1))
@@ -48,28 +68,11 @@ class MultiBoxLoss(nn.Module):
     counts twice; (loc + conf) / positives, 0 for an image without positives; mean over the batch.
     """
 
-    @staticmethod
-    def gathered_sizes(target_labels: Tensor) -> Tensor:
-        """``[most positives, most negatives]`` of any image in the batch: the sizes :meth:`forward` gathers.
-
-        They must be known on the host. A training step computes them as soon as the targets are
-        encoded and copies them without blocking while the forward pass runs, then passes them as
-        ``sizes``, so reading them never leaves the device idle.
-        """
-        _, num_positive, num_negative = _counts(target_labels)
-        return torch.stack((num_positive.max(), num_negative.max()))
-
-    def forward(
-        self, locs: Tensor, confs: Tensor, target_offsets: Tensor, target_labels: Tensor, sizes: Sequence[int] | None = None
-    ) -> LossParts:
-        """
-        Args:
-            locs: ``[N, 4, A]`` predicted offsets; confs: ``[N, C, A]`` class logits.
-            target_offsets: ``[N, A, 4]`` encoded ground truth; target_labels: ``[N, A]`` (0 = background).
-            sizes: :meth:`gathered_sizes` of ``target_labels`` as ints, when already on the host (else read here).
-        """
+    def forward(self, locs: Tensor, confs: Tensor, targets: LossTargets) -> LossParts:
+        """``locs [N, 4, A]`` predicted offsets and ``confs [N, C, A]`` class logits against ``targets``."""
+        target_offsets, target_labels = targets.offsets, targets.labels
         positive, num_positive, num_negative = _counts(target_labels)
-        max_positive, max_negative = self.gathered_sizes(target_labels).tolist() if sizes is None else sizes
+        max_positive, max_negative = targets.sizes.get()
 
         with torch.no_grad():
             mining_scores = F.cross_entropy(confs.float(), target_labels, reduction="none").masked_fill_(positive, 0.0)

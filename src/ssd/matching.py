@@ -11,6 +11,7 @@ import torch
 from torch import Tensor
 
 from ssd.box_ops import DEFAULT_VARIANCES, cxcywh_to_xyxy, xyxy_to_cxcywh
+from ssd.loss import LossTargets
 
 # IoU entries per chunk (boxes x anchors): small enough to stay in cache, which measured ~3x faster
 # than whole-image planes at 8 MP, and bounded memory whatever the number of boxes.
@@ -134,7 +135,7 @@ class TargetEncoder:
         offsets = box_terms[matched_gt].sub_(self.anchor_terms).mul_(self.anchor_scales)
         return offsets.masked_fill_(~positive.unsqueeze(1), 0.0), anchor_labels
 
-    def encode_batch(self, boxes: list[Tensor], labels: list[Tensor]) -> tuple[Tensor, Tensor]:
-        """Several images -> ``offsets [N, A, 4]``, ``labels [N, A]``."""
+    def encode_batch(self, boxes: list[Tensor], labels: list[Tensor]) -> LossTargets:
+        """Several images -> the loss's targets: ``offsets [N, A, 4]``, ``labels [N, A]`` and their sizes."""
         encoded = [self(b, l) for b, l in zip(boxes, labels)]
-        return torch.stack([e[0] for e in encoded]), torch.stack([e[1] for e in encoded])
+        return LossTargets(torch.stack([e[0] for e in encoded]), torch.stack([e[1] for e in encoded]))

@@ -2,7 +2,7 @@
 
 The exported graph is the network alone, like MLPerf's ``ssd_resnet50.onnx``: input ``image
 [N, 3, H, W]`` (normalised), outputs ``locs [N, 4, A]`` and ``confs [N, C, A]`` (raw logits);
-decoding stays in :func:`ssd.postprocess.postprocess`, shared with the PyTorch path. Export uses
+decoding stays in :func:`ssd.decoding.postprocess`, shared with the PyTorch path. Export uses
 PyTorch's default ``torch.export``-based exporter (``dynamo=True``; it works for both SSD variants
 in torch 2.14). That exporter writes opset 18 and converts down when an older opset is asked for.
 Class names and the config name travel in the model's metadata.

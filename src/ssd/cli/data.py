@@ -5,11 +5,14 @@ import argparse
 import json
 from pathlib import Path
 
-from ssd.config import load_config
-from ssd.data.stats import DatasetStats, coco_stats, cognata_stats
-from ssd.data.synth import synth_coco, synth_cognata
+from typing import TYPE_CHECKING
 
-FORMATS = ("coco", "cognata")
+from ssd.data.kinds import DATASET_KINDS, dataset_kind
+
+if TYPE_CHECKING:  # the heavy imports wait until a command runs
+    from ssd.data.stats import DatasetStats
+
+FORMATS = tuple(DATASET_KINDS)
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -58,23 +61,16 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _synth(args: argparse.Namespace) -> int:
-    writer = synth_coco if args.format == "coco" else synth_cognata
-    result = writer(args.out, args.images, size=args.size, seed=args.seed)
+    result = dataset_kind(args.format).synthesise(args.out, args.images, size=args.size, seed=args.seed)
     print(f"wrote {result.images} {args.format} images with {result.objects} objects to {result.root}")
     return 0
 
 
 def _stats(args: argparse.Namespace) -> int:
-    if args.dataset == "coco":
-        stats = coco_stats(args.data_path, strict=args.strict)
-    else:
-        kwargs = {}
-        if args.config:
-            section = load_config(args.config).dataset
-            kwargs = {"folders": section.folders, "cameras": section.cameras, "ignore_classes": section.ignore_classes}
-            if not section.use_label_info:
-                kwargs["label_spec"] = None
-        stats = cognata_stats(args.data_path, cache_dir=args.cache_dir, strict=args.strict, **kwargs)
+    from ssd.config import load_config
+
+    config = load_config(args.config) if args.config else None
+    stats = dataset_kind(args.dataset).statistics(args.data_path, config, cache_dir=args.cache_dir, strict=args.strict)
     print(json.dumps(stats.to_dict()) if args.json else format_stats(stats))
     return 0
 

@@ -10,13 +10,6 @@ import argparse
 import logging
 from pathlib import Path
 
-from torchvision.io import ImageReadMode, decode_image, write_jpeg
-
-from ssd.data import build_dataset
-from ssd.data.synth import synth_coco
-from ssd.inference import Detector
-from ssd.visualize import draw_detections
-
 CONFIG = "demo_ssdlite_160"
 IMAGE_SIZE = (160, 160)
 NUM_IMAGES = 1600  # every fifth held out for validation
@@ -33,7 +26,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ssd.engine.fit import TrainOptions, fit
+    from ssd.data.synth import synth_coco
+    from ssd.engine.fit import fit
+    from ssd.engine.options import TrainOptions
 
     data = args.output / "data"
     if not (data / "annotations" / "instances_val2017.json").is_file():
@@ -43,8 +38,7 @@ def run(args: argparse.Namespace) -> int:
     options = TrainOptions(
         config=CONFIG, data_path=data, dataset="coco", epochs=args.epochs, batch_size=16, optimizer="adamw", lr=0.004,
         weight_decay=0.05, warmup=30, multistep=[args.epochs - 3, args.epochs - 1], augment="flip", num_workers=1,
-        channels_last=True,
-        save_folder=run_folder, log_path=run_folder / "tensorboard", device="cpu",
+        save_folder=run_folder, device="cpu",
     )
     result = fit(options)
     picture = args.output / "prediction.jpg"
@@ -56,6 +50,12 @@ def run(args: argparse.Namespace) -> int:
 
 def write_prediction(checkpoint: Path, data: Path, picture: Path) -> None:
     """Draw the final model's detections on the validation image with the most objects."""
+    from torchvision.io import ImageReadMode, decode_image, write_jpeg
+
+    from ssd.data.kinds import build_dataset
+    from ssd.inference import Detector
+    from ssd.visualize import draw_detections
+
     detector = Detector.from_checkpoint(checkpoint, CONFIG, score_threshold=DETECTION_THRESHOLD)
     dataset = build_dataset("coco", data, "val", detector.config)
     index = max(range(len(dataset)), key=lambda i: len(dataset.target_pixels(i)[0]))

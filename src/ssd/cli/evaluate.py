@@ -15,7 +15,6 @@ in original-image pixels, torchmetrics' thresholds.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import logging
 import re
@@ -25,16 +24,15 @@ from typing import TYPE_CHECKING, Any
 
 from ssd.cli.train import add_common_arguments
 from ssd.errors import SSDError
-from ssd.evaluation import EvalResult, evaluate_coco, plot_precision_recall, stat_labels
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # the heavy imports wait until a command runs
     from ssd.distributed import DistributedContext
+    from ssd.engine.evaluate import Evaluation
+    from ssd.evaluation import EvalResult
 
 logger = logging.getLogger(__name__)
 
 FULL_EVAL_CSV = "full_eval.csv"
-# short CSV column names of COCOeval's 12 statistics, in its order
-STAT_COLUMNS = ("mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR100", "AR_small", "AR_medium", "AR_large")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -72,6 +70,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Evaluate, print the table (or ``--json``), write ``--plots``."""
+    from ssd.evaluation import plot_precision_recall
+
     if args.predictions is not None:
         result = score_predictions(args)
     elif args.full_eval:
@@ -89,6 +89,8 @@ def run(args: argparse.Namespace) -> int:
 
 def score_predictions(args: argparse.Namespace) -> EvalResult:
     """Score the ``--predictions`` file against ``--annotations``."""
+    from ssd.evaluation import evaluate_coco
+
     if args.annotations is None:
         raise SSDError("--predictions needs --annotations GT.json")
     return evaluate_coco(args.annotations, args.predictions, thresholds=args.thresholds)
@@ -99,7 +101,7 @@ class ModelEvaluation:
 
     The split is built with the label map saved in the first checkpoint (the fixed Cognata map for
     the reference's checkpoints); :meth:`load` swaps in another checkpoint of the same run. Every
-    rank predicts its shard; rank 0 scores all of them.
+    rank predicts its shard; rank 0 scores all of them (:class:`ssd.engine.evaluate.Evaluator`).
     """
 
     def __init__(self, args: argparse.Namespace, context: DistributedContext, checkpoint_path: Path):
@@ -107,34 +109,42 @@ class ModelEvaluation:
 
         from ssd.amp import MixedPrecision
         from ssd.anchors import default_boxes
-        from ssd.config import ConfigError, load_config
-        from ssd.data import build_dataset, build_loader
-        from ssd.engine.evaluate import DecodeSettings
-        from ssd.inference import check_dataset_fits, load_model
+        from ssd.checkpoint import check_dataset_fits, load_model
+        from ssd.config import load_config
+        from ssd.data.kinds import dataset_kind
+        from ssd.data.loader import build_loader
+        from ssd.engine.evaluate import Evaluator
+        from ssd.heap_retention import heap_retention_for
+        from ssd.decoding import DecodeSettings
+        from ssd.predictor import Predictor
 
         self.args, self.context = args, context
         self.config = load_config(args.config)
-        if args.model is not None and args.model != self.config.model.arch:
-            raise ConfigError(f"--model {args.model} but config {self.config.name!r} describes an {self.config.model.arch} model")
+        self.config.check_arch(args.model)
         self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device)
         if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
-        self.dataset = build_dataset(
-            args.dataset, args.data_path, "val", self.config, label_map=checkpoint.get("label_map"), strict=args.strict,
+        kind = dataset_kind(args.dataset)
+        self.dataset = kind.build(
+            args.data_path, "val", self.config, label_map=checkpoint.get("label_map"), strict=args.strict,
             file_list=args.file_list, cache_dir=args.output_dir,
         )
         check_dataset_fits(checkpoint, self.model.num_classes, self.dataset, str(checkpoint_path))
         self.label_map = checkpoint.get("label_map")
-        self.ground_truth = self.dataset.coco_ground_truth()
-        self.loader = build_loader(self.dataset, args.batch_size, train=False, num_workers=args.num_workers, distributed=context.is_distributed)
-        self.anchors = default_boxes(self.config)
-        self.precision = MixedPrecision(context.device, args.amp)
+        loader = build_loader(self.dataset, args.batch_size, train=False, num_workers=args.num_workers, distributed=context.is_distributed)
         if args.mlperf:
             self.settings, self.thresholds = DecodeSettings.mlperf(), "torchmetrics"
-        elif args.dataset == "cognata":  # the trainer's choice: 500 detections per 8 MP frame
-            self.settings, self.thresholds = DecodeSettings.mlperf(args.nms_threshold), args.thresholds
         else:
-            self.settings, self.thresholds = DecodeSettings(nms_threshold=args.nms_threshold), args.thresholds
+            self.settings, self.thresholds = kind.decode_settings(args.nms_threshold), args.thresholds
+        precision = MixedPrecision(context.device, args.amp)
+        predictor = Predictor(
+            self.model, default_boxes(self.config), self.settings, context.device, channels_last=args.channels_last,
+            autocast=precision.autocast,
+        )
+        self.evaluator = Evaluator(
+            predictor, loader, self.dataset, thresholds=self.thresholds, after_step=heap_retention_for(context.device),
+            show_progress=context.is_main,
+        )
 
     def load(self, checkpoint_path: Path) -> None:
         """Load another checkpoint of the same run (same label map) into the model."""
@@ -144,26 +154,16 @@ class ModelEvaluation:
         if checkpoint.get("label_map") != self.label_map:
             raise CheckpointError(f"{checkpoint_path}: its label map differs from the first checkpoint's")
 
-    def evaluate(self) -> tuple[EvalResult, list[dict[str, Any]]] | None:
-        """Predict on every rank; on rank 0, the score and every rank's detections (None elsewhere)."""
-        from ssd.engine.evaluate import gather_detections, predict_loader
-        from ssd.evaluation import score_detections
-
-        detections, image_ids = predict_loader(
-            self.model, self.loader, self.anchors, self.context.device, self.precision, self.settings,
-            self.dataset.category_of_label, channels_last=self.args.channels_last,
-            show_progress=self.context.is_main,
-        )
-        merged, evaluated = gather_detections(detections, image_ids)
-        if not self.context.is_main:
-            return None
-        return score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds), merged
+    def evaluate(self) -> Evaluation:
+        """Predict on every rank; the score everywhere, every rank's detections on rank 0."""
+        return self.evaluator.evaluate()
 
     def describe(self) -> dict[str, Any]:
         """What was evaluated and how, for ``metrics.json``."""
         return {
             "config": self.config.name, "dataset": self.args.dataset, "data_path": str(self.args.data_path),
-            "file_list": None if self.args.file_list is None else str(self.args.file_list), "images": len(self.dataset), "decode": asdict(self.settings), "thresholds": self.thresholds,
+            "file_list": None if self.args.file_list is None else str(self.args.file_list), "images": len(self.dataset),
+            "decode": asdict(self.settings), "thresholds": self.thresholds,
         }
 
 
@@ -182,15 +182,16 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
         outcome = evaluation.evaluate()
     finally:
         cleanup_distributed()
-    if outcome is None:
+    if not context.is_main:
         return None
-    result, detections = outcome
-    write_results(args.output_dir, result, detections, {"checkpoint": str(args.pretrained_model), **evaluation.describe()})
-    return result
+    write_results(args.output_dir, outcome.result, outcome.detections, {"checkpoint": str(args.pretrained_model), **evaluation.describe()})
+    return outcome.result
 
 
 def write_results(output_dir: Path, result: EvalResult, detections: list[dict[str, Any]], description: dict[str, Any]) -> None:
     """``detections.json`` (COCO results), ``metrics.json`` and ``plots/`` under ``output_dir``."""
+    from ssd.evaluation import plot_precision_recall, stat_labels
+
     output_dir.mkdir(parents=True, exist_ok=True)
     (output_dir / "detections.json").write_text(json.dumps(detections))
     metrics = {**description, **result.to_dict(), "stat_labels": [label.strip() for label in stat_labels(result.max_dets)]}
@@ -208,25 +209,10 @@ def epoch_checkpoints(folder: Path, save_name: str) -> list[tuple[int, Path]]:
     return found
 
 
-def append_row(path: Path, row: dict[str, Any]) -> None:
-    """Append ``row`` to a CSV file, writing the header first when the file is new."""
-    new = not path.is_file() or path.stat().st_size == 0
-    if not new:
-        with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if header != list(row):
-            raise SSDError(f"{path}: its columns differ from this evaluation's (another config or dataset?): move it away")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
-
-
 def run_full_evaluation(args: argparse.Namespace) -> int:
     """Evaluate every epoch checkpoint of a training run, appending one CSV row per epoch."""
     from ssd.distributed import cleanup_distributed, setup_distributed
+    from ssd.engine.run_log import append_row
 
     checkpoints = epoch_checkpoints(args.save_folder, args.save_name)
     csv_path = args.output_dir / FULL_EVAL_CSV
@@ -236,14 +222,13 @@ def run_full_evaluation(args: argparse.Namespace) -> int:
         for number, (epoch, path) in enumerate(checkpoints):
             if number:
                 evaluation.load(path)
-            outcome = evaluation.evaluate()
-            if outcome is None:
+            result = evaluation.evaluate().result
+            if not context.is_main:
                 continue
-            result = outcome[0]
-            row = {"epoch": epoch, "checkpoint": str(path), **dict(zip(STAT_COLUMNS, result.stats))}
+            row = {"epoch": epoch, "checkpoint": str(path), **result.metrics}
             row.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
             append_row(csv_path, row)
-            print(f"epoch {epoch}: mAP {result.map:.4f}  AP50 {result.stats[1]:.4f}  ({path.name})", flush=True)
+            print(f"epoch {epoch}: mAP {result.map:.4f}  AP50 {result.metrics['AP50']:.4f}  ({path.name})", flush=True)
     finally:
         cleanup_distributed()
     if context.is_main:

@@ -20,8 +20,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Export, then print ONNX Runtime's largest difference from PyTorch on a random input."""
+    from ssd.checkpoint import load_model
     from ssd.config import load_config
-    from ssd.inference import class_names_for, load_model
+    from ssd.data.labels import class_names_for
     from ssd.onnx_export import class_names_metadata, export_onnx, max_difference
 
     if args.output.suffix.lower() != ".onnx":

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.cli.train import dataset_kind
+from ssd.cli.train import DATASET_HELP, dataset_name
 from ssd.errors import SSDError
 
 # summary lines worth printing, in order, when LoadGen wrote them
@@ -19,7 +19,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--pretrained-model", "--pretrained_model", required=True, type=Path, help="checkpoint")
     parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
     parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
-    parser.add_argument("--dataset", type=dataset_kind, default="cognata", help="Cognata (default) or Coco")
+    parser.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
     parser.add_argument("--split", default="val", help="dataset split (default val)")
     parser.add_argument("--file-list", type=Path, help="Cognata: CSV of image paths (e.g. MLPerf's val_set.csv) instead of the split")
     parser.add_argument("--scenario", default="SingleStream", help="SingleStream, or ConstantStream where the installed LoadGen has it")
@@ -39,11 +39,13 @@ def run(args: argparse.Namespace) -> int:
     """Run LoadGen, print the summary's key figures and, in accuracy mode, the mAP of the accuracy log."""
     from dataclasses import asdict
 
-    from ssd.data import build_dataset
+    from ssd.checkpoint import check_dataset_fits
+    from ssd.data.kinds import dataset_kind
     from ssd.distributed import select_device
-    from ssd.engine.evaluate import DecodeSettings
-    from ssd.inference import Detector, check_dataset_fits
+    from ssd.heap_retention import heap_retention_for
+    from ssd.inference import Detector
     from ssd.loadgen import LoadgenSettings, run_loadgen, score_accuracy_log
+    from ssd.decoding import DecodeSettings
 
     if args.batch_size < 1:
         raise SSDError("--batch-size must be at least 1")
@@ -51,12 +53,13 @@ def run(args: argparse.Namespace) -> int:
         scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
         min_duration_s=args.min_duration, min_query_count=args.min_query_count, user_conf=args.user_conf,
     )
+    device = select_device(args.device, 0)
     detector = Detector.from_checkpoint(
-        args.pretrained_model, args.config, args.num_classes, select_device(args.device, 0), batch_size=args.batch_size,
+        args.pretrained_model, args.config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
         **asdict(DecodeSettings.mlperf()),  # 500 detections, score > 0.05, NMS 0.5
     )
-    dataset = build_dataset(
-        args.dataset, args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
+    dataset = dataset_kind(args.dataset).build(
+        args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model))
     result = run_loadgen(detector, dataset, settings, args.output_dir)

@@ -1,8 +1,11 @@
 """The ``ssd`` command: one sub-command per module in this package.
 
 Each sub-command module exposes ``add_parser(subparsers)`` (registering its parser with
-``set_defaults(run=...)``) and a ``run(args) -> int``. Library errors (:class:`ssd.errors.SSDError`,
-missing files) become one line on stderr and exit status 2.
+``set_defaults(run=...)``) and a ``run(args) -> int``, importing only light modules at the top so
+``ssd --help`` stays instant. Library errors (:class:`ssd.errors.SSDError`, missing files) become
+one line on stderr and exit status 2. The command turns the process's memory policies on: huge
+pages for large tensors (:func:`ssd.huge_pages.enable_huge_pages`, before torch is imported); each
+command hands its loops a :func:`ssd.heap_retention.heap_retention_for` hook.
 """
 from __future__ import annotations
 
@@ -27,6 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command, turning user-facing errors into a message and exit status 2."""
     from ssd.errors import SSDError
+    from ssd.huge_pages import enable_huge_pages
+
+    enable_huge_pages()  # before the command imports torch
 
     try:
         return int(args.run(args) or 0)

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ssd.cli.train import dataset_kind
+from ssd.cli.train import DATASET_HELP, dataset_name
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -43,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     source = parser.add_argument_group("input and output")
     source.add_argument("--input", type=Path, help="an image, a folder of images, or a video")
-    source.add_argument("--dataset", type=dataset_kind, help="instead of --input: every image of a dataset split (Cognata or Coco)")
+    source.add_argument("--dataset", type=dataset_name, help=f"instead of --input: every image of a dataset split ({DATASET_HELP})")
     source.add_argument("--data-path", "--data_path", type=Path, help="dataset root for --dataset")
     source.add_argument("--split", default="val", help="dataset split for --dataset (default val)")
     source.add_argument(
@@ -91,8 +91,11 @@ def run(args: argparse.Namespace) -> int:
 
 def build_detector(args: argparse.Namespace) -> Detector:
     """The :class:`ssd.inference.Detector` the flags describe."""
+    import torch
+
     from ssd.config import load_config
     from ssd.distributed import select_device
+    from ssd.heap_retention import heap_retention_for
     from ssd.inference import Detector
 
     config = load_config(args.config)
@@ -102,11 +105,15 @@ def build_detector(args: argparse.Namespace) -> Detector:
             raise SSDError("--backend onnxruntime needs --onnx MODEL.onnx")
         if args.pretrained_model is not None or args.num_classes is not None:
             raise SSDError("--backend onnxruntime takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
-        return Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, **decode)
+        return Detector.from_onnx(
+            args.onnx, config, batch_size=args.batch_size, after_batch=heap_retention_for(torch.device("cpu")), **decode,
+        )
     if args.pretrained_model is None:
         raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
     device = select_device(args.device, 0)
-    return Detector.from_checkpoint(args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, **decode)
+    return Detector.from_checkpoint(
+        args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device), **decode,
+    )
 
 
 def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
@@ -119,16 +126,6 @@ def chunks(items: Iterable[T], size: int) -> Iterator[list[T]]:
             chunk = []
     if chunk:
         yield chunk
-
-
-def detect(detector: Detector, images: list) -> list[dict[str, Any]]:
-    """``detector(images)``; on the CPU, freed memory then stays in the heap for the next chunk
-    while that is affordable (:mod:`ssd.heap_retention`: 1.2x on repeated 8 MP images)."""
-    from ssd.heap_retention import after_step_on
-
-    results = detector(images)
-    after_step_on(detector.device)
-    return results
 
 
 def draw(image: Tensor, result: dict[str, Any], class_names: Sequence[str], args: argparse.Namespace) -> np.ndarray:
@@ -163,7 +160,7 @@ def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path:
                     raise
                 logger.warning("skipped: %s", exc)
                 skipped += 1
-        for (source, target, image), result in zip(loaded, detect(detector, [image for _, _, image in loaded])):
+        for (source, target, image), result in zip(loaded, detector([image for _, _, image in loaded])):
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(draw(image, result, detector.class_names, args)).save(target, quality=95)
             records.append({
@@ -184,12 +181,12 @@ def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path:
 
 def predict_dataset(detector: Detector, args: argparse.Namespace) -> int:
     """Every image of a dataset split, drawn into the output folder under its dataset-relative path."""
-    from ssd.data import build_dataset
+    from ssd.data.kinds import dataset_kind
 
     if args.data_path is None:
         raise SSDError("--dataset needs --data-path DIR")
     label_map = detector.metadata.get("label_map")
-    dataset = build_dataset(args.dataset, args.data_path, args.split, detector.config, label_map=label_map)
+    dataset = dataset_kind(args.dataset).build(args.data_path, args.split, detector.config, label_map=label_map)
     output = args.output or Path(f"{args.data_path.resolve().name}_{args.split}_prediction")
     jobs = []
     for index in range(len(dataset)):
@@ -214,7 +211,7 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
             progress = tqdm(total=info.frames or None, desc="predicting", unit="frame")
             for chunk in chunks(reader, detector.batch_size):
                 images = [torch.from_numpy(frame).permute(2, 0, 1) for frame in chunk]
-                for image, result in zip(images, detect(detector, images)):
+                for image, result in zip(images, detector(images)):
                     writer.write(draw(image, result, detector.class_names, args))
                     frames.append({"frame": len(frames), "detections": detection_records(result)})
                 progress.update(len(chunk))

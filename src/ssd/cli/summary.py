@@ -3,9 +3,6 @@ from __future__ import annotations
 
 import argparse
 
-from ssd.config import load_config
-from ssd.summary import summarize
-
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The seed's model_summary.py flags."""
@@ -22,5 +19,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from ssd.config import load_config
+    from ssd.summary import summarize
+
     print(summarize(load_config(args.config), num_classes=args.num_classes, batch_size=args.batch_size, depth=args.depth))
     return 0

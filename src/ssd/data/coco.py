@@ -6,7 +6,7 @@
     <root>/{train,val}2017/<file_name>
 
 Category ids (sparse, 1..90) map to contiguous labels 1..C-1 in ascending id order; results go
-back through :meth:`DetectionDataset.label_to_category_id`. Image ids are COCO's own, so results
+back through :attr:`DetectionDataset.category_of_label`. Image ids are COCO's own, so results
 can be written in COCO results format. Crowd boxes stay out of training targets but are part of
 :meth:`coco_ground_truth`. Images without boxes are skipped for training and kept for evaluation.
 """
@@ -18,13 +18,17 @@ import math
 import os
 from collections import Counter, defaultdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ssd.data.dataset import Annotations, DetectionDataset, Transform
 from ssd.data.labels import LabelMap, from_coco_categories
 from ssd.data.problems import DataError, Problem, ProblemLog
+
+if TYPE_CHECKING:
+    from ssd.config import Config
+    from ssd.data.kinds import DatasetOptions
 
 log = logging.getLogger(__name__)
 
@@ -89,14 +93,14 @@ class CocoDataset(DetectionDataset):
         json_path, folder = annotation_file(root, split), image_folder(root, split)
         data = load_json(json_path)
         try:
-            label_spec = from_coco_categories(data["categories"])
+            label_map = from_coco_categories(data["categories"])
         except (KeyError, TypeError, ValueError) as exc:
             raise DataError(f"{json_path}: malformed 'categories': {exc}") from exc
 
         problems = ProblemLog(strict)
         images = self._images(data["images"], json_path, folder, problems)
         listed = {e["id"] for e in data["images"] if isinstance(e, dict) and isinstance(e.get("id"), int)}
-        objects = self._objects(data["annotations"], images, listed, label_spec, json_path, folder, problems)
+        objects = self._objects(data["annotations"], images, listed, label_map, json_path, folder, problems)
 
         filtered: Counter[str] = Counter()
         paths, sizes, ids, boxes, labels, crowd, areas = [], [], [], [], [], [], []
@@ -117,7 +121,7 @@ class CocoDataset(DetectionDataset):
         if not paths:
             raise DataError(f"{root}: no usable image in {json_path.name} ({len(problems)} problems)")
         annotations = Annotations.from_lists(paths, sizes, ids, boxes, labels, crowd, areas)
-        super().__init__(root, annotations, label_spec, label_spec.category_ids, transform, problems, +filtered)
+        super().__init__(root, annotations, label_map, label_map.category_ids, transform, problems, +filtered)
         log.info("coco %s at %s: %d images, %d boxes, %s", split, root, len(self), len(annotations.labels), problems.summary())
 
     @staticmethod
@@ -147,10 +151,10 @@ class CocoDataset(DetectionDataset):
 
     @staticmethod
     def _objects(
-        entries: list[Any], images: dict[int, dict[str, Any]], listed: set[int], label_spec: LabelMap, json_path: Path, folder: Path, problems: ProblemLog
+        entries: list[Any], images: dict[int, dict[str, Any]], listed: set[int], label_map: LabelMap, json_path: Path, folder: Path, problems: ProblemLog
     ) -> dict[int, list[tuple[list[float], int, bool, float]]]:
         """Valid annotations as (xyxy pixels, label, iscrowd, area) per image id."""
-        label_of = label_spec.label_map
+        label_of = label_map.label_of_category
         objects: dict[int, list[tuple[list[float], int, bool, float]]] = defaultdict(list)
         for entry in entries:
             image_id = entry.get("image_id") if isinstance(entry, dict) else None
@@ -183,3 +187,14 @@ class CocoDataset(DetectionDataset):
             area = float(entry["area"]) if _number(entry.get("area")) else (box[2] - box[0]) * (box[3] - box[1])
             objects[image_id].append((box, label, bool(entry.get("iscrowd", 0)), area))
         return objects
+
+
+def build_coco(data_path: str | Path, split: str, config: Config, options: DatasetOptions) -> CocoDataset:
+    """The COCO builder of :mod:`ssd.data.kinds`: the labels come from the annotation file's categories.
+
+    A checkpoint's ``label_map`` is not applied: commands compare it with the dataset's
+    (:func:`ssd.checkpoint.check_dataset_fits`). COCO has no file lists; there is no index to cache.
+    """
+    if options.file_list is not None:
+        raise DataError(f"--file-list {options.file_list}: file lists are for Cognata; COCO splits are given by their annotation files")
+    return CocoDataset(data_path, split, train=options.train, transform=options.transform, strict=options.strict)

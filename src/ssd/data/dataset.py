@@ -129,24 +129,24 @@ class DetectionDataset(Dataset):
         problems: bad input found so far (:class:`ProblemLog`, iterable of :class:`Problem`).
         filtered: objects and images left out by the dataset's rules (not errors), per reason;
             for Cognata over the whole scanned selection, before the split.
-        label_spec: the :class:`LabelMap` (save ``label_spec.to_dict()`` with checkpoints).
-        eval_category_ids: ``category_id`` of each label in :meth:`coco_ground_truth`.
+        label_map: the :class:`LabelMap` (checkpoints save ``label_map.to_dict()``).
+        gt_category_ids: ``category_id`` of each label in :meth:`coco_ground_truth` (:attr:`category_of_label`).
     """
 
     def __init__(
         self,
         root: Path,
         annotations: Annotations,
-        label_spec: LabelMap,
-        eval_category_ids: Sequence[int],
+        label_map: LabelMap,
+        gt_category_ids: Sequence[int],
         transform: Transform | None,
         problems: ProblemLog,
         filtered: Counter[str] | None = None,
     ):
         self.root = Path(root)
         self.annotations = annotations
-        self.label_spec = label_spec
-        self.eval_category_ids = tuple(eval_category_ids)
+        self.label_map = label_map
+        self.gt_category_ids = tuple(gt_category_ids)
         self.transform = transform if transform is not None else ColorNormalize()  # original size, normalised
         self.problems = problems
         self.filtered = filtered if filtered is not None else Counter()
@@ -156,27 +156,17 @@ class DetectionDataset(Dataset):
     @property
     def class_names(self) -> list[str]:
         """Names by label; index 0 is ``"background"``."""
-        return list(self.label_spec.class_names)
-
-    @property
-    def label_map(self) -> dict[int, int]:
-        """Dataset class id -> contiguous label."""
-        return self.label_spec.label_map
+        return list(self.label_map.class_names)
 
     @property
     def num_classes(self) -> int:
         """Number of labels, background included."""
-        return self.label_spec.num_classes
+        return self.label_map.num_classes
 
     @property
     def category_of_label(self) -> dict[int, int]:
         """Contiguous label -> ``category_id`` of :meth:`coco_ground_truth` (for ``detections_to_coco``)."""
-        return dict(enumerate(self.eval_category_ids))
-
-    def label_to_category_id(self, labels: Tensor | Sequence[int]) -> Tensor:
-        """Contiguous labels -> the ``category_id`` of :meth:`coco_ground_truth` (for results files)."""
-        table = torch.tensor(self.eval_category_ids, dtype=torch.long)
-        return table[torch.as_tensor(labels, dtype=torch.long).cpu()]
+        return dict(enumerate(self.gt_category_ids))
 
     # -- items ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -242,7 +232,7 @@ class DetectionDataset(Dataset):
         """The dataset's ground truth as a COCO dict (``images``, ``annotations``, ``categories``).
 
         Boxes are ``[x, y, w, h]`` in original-image pixels; ``category_id`` is
-        ``eval_category_ids[label]`` (see :meth:`label_to_category_id`). Crowd boxes are included
+        ``category_of_label[label]``. Crowd boxes are included
         with ``iscrowd: 1`` so the evaluator ignores detections on them.
         """
         ann = self.annotations
@@ -252,7 +242,7 @@ class DetectionDataset(Dataset):
         ]
         owner = np.repeat(ann.image_ids, np.diff(ann.offsets))
         xywh = np.concatenate([ann.boxes[:, :2], ann.boxes[:, 2:] - ann.boxes[:, :2]], axis=1).astype(np.float64)
-        category = np.asarray(self.eval_category_ids, dtype=np.int64)[ann.labels]
+        category = np.asarray(self.gt_category_ids, dtype=np.int64)[ann.labels]
         annotations = [
             {"id": k + 1, "image_id": image_id, "category_id": cat, "bbox": box, "area": area, "iscrowd": crowd}
             for k, (image_id, cat, box, area, crowd) in enumerate(
@@ -260,7 +250,7 @@ class DetectionDataset(Dataset):
             )
         ]
         categories = [
-            {"id": self.eval_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
+            {"id": self.gt_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
         ]
         return {"images": images, "annotations": annotations, "categories": categories}
 

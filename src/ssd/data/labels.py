@@ -16,6 +16,7 @@ import numpy as np
 from ssd.data.problems import DataError
 
 BACKGROUND = "background"
+COCO_NUM_CLASSES = 81  # 80 categories and the background
 
 # Cognata class id -> name, in label order (label = position); MLPerf configs and official checkpoint
 COGNATA_CLASSES: tuple[tuple[int, str], ...] = (
@@ -41,7 +42,8 @@ COGNATA_CLASSES: tuple[tuple[int, str], ...] = (
 class LabelMap:
     """Contiguous labels 0..C-1 with the dataset class id and name of each (label 0: background).
 
-    ``category_ids[label]`` is the dataset's id of a label; ``label_map`` the inverse.
+    ``category_ids[label]`` is the dataset's id of a label; :attr:`label_of_category` the inverse.
+    Datasets hold one as ``dataset.label_map``; checkpoints save :meth:`to_dict` under ``"label_map"``.
     """
 
     category_ids: tuple[int, ...]
@@ -59,7 +61,7 @@ class LabelMap:
         return len(self.category_ids)
 
     @property
-    def label_map(self) -> dict[int, int]:
+    def label_of_category(self) -> dict[int, int]:
         """Dataset class id -> contiguous label (background included, as the reference stores it)."""
         return {cid: label for label, cid in enumerate(self.category_ids)}
 
@@ -99,3 +101,29 @@ def from_coco_categories(categories: Iterable[Mapping[str, Any]]) -> LabelMap:
     """COCO ``categories`` entries -> labels 1..C-1 in ascending category id order."""
     entries = sorted((int(c["id"]), str(c.get("name", c["id"]))) for c in categories)
     return LabelMap((0, *(i for i, _ in entries)), (BACKGROUND, *(n for _, n in entries)))
+
+
+def coco_class_names() -> tuple[str, ...]:
+    """``background`` and COCO's 80 category names in category-id order (labels 0..80)."""
+    from torchvision.models.detection import SSD300_VGG16_Weights
+
+    names = SSD300_VGG16_Weights.COCO_V1.meta["categories"]  # 91 ids with N/A gaps, __background__ first
+    return (BACKGROUND, *(name for name in names[1:] if name != "N/A"))
+
+
+def default_class_names(num_classes: int) -> tuple[str, ...]:
+    """Names for a model without saved names: COCO's for 81 classes, Cognata's map for 15, else numbers."""
+    if num_classes == COCO_NUM_CLASSES:
+        return coco_class_names()
+    cognata = cognata_fixed()
+    if num_classes == cognata.num_classes:
+        return cognata.class_names
+    return (BACKGROUND, *(str(label) for label in range(1, num_classes)))
+
+
+def class_names_for(checkpoint: Mapping[str, Any], num_classes: int) -> tuple[str, ...]:
+    """The checkpoint's ``class_names`` when it has them for ``num_classes``, else :func:`default_class_names`."""
+    names = checkpoint.get("class_names")
+    if isinstance(names, (list, tuple)) and len(names) == num_classes:
+        return tuple(str(name) for name in names)
+    return default_class_names(num_classes)

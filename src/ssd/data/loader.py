@@ -1,12 +1,11 @@
-"""Batches: collate with per-image targets, optional anchor encoding in workers, and the loader.
+"""Batches: collate with per-image targets, and the loader.
 
 Batch layout: ``(images [N, 3, H, W], targets)`` with ``targets`` a list of the datasets' target
-dicts; with a ``target_encoder`` the batch is ``(images, targets, offsets [N, A, 4], anchor_labels
-[N, A])``, encoded in the loader workers. Otherwise encode on the training device::
+dicts. Anchor targets are encoded on the training device, where it is fastest (README, performance)::
 
-    encoder = TargetEncoder(default_boxes(config)).to(device)
-    offsets, anchor_labels = encoder.encode_batch([t["boxes"].to(device) for t in targets],
-                                                  [t["labels"].to(device) for t in targets])
+    encoder = TargetEncoder(default_boxes(config).to(device))
+    loss_targets = encoder.encode_batch([t["boxes"].to(device) for t in targets],
+                                        [t["labels"].to(device) for t in targets])
 
 Epochs: :class:`DetectionLoader` reshuffles every epoch (seeded with ``seed + epoch``, so a resumed
 run sees the same order); call ``loader.set_epoch(epoch)`` at the start of each epoch so the order
@@ -14,7 +13,6 @@ follows the epoch number rather than the count of passes, and in distributed run
 """
 from __future__ import annotations
 
-import functools
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -22,22 +20,14 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
-from ssd.matching import TargetEncoder
 
-
-def collate(batch: Sequence[tuple[Tensor, dict[str, Any]]], target_encoder: TargetEncoder | None = None) -> tuple[Any, ...]:
+def collate(batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, list[dict[str, Any]]]:
     """``[(image, target), ...]`` -> ``(images [N, 3, H, W], [target, ...])``.
 
-    With ``target_encoder``, also ``offsets [N, A, 4]`` and ``anchor_labels [N, A]`` (targets'
-    boxes must be normalised xyxy, as the datasets give them). In a loader worker the stacked
-    tensors are allocated in shared memory (``default_collate``), saving a copy per batch.
+    In a loader worker the stacked images are allocated in shared memory (``default_collate``),
+    saving a copy per batch.
     """
-    images = default_collate([image for image, _ in batch])
-    targets = [target for _, target in batch]
-    if target_encoder is None:
-        return images, targets
-    encoded = [target_encoder(t["boxes"], t["labels"]) for t in targets]
-    return images, targets, default_collate([e[0] for e in encoded]), default_collate([e[1] for e in encoded])
+    return default_collate([image for image, _ in batch]), [target for _, target in batch]
 
 
 class DetectionLoader(DataLoader):
@@ -77,7 +67,6 @@ def build_loader(
     num_workers: int,
     distributed: bool = False,
     seed: int = 0,
-    target_encoder: TargetEncoder | None = None,
     pin_memory: bool | None = None,
     prefetch_factor: int | None = None,
 ) -> DetectionLoader:
@@ -89,7 +78,6 @@ def build_loader(
         distributed: split the data over the ranks of the initialised process group. For evaluation
             the sampler pads ranks to equal length by repeating images: de-duplicate by ``image_id``.
         seed: shuffling and worker seeds (the same on every rank).
-        target_encoder: encode anchors in the workers (on the CPU), see the module docstring.
         pin_memory: default: when CUDA is available.
         prefetch_factor: batches each worker loads ahead (default 2).
     """
@@ -97,14 +85,12 @@ def build_loader(
         sampler = DistributedSampler(dataset, shuffle=train, seed=seed)
     else:
         sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=train, seed=seed)
-    if target_encoder is not None and target_encoder.anchors_cxcywh.device.type != "cpu":
-        target_encoder = target_encoder.to("cpu")  # workers must not touch the GPU
     return DetectionLoader(
         dataset,
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,
-        collate_fn=functools.partial(collate, target_encoder=target_encoder),
+        collate_fn=collate,
         pin_memory=torch.cuda.is_available() if pin_memory is None else pin_memory,
         drop_last=train and len(sampler) >= batch_size,
         persistent_workers=num_workers > 0,

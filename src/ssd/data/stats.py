@@ -9,11 +9,11 @@ from typing import Any
 
 import numpy as np
 
-from ssd.config import DEFAULT_IGNORE_CLASSES
+from ssd.config import Config
 from ssd.data.coco import SPLITS as COCO_SPLITS
 from ssd.data.coco import CocoDataset, annotation_file
-from ssd.data.cognata import COGNATA_LABELS, KEPT, PROBLEM_CODES, describe_object, scan_cognata, select_objects
-from ssd.data.labels import LabelMap
+from ssd.data.cognata import KEPT, PROBLEM_CODES, config_selection, describe_object, select_objects
+from ssd.data.cognata_index import scan_cognata
 from ssd.data.problems import DataError, ProblemLog
 
 # COCO's object size buckets, by area in original-image pixels
@@ -56,18 +56,15 @@ def _per_class(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]
     return {class_names[label]: int(counts[label]) for label in range(1, len(class_names))}
 
 
-def cognata_stats(
-    root: str | Path,
-    folders: Sequence[str] = (),
-    cameras: Sequence[str] = (),
-    ignore_classes: Sequence[int] = DEFAULT_IGNORE_CLASSES,
-    label_spec: LabelMap | None = COGNATA_LABELS,
-    cache_dir: str | Path | None = None,
-    strict: bool = False,
-) -> DatasetStats:
-    """Statistics of every frame of the selection (before any split), with the loader's rules."""
-    index = scan_cognata(root, folders, cameras, cache_dir)
-    selection = select_objects(index, ignore_classes, label_spec)
+def cognata_stats(root: str | Path, config: Config | None = None, *, cache_dir: str | Path | None = None, strict: bool = False) -> DatasetStats:
+    """Statistics of every frame of the selection (before any split), with the loader's rules.
+
+    The selection is the config's ``dataset`` section (:func:`ssd.data.cognata.config_selection`),
+    or every scenario and camera with the default rules.
+    """
+    selected = config_selection(config)
+    index = scan_cognata(root, selected["folders"], selected["cameras"], cache_dir)
+    selection = select_objects(index, selected["ignore_classes"], selected["label_map"])
     problems = ProblemLog(strict)
     problems.report_all(index.problems)
     problems.report_all(selection.problems(index))
@@ -75,7 +72,7 @@ def cognata_stats(
     kept = selection.reasons == KEPT
     stats.images = int(selection.usable.sum())
     stats.objects = int(kept.sum())
-    stats.per_class = _per_class(selection.labels[kept], selection.label_spec.class_names)
+    stats.per_class = _per_class(selection.labels[kept], selection.label_map.class_names)
     _size_summary(stats, selection.boxes[kept])
     stats.skipped = [{"path": p.path, "reason": p.reason} for p in problems]
     frame_of = index.frame_of_object
@@ -86,8 +83,12 @@ def cognata_stats(
     return stats
 
 
-def coco_stats(root: str | Path, splits: Sequence[str] = COCO_SPLITS, strict: bool = False) -> DatasetStats:
+def coco_stats(
+    root: str | Path, config: Config | None = None, *, cache_dir: str | Path | None = None, strict: bool = False, splits: Sequence[str] = COCO_SPLITS
+) -> DatasetStats:
     """Statistics of the COCO splits present under ``root``, each under its own rules.
+
+    ``config`` and ``cache_dir`` change nothing for COCO (the kinds' common signature).
 
     Training skips images without non-crowd boxes; evaluation keeps them. Crowd boxes are listed
     as skipped (evaluation only).

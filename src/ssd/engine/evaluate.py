@@ -1,93 +1,86 @@
-"""Run a model over a dataset, gather every rank's detections, and score them with COCO mAP."""
+"""The one evaluator: a model over a validation loader, every rank's detections gathered, COCO mAP.
+
+Training's per-epoch evaluation and ``ssd evaluate`` both use :class:`Evaluator`. Each rank runs
+its shard of the loader through the :class:`ssd.predictor.Predictor`; the detections of all ranks
+are merged (each image once: a ``DistributedSampler`` pads ranks by repeating images) and scored on
+rank 0 over every image some rank evaluated; every rank receives the result.
+"""
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Callable
+from dataclasses import dataclass, field
+from typing import Any
 
-import torch
 from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from ssd.amp import MixedPrecision
-from ssd.distributed import all_gather_objects, broadcast_object
+from ssd.data.dataset import DetectionDataset
+from ssd.distributed import all_gather_objects, broadcast_object, is_main_process
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
-from ssd.engine.train import images_to_device
-from ssd.heap_retention import after_step_on
-from ssd.postprocess import postprocess
+from ssd.heap_retention import StepHook, no_step_hook
+from ssd.predictor import Predictor
 
 
-@dataclass(frozen=True)
-class DecodeSettings:
-    """Decoding limits; the defaults are the reference's COCO evaluation (``mlperf()``: Cognata/MLPerf)."""
+@dataclass
+class Evaluation:
+    """One evaluation's outcome: the result (every rank), the distinct images scored, and on rank 0
+    the merged detections in COCO results format (original-image pixels; empty on other ranks)."""
 
-    score_threshold: float = 0.05
-    nms_threshold: float = 0.5
-    max_per_class: int = 200
-    max_detections: int = 200
-
-    @classmethod
-    def mlperf(cls, nms_threshold: float = 0.5) -> "DecodeSettings":
-        return cls(nms_threshold=nms_threshold, max_detections=500)
-
-    def decode(self, locs: torch.Tensor, confs: torch.Tensor, anchors: torch.Tensor, image_sizes) -> list[dict]:
-        return postprocess(
-            locs, confs, anchors, score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
-            max_per_class=self.max_per_class, max_detections=self.max_detections, image_sizes=image_sizes,
-        )
+    result: EvalResult
+    images: int
+    detections: list[dict[str, Any]] = field(default_factory=list)
 
 
-@torch.inference_mode()
-def predict_loader(
-    model: nn.Module,
-    loader: DataLoader,
-    anchors: torch.Tensor,
-    device: torch.device,
-    precision: MixedPrecision,
-    settings: DecodeSettings,
-    label_to_category: Callable[[int], int] | dict[int, int],
-    *,
-    channels_last: bool = False,
-    show_progress: bool = False,
-) -> tuple[list[dict[str, Any]], list[int]]:
-    """COCO-results detections (pixels of the original images) and the ids of every image seen.
+class Evaluator:
+    """Scores ``predictor``'s network on ``loader`` (a split of ``dataset``) with COCO mAP.
 
-    On the CPU, freed memory stays in the heap for the next batch while that is affordable
-    (:mod:`ssd.heap_retention`).
+    ``thresholds``: COCOeval's (``coco``) or torchmetrics' float32 ones (``torchmetrics``, MLPerf's
+    scorer). ``after_step`` runs after each batch (see :mod:`ssd.heap_retention`).
     """
-    model.eval()
-    anchors = anchors.to(device)
-    detections: list[dict[str, Any]] = []
-    image_ids: list[int] = []
-    for images, targets in tqdm(loader, desc="evaluating", disable=not show_progress, dynamic_ncols=True, leave=False):
-        images = images_to_device(images, device, channels_last)
-        with precision.autocast():
-            locs, confs = model(images)
-        outputs = settings.decode(locs, confs, anchors, [t["orig_size"] for t in targets])
-        ids = [int(t["image_id"]) for t in targets]
-        detections += detections_to_coco(outputs, ids, label_to_category)
-        image_ids += ids
-        after_step_on(device)
-    return detections, image_ids
 
+    def __init__(
+        self,
+        predictor: Predictor,
+        loader: DataLoader,
+        dataset: DetectionDataset,
+        *,
+        thresholds: Thresholds = "coco",
+        after_step: StepHook = no_step_hook,
+        show_progress: bool = False,
+    ):
+        self.predictor = predictor
+        self.loader = loader
+        self.dataset = dataset
+        self.thresholds = thresholds
+        self.after_step = after_step
+        self.show_progress = show_progress
+        self.ground_truth = dataset.coco_ground_truth()
 
-def gather_detections(detections: list[dict[str, Any]], image_ids: list[int]) -> tuple[list[dict[str, Any]], list[int]]:
-    """Every rank's detections merged, each image once (a ``DistributedSampler`` pads ranks by
-    repeating images), and the ids of every image some rank evaluated."""
-    gathered = all_gather_objects((detections, image_ids))
-    merged = merge_detections(dets for dets, _ in gathered)
-    return merged, sorted({image_id for _, ids in gathered for image_id in ids})
+    def predict(self) -> tuple[list[dict[str, Any]], list[int]]:
+        """This rank's COCO-results detections and the ids of every image it saw."""
+        if isinstance(self.predictor.network, nn.Module):
+            self.predictor.network.eval()
+        detections: list[dict[str, Any]] = []
+        image_ids: list[int] = []
+        batches = tqdm(self.loader, desc="evaluating", disable=not self.show_progress, dynamic_ncols=True, leave=False)
+        for images, targets in batches:
+            outputs = self.predictor(images, [t["orig_size"] for t in targets])
+            ids = [int(t["image_id"]) for t in targets]
+            detections += detections_to_coco(outputs, ids, self.dataset.category_of_label)
+            image_ids += ids
+            self.after_step()
+        return detections, image_ids
 
-
-def evaluate_predictions(
-    detections: list[dict[str, Any]], image_ids: list[int], ground_truth: dict[str, Any], thresholds: Thresholds = "coco"
-) -> tuple[EvalResult, int]:
-    """Gather all ranks' detections, score them on rank 0 over the evaluated images, share the result.
-
-    Returns the result (on every rank) and the number of distinct images evaluated.
-    """
-    merged, evaluated = gather_detections(detections, image_ids)
-    is_main = not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
-    result = score_detections(ground_truth, merged, evaluated, thresholds=thresholds) if is_main else None
-    return broadcast_object(result), len(evaluated)
+    def evaluate(self) -> Evaluation:
+        """Predict on every rank, score on rank 0, share the result (a collective: every rank calls it)."""
+        detections, image_ids = self.predict()
+        gathered = all_gather_objects((detections, image_ids))
+        evaluation = None
+        if is_main_process():
+            merged = merge_detections(dets for dets, _ in gathered)
+            evaluated = sorted({image_id for _, ids in gathered for image_id in ids})
+            result = score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds)
+            evaluation = Evaluation(result, len(evaluated), list(merged))
+        shared = broadcast_object(None if evaluation is None else (evaluation.result, evaluation.images))
+        return evaluation if evaluation is not None else Evaluation(*shared)

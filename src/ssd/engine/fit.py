@@ -1,78 +1,46 @@
 """A whole training run: data, model, recipe, resume, per-epoch evaluation, checkpoints, logs.
 
 The loop reads the same with one process or many: every rank trains on its shard, all ranks'
-detections are gathered for evaluation, and rank 0 alone writes checkpoints and logs.
+detections are gathered for evaluation (:class:`ssd.engine.evaluate.Evaluator`), and rank 0 alone
+writes checkpoints (:mod:`ssd.checkpoint`) and logs.
 """
 from __future__ import annotations
 
 import logging
-import random
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
-from ssd.checkpoint import CheckpointError, load_checkpoint, load_model_state, read_checkpoint
-from ssd.config import Config, ConfigError, load_config
-from ssd.data import build_dataset, build_loader
+from ssd.checkpoint import (
+    BEST, LAST, CheckpointError, atomic_save, epoch_checkpoint_name, load_checkpoint, load_model_state, read_checkpoint,
+    training_checkpoint,
+)
+from ssd.config import load_config
+from ssd.data.kinds import dataset_kind
+from ssd.data.loader import build_loader
 from ssd.data.transforms import flip_transform, train_transform
 from ssd.distributed import DistributedContext, all_gather_objects, barrier, cleanup_distributed, mean_over_ranks, setup_distributed
-from ssd.engine.checkpointing import BEST, LAST, atomic_save, epoch_checkpoint_name, rng_state, set_rng_state
-from ssd.engine.evaluate import DecodeSettings, evaluate_predictions, predict_loader
+from ssd.engine.evaluate import Evaluation, Evaluator
+from ssd.engine.options import TrainOptions
+from ssd.engine.rng import rng_state, seed_everything, set_rng_state
 from ssd.engine.run_log import RunLog
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, scaled_learning_rate
-from ssd.engine.train import train_one_epoch
+from ssd.engine.train import EpochStats, train_one_epoch
+from ssd.heap_retention import heap_retention_for
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 from ssd.models import build_model
+from ssd.predictor import Predictor
 from ssd.visualize import denormalize, draw_detections
 
 logger = logging.getLogger(__name__)
 NUM_LOGGED_IMAGES = 4
-# the reference's SSD augmentation, or flips only (fast from-scratch training on easy data, the demo)
-TRAIN_AUGMENTATIONS = {"ssd": train_transform, "flip": flip_transform}
-
-
-@dataclass
-class TrainOptions:
-    """Everything a training run is configured by (the CLI's flags, as values)."""
-
-    config: str
-    data_path: Path
-    dataset: str = "cognata"
-    model: str | None = None
-    epochs: int = 65
-    batch_size: int = 32
-    lr: float = 2.6e-3
-    momentum: float = 0.9
-    weight_decay: float = 5e-4
-    multistep: list[int] = field(default_factory=lambda: [43, 54])
-    optimizer: str = "sgd"
-    augment: str = "ssd"
-    warmup: int = 0
-    no_decay_bn: bool = False
-    amp: bool = False
-    channels_last: bool = True
-    compile: bool = False
-    num_workers: int = 4
-    save_folder: Path = Path("trained_models")
-    save_name: str = "SSD"
-    log_path: Path | None = None
-    checkpoint_freq: int = 1
-    pretrained_model: Path | None = None
-    resume: Path | None = None
-    backbone_weights: str | None = None
-    seed: int = 0
-    device: str | None = None
-    local_rank: int | None = None
-    nms_threshold: float = 0.5
-    strict: bool = False
-    show_progress: bool = True
+TRAIN_AUGMENTATIONS = {"ssd": train_transform, "flip": flip_transform}  # the names of options.AUGMENTATIONS
 
 
 @dataclass
@@ -88,21 +56,6 @@ class FitResult:
     is_main: bool
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-
-
-def _check_arch(config: Config, requested: str | None) -> None:
-    if requested is not None and requested != config.model.arch:
-        raise ConfigError(f"--model {requested} but config {config.name!r} describes an {config.model.arch} model")
-
-
-def _config_record(config: Config) -> dict[str, str]:
-    return {"name": config.name, "source": str(config.source), "text": config.source.read_text()}
-
-
 class Trainer:
     """Holds a run's objects; :meth:`run` trains and evaluates epoch by epoch."""
 
@@ -111,17 +64,16 @@ class Trainer:
         self.context = context
         self.device = context.device
         self.config = load_config(options.config)
-        _check_arch(self.config, options.model)
+        self.config.check_arch(options.model)
         resume_path = self._resume_path()
         resumed = read_checkpoint(resume_path, map_location=self.device) if resume_path is not None else None
+        kind = dataset_kind(options.dataset)
         data_options = {"strict": options.strict, "cache_dir": options.save_folder}
         saved_labels = resumed.get("label_map") if resumed is not None else None
         augmentation = TRAIN_AUGMENTATIONS[options.augment](self.config.model.image_size)
-        self.train_set = build_dataset(
-            options.dataset, options.data_path, "train", self.config, label_map=saved_labels, transform=augmentation, **data_options
-        )
+        self.train_set = kind.build(options.data_path, "train", self.config, label_map=saved_labels, transform=augmentation, **data_options)
         # validation uses the training label map: a first-appearance map must not differ between splits
-        self.val_set = build_dataset(options.dataset, options.data_path, "val", self.config, label_map=self.train_set.label_spec, **data_options)
+        self.val_set = kind.build(options.data_path, "val", self.config, label_map=self.train_set.label_map, **data_options)
         self.train_loader = build_loader(
             self.train_set, options.batch_size, train=True, num_workers=options.num_workers,
             distributed=context.is_distributed, seed=options.seed,
@@ -144,7 +96,12 @@ class Trainer:
         self.scheduler = build_scheduler(self.optimizer, schedule)
         self.precision = MixedPrecision(self.device, options.amp)
         self.criterion = MultiBoxLoss()
-        self.decode = DecodeSettings.mlperf(options.nms_threshold) if options.dataset.lower() == "cognata" else DecodeSettings(nms_threshold=options.nms_threshold)
+        self.after_step = heap_retention_for(self.device)  # one decision for the training and evaluation loops
+        self.predictor = Predictor(
+            self.model, self.anchors, kind.decode_settings(options.nms_threshold), self.device,
+            channels_last=options.channels_last, autocast=self.precision.autocast,
+        )
+        self.evaluator = Evaluator(self.predictor, self.val_loader, self.val_set, after_step=self.after_step)
         self.start_epoch = 0
         self.best_map: float | None = None
         if resumed is not None:
@@ -156,7 +113,7 @@ class Trainer:
         if options.compile:
             self.network = torch.compile(self.network)
         options.save_folder.mkdir(parents=True, exist_ok=True)
-        self.log = RunLog(options.save_folder / "metrics.csv", options.log_path, enabled=context.is_main)
+        self.log = RunLog(options.save_folder / "metrics.csv", options.tensorboard_dir, enabled=context.is_main)
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_path(self) -> Path | None:
@@ -173,7 +130,7 @@ class Trainer:
         load_model_state(self.model, checkpoint, str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if "scaler" in checkpoint:
+        if checkpoint.get("scaler"):  # saved as {} by a run without a gradient scaler
             self.precision.scaler.load_state_dict(checkpoint["scaler"])
         states = checkpoint.get("rng", [])
         if self.context.rank < len(states):
@@ -183,22 +140,17 @@ class Trainer:
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _checkpoint(self, epoch: int, mean_ap: float | None) -> dict[str, Any]:
-        return {
-            "epoch": epoch,
-            "model_state_dict": self.model.state_dict(),
+        training_state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
             "scaler": self.precision.scaler.state_dict(),
             "rng": all_gather_objects(rng_state()),
-            "config": _config_record(self.config),
-            "arch": self.config.model.arch,
-            "num_classes": self.num_classes,
-            "class_names": list(self.train_set.class_names),
-            "label_map": self.train_set.label_spec.to_dict(),
-            "map": mean_ap,
-            "best_map": self.best_map,
-            "options": {k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()},
         }
+        return training_checkpoint(
+            epoch=epoch, model=self.model, training_state=training_state, config=self.config, class_names=self.train_set.class_names,
+            label_map=self.train_set.label_map.to_dict(), mean_ap=mean_ap, best_map=self.best_map,
+            options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()},
+        )
 
     def _save(self, epoch: int, mean_ap: float | None, improved: bool) -> None:
         checkpoint = self._checkpoint(epoch, mean_ap)  # collective (RNG states): every rank takes part
@@ -221,20 +173,16 @@ class Trainer:
             stats = train_one_epoch(
                 self.network, self.train_loader, self.encoder, self.criterion, self.optimizer, self.scheduler,
                 self.precision, self.device, epoch, channels_last=options.channels_last,
-                show_progress=options.show_progress and context.is_main,
+                show_progress=options.show_progress and context.is_main, after_step=self.after_step,
             )
             losses = mean_over_ranks(torch.tensor([stats.loss, stats.localisation, stats.classification], device=self.device)).tolist()
-            detections, image_ids = predict_loader(
-                self.model, self.val_loader, self.anchors, self.device, self.precision, self.decode,
-                self.val_set.category_of_label, channels_last=options.channels_last,
-            )
-            result, images_evaluated = evaluate_predictions(detections, image_ids, self.val_set.coco_ground_truth())
-            last_map = result.map
+            evaluation = self.evaluator.evaluate()
+            last_map, images_evaluated = evaluation.result.map, evaluation.images
             improved = self.best_map is None or last_map > self.best_map
             if improved:
                 self.best_map = last_map
-            self._record(epoch, epoch_lr, stats, losses, result, images_evaluated)
             self._save(epoch, last_map, improved)
+            self._record(epoch, epoch_lr, stats, losses, evaluation)
             barrier()
         self.log.close()
         folder = options.save_folder
@@ -243,31 +191,32 @@ class Trainer:
             best_checkpoint=folder / BEST if (folder / BEST).is_file() else None, images_evaluated=images_evaluated, is_main=context.is_main,
         )
 
-    def _record(self, epoch: int, lr: float, stats, losses: list[float], result, images_evaluated: int) -> None:
+    def _record(self, epoch: int, lr: float, stats: EpochStats, losses: list[float], evaluation: Evaluation) -> None:
+        """TensorBoard scalars and images, a metrics.csv row and a log line (rank 0); after the checkpoints,
+        so a log that cannot be written loses no training."""
         if not self.context.is_main:
             return
         throughput = stats.images_per_second * self.context.world_size
+        metrics = evaluation.result.metrics
         scalars = {
             "train/loss": losses[0], "train/loss_localisation": losses[1], "train/loss_classification": losses[2],
-            "train/lr": lr, "train/images_per_second": throughput, "val/mAP": result.stats[0],
-            "val/AP50": result.stats[1], "val/AP75": result.stats[2],
+            "train/lr": lr, "train/images_per_second": throughput,
+            **{f"val/{name}": metrics[name] for name in ("mAP", "AP50", "AP75")},
         }
-        scalars.update({f"val/AP/{name}": ap for name, ap in result.per_class.items()})
+        scalars.update({f"val/AP/{name}": ap for name, ap in evaluation.result.per_class.items()})
         self.log.scalars(epoch, scalars)
         self.log.images("val/predictions", self._prediction_images(), epoch)
         row = {"epoch": epoch, **{k.split("/", 1)[1]: float(f"{v:.6g}") for k, v in scalars.items()}}
-        self.log.epoch_row({**row, "images_evaluated": images_evaluated})
-        logger.info("epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, losses[0], result.map, throughput)
+        self.log.epoch_row({**row, "images_evaluated": evaluation.images})
+        logger.info("epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, losses[0], evaluation.result.map, throughput)
 
     @torch.inference_mode()
     def _prediction_images(self) -> torch.Tensor:
         self.model.eval()
         count = min(NUM_LOGGED_IMAGES, len(self.val_set))
-        images = torch.stack([self.val_set[i][0] for i in range(count)]).to(self.device)
-        with self.precision.autocast():
-            locs, confs = self.model(images)
+        images = torch.stack([self.val_set[i][0] for i in range(count)])
         height, width = images.shape[-2:]
-        outputs = self.decode.decode(locs, confs, self.anchors, [(height, width)] * count)
+        outputs = self.predictor(images, [(height, width)] * count)
         drawn = [
             draw_detections(denormalize(image), out["boxes"][:20], out["labels"][:20], out["scores"][:20], self.train_set.class_names)
             for image, out in zip(images, outputs)

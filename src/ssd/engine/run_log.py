@@ -1,10 +1,33 @@
-"""What a training run records: TensorBoard scalars and images, and one CSV row per epoch."""
+"""What runs record: TensorBoard scalars and images, and CSV files of one row per epoch."""
 from __future__ import annotations
 
 import csv
 from pathlib import Path
+from typing import Any
 
 import torch
+
+from ssd.errors import SSDError
+
+
+def append_row(path: Path, row: dict[str, Any]) -> None:
+    """Append ``row`` to a CSV file, writing the header first when the file is new.
+
+    A file whose header differs from ``row``'s columns (another run's, another dataset's) is an
+    error naming it: rows under the wrong header would be silently wrong.
+    """
+    new = not path.is_file() or path.stat().st_size == 0
+    if not new:
+        with path.open(newline="") as handle:
+            header = next(csv.reader(handle), [])
+        if header != list(row):
+            raise SSDError(f"{path}: its columns differ from this run's (another config or dataset?): move it away")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)
 
 
 class RunLog:
@@ -30,21 +53,9 @@ class RunLog:
             self.writer.add_images(tag, images, step, dataformats="NCHW")
 
     def epoch_row(self, row: dict[str, float | int | str]) -> None:
-        """Append one row; a resumed run keeps the header the file already has."""
-        if not self.enabled:
-            return
-        self.csv_path.parent.mkdir(parents=True, exist_ok=True)
-        exists = self.csv_path.is_file() and self.csv_path.stat().st_size > 0
-        if exists:
-            with open(self.csv_path, newline="") as handle:
-                fieldnames = next(csv.reader(handle))
-        else:
-            fieldnames = list(row)
-        with open(self.csv_path, "a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fieldnames, extrasaction="ignore")
-            if not exists:
-                writer.writeheader()
-            writer.writerow(row)
+        """Append one row (:func:`append_row`)."""
+        if self.enabled:
+            append_row(self.csv_path, row)
 
     def close(self) -> None:
         if self.writer is not None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-REFERENCE_LR = 2.6e-3
+from ssd.engine.options import OPTIMIZERS
+
 REFERENCE_BATCH = 32
 
 
@@ -33,7 +34,6 @@ class WarmupMultiStep:
         return factor
 
 
-OPTIMIZERS = ("sgd", "adamw")
 
 
 def build_optimizer(

@@ -12,8 +12,9 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ssd.amp import MixedPrecision
+from ssd.device import HostValues, images_to_device
 from ssd.errors import SSDError
-from ssd.heap_retention import after_step_on
+from ssd.heap_retention import StepHook, no_step_hook
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 
@@ -35,41 +36,12 @@ class EpochStats:
         return self.images / max(self.seconds, 1e-9)
 
 
-def images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """A batch on the device, in channels-last memory format if asked (as the model was converted)."""
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    return images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
-
-
 def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.device, channels_last: bool) -> tuple[torch.Tensor, list[torch.Tensor], list[torch.Tensor]]:
     """Images on the device (channels-last if asked) and per-image boxes/labels."""
     images = images_to_device(images, device, channels_last)
     boxes = [t["boxes"].to(device, non_blocking=True) for t in targets]
     labels = [t["labels"].to(device, non_blocking=True) for t in targets]
     return images, boxes, labels
-
-
-class HostValues:
-    """Device values copied to the host without blocking: :meth:`get` waits for that copy alone.
-
-    On CUDA the copy goes to pinned memory behind an event, so reading it later does not drain
-    the queue of kernels launched since (``.item()`` would). On the CPU it is the values themselves.
-    """
-
-    def __init__(self, values: torch.Tensor):
-        self._event = None
-        if values.device.type == "cuda":
-            self._values = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
-            self._values.copy_(values, non_blocking=True)
-            self._event = torch.cuda.Event()
-            self._event.record()
-        else:
-            self._values = values
-
-    def get(self) -> list:
-        if self._event is not None:
-            self._event.synchronize()
-        return self._values.tolist()
 
 
 def train_one_epoch(
@@ -85,16 +57,17 @@ def train_one_epoch(
     *,
     channels_last: bool = False,
     show_progress: bool = True,
+    after_step: StepHook = no_step_hook,
 ) -> EpochStats:
     """Train for one pass over ``loader``.
 
     The step never waits for the device to finish its queue: the loss's gathered sizes are copied
-    to the host while the forward pass runs, and each step's loss values are read one step later,
+    to the host while the forward pass runs (:class:`ssd.loss.LossTargets`), and each step's loss values are read one step later,
     when they are long computed. So a NaN or infinite loss raises :class:`NonFiniteLossError`
     (naming the epoch and the step) after the following step was queued; nothing is saved.
     The phases of a step are labelled for ``torch.profiler`` (``ssd.forward``, ``ssd.loss``...).
-    On the CPU, freed memory stays in the heap for the next step while that is affordable
-    (:mod:`ssd.heap_retention`).
+    ``after_step`` runs after every step (the CLI's :func:`ssd.heap_retention.heap_retention_for`:
+    on the CPU, freed memory stays in the heap for the next step while that is affordable).
     """
     model.train()
     totals = torch.zeros(3, device=device)
@@ -120,12 +93,11 @@ def train_one_epoch(
     for step, (images, targets) in enumerate(progress):
         with record_function("ssd.encode_targets"):
             images, boxes, labels = prepare_batch(images, targets, device, channels_last)
-            offsets, anchor_labels = encoder.encode_batch(boxes, labels)
-            sizes = HostValues(criterion.gathered_sizes(anchor_labels))
+            loss_targets = encoder.encode_batch(boxes, labels)
         with record_function("ssd.forward"), precision.autocast():
             locs, confs = model(images)
         with record_function("ssd.loss"):
-            parts = criterion(locs, confs, offsets, anchor_labels, sizes=sizes.get())
+            parts = criterion(locs, confs, loss_targets)
         with record_function("ssd.backward_step"):
             optimizer.zero_grad(set_to_none=True)
             precision.backward_and_step(parts.total, optimizer)
@@ -136,7 +108,7 @@ def train_one_epoch(
         if pending is not None:
             check(*pending)
         pending = step, HostValues(losses)
-        after_step_on(device)
+        after_step()
     if pending is not None:
         check(*pending)
     loss, localisation, classification = (totals / max(step + 1, 1)).tolist()

@@ -4,7 +4,7 @@ Training, the CLIs and the benchmarks all score through :func:`evaluate_coco`, w
 pycocotools' ``COCOeval`` and torchmetrics' ``MeanAveragePrecision(backend="faster_coco_eval",
 class_metrics=True)`` (the MLPerf Automotive scorer).
 """
-from ssd.evaluation.coco_eval import EvalResult, EvaluationError, evaluate_coco, score_detections, stat_labels
+from ssd.evaluation.coco_eval import EvalResult, EvaluationError, evaluate_coco, score_detections, stat_labels, stat_names
 from ssd.evaluation.detections import detections_to_coco, merge_detections
 from ssd.evaluation.plots import plot_precision_recall
 
@@ -17,4 +17,5 @@ __all__ = [
     "plot_precision_recall",
     "score_detections",
     "stat_labels",
+    "stat_names",
 ]

@@ -69,6 +69,11 @@ class EvalResult:
         """COCO mAP @[.5:.95] (``stats[0]``), the MLPerf accuracy metric."""
         return self.stats[0]
 
+    @property
+    def metrics(self) -> dict[str, float]:
+        """The 12 statistics by short name (:func:`stat_names`): ``mAP``, ``AP50``, ... ``AR_large``."""
+        return dict(zip(stat_names(self.max_dets), self.stats))
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready ``{"stats": [12 floats], "per_class": {name: AP}}``."""
         return {"stats": list(self.stats), "per_class": dict(self.per_class)}
@@ -84,6 +89,12 @@ class EvalResult:
                 for name, ap in self.per_class.items()
             ]
         return "\n".join(lines)
+
+
+def stat_names(max_dets: Sequence[int] = (1, 10, 100)) -> tuple[str, ...]:
+    """Short names of the 12 statistics in COCOeval's order (CSV columns, TensorBoard tags)."""
+    areas = tuple(f"{{}}_{area}" for area in AREA_RANGES[1:])
+    return ("mAP", "AP50", "AP75", *(a.format("AP") for a in areas), *(f"AR{n}" for n in max_dets), *(a.format("AR") for a in areas))
 
 
 def stat_labels(max_dets: Sequence[int] = (1, 10, 100)) -> list[str]:

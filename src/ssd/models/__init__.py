@@ -1,15 +1,14 @@
-"""Detector networks built from a config."""
+"""Detector networks built from a config, through the architecture table (:mod:`ssd.architectures`)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 from torch import nn
 
+from ssd.architectures import get_architecture
 from ssd.config import Config, ModelConfig
-from ssd.models.ssd_resnet import SSD
-from ssd.models.ssdlite import SSDLite
 
-__all__ = ["build_model", "SSD", "SSDLite"]
+__all__ = ["build_model"]
 
 
 def build_model(config: Config | ModelConfig, num_classes: int, backbone_weights: str | Path | None = None) -> nn.Module:
@@ -21,5 +20,4 @@ def build_model(config: Config | ModelConfig, num_classes: int, backbone_weights
     model_config = config.model if isinstance(config, Config) else config
     if num_classes < 2:
         raise ValueError(f"num_classes counts the background and must be at least 2, got {num_classes}")
-    network = SSDLite if model_config.arch == "ssdlite" else SSD
-    return network(model_config, num_classes, backbone_weights)
+    return get_architecture(model_config.arch).build(model_config, num_classes, backbone_weights)

@@ -9,17 +9,37 @@ reference (``feature_extractor.feature_extractor.*``, ``additional_blocks``, ``l
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from torch import Tensor, nn
 from torchvision.models import MobileNet_V2_Weights, mobilenet_v2
 from torchvision.models.mobilenetv2 import InvertedResidual
 
-from ssd.config import ModelConfig
+from ssd import geometry
+from ssd.architectures import Architecture
+from ssd.config import ArchitectureFields, FieldReader, HeadSpec, ModelConfig, SharedModelFields
+from ssd.geometry import ConvSpec
 from ssd.models.backbone_weights import load_backbone_weights
 from ssd.models.heads import flatten_predictions, xavier_init
 
 TAP_BLOCK = 14  # its expansion output (576 channels, stride 16) is the first prediction map
 HEAD_CHANNELS = (576, 1280, 512, 256, 256, 64)
+
+
+def read_ssdlite_config(reader: FieldReader, raw: dict[str, Any], shared: SharedModelFields) -> ArchitectureFields:
+    """SSDLite's layers are fixed: six maps, the same number of default boxes on each."""
+    num_maps, boxes_per_location = len(shared.steps), shared.boxes_per_location
+    if num_maps != geometry.SSDLITE_NUM_MAPS:
+        raise reader.error("model.steps", f"SSDLite has {geometry.SSDLITE_NUM_MAPS} maps, got {num_maps}")
+    if len(set(boxes_per_location)) != 1:
+        raise reader.error("model.aspect_ratios", "SSDLite heads need the same number of ratios on every map")
+    ones = (ConvSpec((3, 3), (1, 1), (1, 1)),) * num_maps
+    head = HeadSpec(num_defaults=boxes_per_location, loc=ones, conf=ones)
+    try:
+        feature_sizes = geometry.ssdlite_sizes(shared.image_size)
+    except geometry.GeometryError as exc:
+        raise reader.error("model.image_size", str(exc)) from exc
+    return ArchitectureFields(head=head, feature_sizes=feature_sizes)
 
 
 class MobileNetV2(nn.Module):
@@ -77,3 +97,6 @@ class SSDLite(nn.Module):
             x = block(x)
             features.append(x)
         return flatten_predictions(features, self.loc, self.conf, self.num_classes)
+
+
+ARCHITECTURE = Architecture("ssdlite", read_config=read_ssdlite_config, build=SSDLite)

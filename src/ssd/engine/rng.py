@@ -1,46 +1,18 @@
-"""Training checkpoints: one dict with everything needed to resume, written atomically.
-
-A checkpoint is written to a temporary file in the same folder, flushed to disk, then renamed over
-the target, so a process killed at any moment leaves either the previous file or the new one, never
-a truncated one. Files hold only tensors and plain Python values, so they load with
-``torch.load(weights_only=True)``.
-"""
+"""Random states: seeding a process, and saving and restoring every generator a run draws from."""
 from __future__ import annotations
 
-import os
 import random
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-LAST = "last.pth"
-BEST = "best.pth"
 
-
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def epoch_checkpoint_name(save_name: str, epoch: int) -> str:
-    """The reference's per-epoch file name: ``{save_name}_ep{epoch}.pth`` (epoch counted from 0)."""
-    return f"{save_name}_ep{epoch}.pth"
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's and torch's generators (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
 
 
 def rng_state() -> dict[str, Any]:
@@ -65,6 +37,7 @@ def _byte_tensor(data: bytes) -> torch.Tensor:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` saved."""
     random.setstate(state["python"])
     kind, keys, position, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))

@@ -2,9 +2,9 @@ import pytest
 import torch
 
 from ssd.anchors import default_boxes
-from ssd.box_ops import cxcywh_to_xyxy, encode_offsets, xyxy_to_cxcywh
+from ssd.box_ops import encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
-from ssd.postprocess import postprocess
+from ssd.decoding import postprocess
 from reference_impl import reference_decode
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -66,3 +67,34 @@ def postprocess(
             image_boxes = image_boxes * image_boxes.new_tensor([width, height, width, height])
         results.append({"boxes": image_boxes, "scores": cand_scores[mine], "labels": class_index[mine] + 1})
     return results
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """The limits of :func:`postprocess`; the defaults are the reference's COCO evaluation.
+
+    Each dataset kind names its preset (:mod:`ssd.data.kinds`): COCO these defaults, Cognata
+    :meth:`mlperf` (500 detections per 8 MP frame, the MLPerf Automotive scoring).
+    """
+
+    score_threshold: float = 0.05
+    nms_threshold: float = 0.5
+    max_per_class: int = 200
+    max_detections: int = 200
+
+    @classmethod
+    def reference(cls, nms_threshold: float = 0.5) -> "DecodeSettings":
+        """The reference's COCO evaluation: score > 0.05, NMS 0.5, 200 per class and per image."""
+        return cls(nms_threshold=nms_threshold)
+
+    @classmethod
+    def mlperf(cls, nms_threshold: float = 0.5) -> "DecodeSettings":
+        """MLPerf Automotive's decoding: score > 0.05, NMS 0.5, 200 per class, 500 per image."""
+        return cls(nms_threshold=nms_threshold, max_detections=500)
+
+    def decode(self, locs: Tensor, confs: Tensor, anchors: Tensor, image_sizes: Sequence[tuple[int, int]] | None) -> list[dict[str, Tensor]]:
+        """:func:`postprocess` with these settings."""
+        return postprocess(
+            locs, confs, anchors, score_threshold=self.score_threshold, nms_threshold=self.nms_threshold,
+            max_per_class=self.max_per_class, max_detections=self.max_detections, image_sizes=image_sizes,
+        )

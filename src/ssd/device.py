@@ -1,0 +1,33 @@
+"""Moving batches to the device and values back, without making the device wait."""
+from __future__ import annotations
+
+import torch
+
+
+def images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
+    """A batch on the device, in channels-last memory format if asked (as the model was converted)."""
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    return images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
+
+
+class HostValues:
+    """Device values copied to the host without blocking: :meth:`get` waits for that copy alone.
+
+    On CUDA the copy goes to pinned memory behind an event, so reading it later does not drain
+    the queue of kernels launched since (``.item()`` would). On the CPU it is the values themselves.
+    """
+
+    def __init__(self, values: torch.Tensor):
+        self._event = None
+        if values.device.type == "cuda":
+            self._values = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+            self._values.copy_(values, non_blocking=True)
+            self._event = torch.cuda.Event()
+            self._event.record()
+        else:
+            self._values = values
+
+    def get(self) -> list:
+        if self._event is not None:
+            self._event.synchronize()
+        return self._values.tolist()
