@@ -9,6 +9,9 @@ This module reads what every architecture shares (image size, steps, scales, asp
 architecture named by ``model.arch`` (:mod:`ssd.architectures`) reads its own layer fields with a
 :class:`FieldReader` and derives the feature-map sizes. A config may state them as ``feat_size``;
 a stated size that disagrees is an error naming both.
+
+(Just over 300 lines on purpose: every check of the shared fields lives in this one module, next to
+the dataclasses it fills, so that a config error is found and worded in one place.)
 """
 from __future__ import annotations
 

@@ -15,6 +15,9 @@ Conventions, as in COCOeval and torchmetrics:
   class when it has detections, and leaves it out when it has none; here every category of the
   ground truth is listed). -1 rather than NaN keeps ``to_dict()`` valid JSON.
 - Empty detections score 0 wherever there is ground truth.
+
+(Just over 300 lines on purpose: the scoring and the checks of its two inputs, which must reject
+exactly what would make a number wrong, are read together.)
 """
 from __future__ import annotations
 
