@@ -130,7 +130,7 @@ class DetectionDataset(Dataset):
         filtered: objects and images left out by the dataset's rules (not errors), per reason;
             for Cognata over the whole scanned selection, before the split.
         label_map: the :class:`LabelMap` (checkpoints save ``label_map.to_dict()``).
-        gt_category_ids: ``category_id`` of each label in :meth:`coco_ground_truth` (:attr:`category_of_label`).
+        category_of_label: label -> ``category_id`` of :meth:`coco_ground_truth` (from the ``gt_category_ids`` argument).
     """
 
     def __init__(
@@ -146,7 +146,7 @@ class DetectionDataset(Dataset):
         self.root = Path(root)
         self.annotations = annotations
         self.label_map = label_map
-        self.gt_category_ids = tuple(gt_category_ids)
+        self._gt_category_ids = tuple(gt_category_ids)
         self.transform = transform if transform is not None else ColorNormalize()  # original size, normalised
         self.problems = problems
         self.filtered = filtered if filtered is not None else Counter()
@@ -166,7 +166,7 @@ class DetectionDataset(Dataset):
     @property
     def category_of_label(self) -> dict[int, int]:
         """Contiguous label -> ``category_id`` of :meth:`coco_ground_truth` (for ``detections_to_coco``)."""
-        return dict(enumerate(self.gt_category_ids))
+        return dict(enumerate(self._gt_category_ids))
 
     # -- items ------------------------------------------------------------------------------------
     def __len__(self) -> int:
@@ -242,7 +242,7 @@ class DetectionDataset(Dataset):
         ]
         owner = np.repeat(ann.image_ids, np.diff(ann.offsets))
         xywh = np.concatenate([ann.boxes[:, :2], ann.boxes[:, 2:] - ann.boxes[:, :2]], axis=1).astype(np.float64)
-        category = np.asarray(self.gt_category_ids, dtype=np.int64)[ann.labels]
+        category = np.asarray(self._gt_category_ids, dtype=np.int64)[ann.labels]
         annotations = [
             {"id": k + 1, "image_id": image_id, "category_id": cat, "bbox": box, "area": area, "iscrowd": crowd}
             for k, (image_id, cat, box, area, crowd) in enumerate(
@@ -250,7 +250,7 @@ class DetectionDataset(Dataset):
             )
         ]
         categories = [
-            {"id": self.gt_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
+            {"id": self._gt_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
         ]
         return {"images": images, "annotations": annotations, "categories": categories}
 
