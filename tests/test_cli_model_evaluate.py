@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -11,8 +12,10 @@ from test_cli_predict import run_script
 from test_inference import TinyFiles, save_checkpoint, tiny_files  # noqa: F401 (fixture)
 
 from ssd.cli.main import main
+from ssd.config import load_config
+from ssd.data import build_dataset
 from ssd.data.synth import synth_coco
-from ssd.inference import load_model
+from ssd.checkpoint import load_model
 
 
 def evaluate_flags(files: TinyFiles, output: Path) -> list[str]:
@@ -74,3 +77,56 @@ def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_pa
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+def _corrupt_copy(tiny_files: TinyFiles, tmp_path: Path) -> tuple[TinyFiles, list[Path], Path]:
+    """A copy of the tiny Cognata set whose second validation image is truncated (its header still reads)."""
+    data = tmp_path / "cognata"
+    shutil.copytree(tiny_files.data, data)
+    val = build_dataset("cognata", data, "val", load_config(tiny_files.config))
+    paths = [val.image_path(i) for i in range(len(val))]
+    paths[1].write_bytes(paths[1].read_bytes()[:60])
+    return TinyFiles(tiny_files.config, tiny_files.checkpoint, data, tmp_path), paths, paths[1]
+
+
+@pytest.mark.parametrize("workers", ["0", "1"])
+def test_an_unreadable_image_is_left_out_of_the_score_not_replaced(workers: str, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    files, paths, victim = _corrupt_copy(tiny_files, tmp_path)
+    readable = tmp_path / "readable.csv"
+    readable.write_text("".join(f"{p.relative_to(files.data).as_posix()}\n" for p in paths if p != victim))
+    outputs = {}
+    for name, extra in (("corrupt", []), ("without", ["--file-list", str(readable)])):
+        argv = ["evaluate", *evaluate_flags(files, tmp_path / name), "--pretrained-model", str(files.checkpoint), "--mlperf", *extra]
+        argv[argv.index("--num-workers") + 1] = workers
+        assert main(argv) == 0
+        outputs[name] = json.loads((tmp_path / name / "metrics.json").read_text()), json.loads((tmp_path / name / "detections.json").read_text())
+    (corrupt, corrupt_detections), (without, without_detections) = outputs["corrupt"], outputs["without"]
+    assert corrupt["stats"] == without["stats"] and corrupt["per_class"] == without["per_class"] and corrupt["stats"][0] > 0
+    # the same detections, no image twice (a Cognata image id is its position in the list, so it is left out)
+    strip = lambda detections: sorted((d["category_id"], d["bbox"], d["score"]) for d in detections)  # noqa: E731
+    assert strip(corrupt_detections) == strip(without_detections)
+    assert len({d["image_id"] for d in corrupt_detections}) == len(paths) - 1
+    assert corrupt["images"] == without["images"] == len(paths) - 1
+    assert corrupt["unreadable"] == {"count": 1, "images": [str(victim)]} and without["unreadable"]["count"] == 0
+    assert f"warning: 1 unreadable image left out of the score: {victim}" in capsys.readouterr().err
+
+
+def test_no_readable_image_at_all_is_one_error_line(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    files, paths, _ = _corrupt_copy(tiny_files, tmp_path)
+    for path in paths:
+        path.write_bytes(path.read_bytes()[:60])
+    argv = ["evaluate", *evaluate_flags(files, tmp_path / "out"), "--pretrained-model", str(files.checkpoint)]
+    argv[argv.index("--num-workers") + 1] = "1"
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("evaluating")]  # the bar
+    assert len(err) == 1 and err[0].startswith("error: ") and f"none of the {len(paths)} images to evaluate could be read" in err[0], err
+
+
+def test_strict_mode_in_a_loader_worker_is_one_error_line_naming_the_file(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    files, _, victim = _corrupt_copy(tiny_files, tmp_path)
+    argv = ["evaluate", *evaluate_flags(files, tmp_path / "out"), "--pretrained-model", str(files.checkpoint), "--strict"]
+    argv[argv.index("--num-workers") + 1] = "1"
+    assert main(argv) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and not line.startswith("evaluating")]  # the bar
+    assert err == [f"error: {victim}: corrupt image: cannot decode: {err[0].split('cannot decode: ', 1)[1]}"], err
+    assert "Traceback" not in err[0] and "worker" not in err[0]

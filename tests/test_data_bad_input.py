@@ -175,3 +175,28 @@ def test_coco_corrupt_jpeg_at_load(coco_root: Path):
     image, target = dataset[0]
     assert target["image_id"] == int(dataset.annotations.image_ids[1])
     assert reasons(dataset)[victim.name].startswith("corrupt image")
+
+
+@pytest.mark.parametrize("case", ["strict", "nothing readable"])
+def test_an_error_in_a_loader_worker_is_raised_as_itself_in_the_main_process(root: Path, case: str):
+    pngs = sorted((root / SCENARIO / f"{CAMERA}_png").glob("*.png"))
+    for png in pngs[1:] if case == "strict" else pngs:
+        png.write_bytes(png.read_bytes()[:60])
+    dataset = CognataDataset(root, "all", strict=case == "strict")
+    loader = build_loader(dataset, 2, train=True, num_workers=1)
+    expected = r"0000000001.png: corrupt image: cannot decode: .* \(strict mode\)$" if case == "strict" else r"cognata: no readable image among the 4 tried from index \d$"
+    with pytest.raises(DataError, match=expected) as raised:
+        list(loader)
+    assert "worker" not in str(raised.value) and "Traceback" not in str(raised.value)
+
+
+def test_without_substitution_an_unreadable_image_is_left_out_of_the_batch_and_listed(root: Path):
+    png = root / SCENARIO / f"{CAMERA}_png" / "0000000002.png"
+    png.write_bytes(png.read_bytes()[:60])
+    dataset = CognataDataset(root, "all")
+    dataset.substitute_unreadable = False
+    loader = build_loader(dataset, 2, train=False, num_workers=1)
+    batches = list(loader)
+    assert [t["image_id"] for _, targets in batches for t in targets] == [0, 1, 3]
+    assert [images.shape[0] for images, _ in batches] == [2, 1]
+    assert [Path(p.path).name for p in loader.unreadable] == ["0000000002.png"] and list(reasons(dataset)) == ["0000000002.png"]

@@ -20,7 +20,10 @@ from ssd.data import eval_transform
 from ssd.data.labels import cognata_fixed
 from ssd.data.synth import COGNATA_CLASSES, draw_frame, synth_cognata
 from ssd.evaluation import score_detections
-from ssd.inference import InferenceError, class_names_for, default_class_names, fold_batchnorm, load_model
+from ssd.checkpoint import load_model
+from ssd.data.labels import class_names_for, default_class_names
+from ssd.inference import InferenceError
+from ssd.models.fold import fold_batchnorm
 from ssd.models import build_model
 
 NUM_CLASSES = 15  # the fixed Cognata map the synthetic data uses

@@ -15,7 +15,7 @@ from test_inference import TinyFiles, assert_same_detections, tiny_files, write_
 from ssd import Detector
 from ssd.cli.main import main
 from ssd.data.labels import cognata_fixed
-from ssd.inference import load_model
+from ssd.checkpoint import load_model
 from ssd.onnx_export import OnnxNetwork
 
 

@@ -18,6 +18,7 @@ import argparse
 import json
 import logging
 import re
+import sys
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -162,7 +163,7 @@ class ModelEvaluation:
         """What was evaluated and how, for ``metrics.json``."""
         return {
             "config": self.config.name, "dataset": self.args.dataset, "data_path": str(self.args.data_path),
-            "file_list": None if self.args.file_list is None else str(self.args.file_list), "images": len(self.dataset),
+            "file_list": None if self.args.file_list is None else str(self.args.file_list),
             "decode": asdict(self.settings), "thresholds": self.thresholds,
         }
 
@@ -184,8 +185,20 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
         cleanup_distributed()
     if not context.is_main:
         return None
-    write_results(args.output_dir, outcome.result, outcome.detections, {"checkpoint": str(args.pretrained_model), **evaluation.describe()})
+    description = {
+        "checkpoint": str(args.pretrained_model), **evaluation.describe(), "images": outcome.images,
+        "unreadable": {"count": len(outcome.unreadable), "images": outcome.unreadable},
+    }
+    write_results(args.output_dir, outcome.result, outcome.detections, description)
+    report_unreadable(outcome.unreadable)
     return outcome.result
+
+
+def report_unreadable(paths: list[str]) -> None:
+    """Say on stderr which images could not be read and were left out of the score."""
+    if paths:
+        shown = ", ".join(paths[:5]) + (f" and {len(paths) - 5} more" if len(paths) > 5 else "")
+        print(f"warning: {len(paths)} unreadable image{'s' if len(paths) > 1 else ''} left out of the score: {shown}", file=sys.stderr)
 
 
 def write_results(output_dir: Path, result: EvalResult, detections: list[dict[str, Any]], description: dict[str, Any]) -> None:
@@ -222,9 +235,11 @@ def run_full_evaluation(args: argparse.Namespace) -> int:
         for number, (epoch, path) in enumerate(checkpoints):
             if number:
                 evaluation.load(path)
-            result = evaluation.evaluate().result
+            outcome = evaluation.evaluate()
+            result = outcome.result
             if not context.is_main:
                 continue
+            report_unreadable(outcome.unreadable)
             row = {"epoch": epoch, "checkpoint": str(path), **result.metrics}
             row.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
             append_row(csv_path, row)

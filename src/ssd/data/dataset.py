@@ -5,10 +5,17 @@ float32 ``[3, H, W]`` tensor (normalised, at the transform's size) and ``target`
 ``boxes`` (float32 ``[G, 4]``, xyxy, normalised to [0, 1] of the image), ``labels`` (int64 ``[G]``,
 contiguous 1..C-1), ``image_id`` (int) and ``orig_size`` ((H, W) of the original image).
 
-An image that fails to decode is recorded as a problem and the next readable image is returned in
-its place (its own ``image_id``), so an epoch never dies on one bad file; the target then also
-carries ``load_problems``, which :class:`ssd.data.loader.DetectionLoader` takes off and records on
-the main process's dataset (a worker's copy of the dataset is not the caller's).
+An image that fails to decode is recorded as a problem. For training (``substitute_unreadable``,
+the default) the next readable image is returned in its place (its own ``image_id``), so an epoch
+never dies on one bad file; the target then also carries ``load_problems``, which
+:class:`ssd.data.loader.DetectionLoader` takes off and records on the main process's dataset (a
+worker's copy of the dataset is not the caller's). Evaluation must score each image once and none
+twice, so with ``substitute_unreadable`` False the item is ``(None, {"image_id", "orig_size",
+"unreadable": Problem})`` and the loader leaves it out of the batch (:attr:`DetectionLoader.unreadable`).
+
+In a loader worker, an :class:`ssd.errors.SSDError` (strict mode, no readable image at all) is
+returned as ``(None, {"error": exc})`` rather than raised, so that the loader raises the original
+error in the main process instead of PyTorch's wrapper with the worker's traceback.
 """
 from __future__ import annotations
 
@@ -23,7 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, get_worker_info
 from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
@@ -31,6 +38,7 @@ from torchvision.transforms.v2 import functional as F
 from ssd.data.labels import LabelMap
 from ssd.data.problems import CorruptImageError, Problem, ProblemLog
 from ssd.data.transforms import ColorNormalize
+from ssd.errors import SSDError
 
 # images tried, from the requested index on, before a run of unreadable images becomes an error
 MAX_SUBSTITUTES = 16
@@ -127,6 +135,8 @@ class DetectionDataset(Dataset):
 
     Attributes:
         problems: bad input found so far (:class:`ProblemLog`, iterable of :class:`Problem`).
+        substitute_unreadable: replace an unreadable image by the next readable one (training);
+            False: return the unreadable marker item instead (evaluation sets it).
         filtered: objects and images left out by the dataset's rules (not errors), per reason;
             for Cognata over the whole scanned selection, before the split.
         label_map: the :class:`LabelMap` (checkpoints save ``label_map.to_dict()``).
@@ -150,6 +160,7 @@ class DetectionDataset(Dataset):
         self.transform = transform if transform is not None else ColorNormalize()  # original size, normalised
         self.problems = problems
         self.filtered = filtered if filtered is not None else Counter()
+        self.substitute_unreadable = True
         self._unreadable: set[int] = set()
 
     # -- label information ------------------------------------------------------------------------
@@ -191,7 +202,22 @@ class DetectionDataset(Dataset):
         """Decoded uint8 ``[3, H, W]`` image; raises :class:`CorruptImageError`."""
         return read_image(self.image_path(index), self.orig_size(index))
 
-    def __getitem__(self, index: int) -> tuple[Tensor, dict[str, Any]]:
+    def __getitem__(self, index: int) -> tuple[Tensor | None, dict[str, Any]]:
+        if get_worker_info() is None:
+            return self._item(index)
+        try:
+            return self._item(index)
+        except SSDError as exc:  # raised again by DetectionLoader in the main process
+            return None, {"error": exc}
+
+    def _item(self, index: int) -> tuple[Tensor | None, dict[str, Any]]:
+        if not self.substitute_unreadable:
+            try:
+                return self._make_item(index, self.load_image(index))
+            except CorruptImageError as exc:
+                problem = Problem(str(self.image_path(index)), f"corrupt image: {exc}")
+                self.problems.report(problem)  # raises in strict mode
+                return None, {"image_id": int(self.annotations.image_ids[index]), "orig_size": self.orig_size(index), "unreadable": problem}
         found: list[Problem] = []
         count = len(self)
         for step in range(min(MAX_SUBSTITUTES, count)):
@@ -210,7 +236,7 @@ class DetectionDataset(Dataset):
             if found:
                 target["load_problems"] = found
             return image, target
-        raise CorruptImageError(f"{self.root}: no readable image among {MAX_SUBSTITUTES} tried from index {index}")
+        raise CorruptImageError(f"{self.root}: no readable image among the {min(MAX_SUBSTITUTES, count)} tried from index {index}")
 
     def _make_item(self, index: int, image: Tensor) -> tuple[Tensor, dict[str, Any]]:
         height, width = self.orig_size(index)

@@ -20,14 +20,20 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, default_collate
 
+from ssd.data.problems import Problem
 
-def collate(batch: Sequence[tuple[Tensor, dict[str, Any]]]) -> tuple[Tensor, list[dict[str, Any]]]:
+
+def collate(batch: Sequence[tuple[Tensor | None, dict[str, Any]]]) -> tuple[Tensor | None, list[dict[str, Any]]]:
     """``[(image, target), ...]`` -> ``(images [N, 3, H, W], [target, ...])``.
 
-    In a loader worker the stacked images are allocated in shared memory (``default_collate``),
-    saving a copy per batch.
+    Items without an image (unreadable in evaluation, or an error in a worker: see
+    :mod:`ssd.data.dataset`) are not stacked; their targets follow the others' (images None when
+    no item has one), and :class:`DetectionLoader` takes them off. In a loader worker the stacked
+    images are allocated in shared memory (``default_collate``), saving a copy per batch.
     """
-    return default_collate([image for image, _ in batch]), [target for _, target in batch]
+    images = [image for image, _ in batch if image is not None]
+    targets = [target for image, target in batch if image is not None] + [target for image, target in batch if image is None]
+    return (default_collate(images) if images else None), targets
 
 
 class DetectionLoader(DataLoader):
@@ -35,12 +41,15 @@ class DetectionLoader(DataLoader):
 
     Every pass over the loader uses the epoch set by :meth:`set_epoch`, or else the previous pass's
     plus one. Targets' ``load_problems`` (images a worker could not decode and replaced) are removed
-    from the batch and recorded on ``loader.dataset.problems``.
+    from the batch and recorded on ``loader.dataset.problems``. Unreadable images that were not
+    replaced are left out of the batch and listed in :attr:`unreadable` (this pass's); an error a
+    worker returned is raised here, as it was raised there.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.epoch = 0
+        self.unreadable: list[Problem] = []
 
     def set_epoch(self, epoch: int) -> None:
         """Shuffle the next pass with ``seed + epoch``."""
@@ -50,13 +59,23 @@ class DetectionLoader(DataLoader):
         if isinstance(self.sampler, DistributedSampler):
             self.sampler.set_epoch(self.epoch)
         self.epoch += 1
+        self.unreadable = []
         record = getattr(self.dataset, "record_load_problems", None)
-        for batch in super().__iter__():
-            for target in batch[1]:
-                found = target.pop("load_problems", None)
+        for images, targets in super().__iter__():
+            kept = []
+            for target in targets:
+                if "error" in target:
+                    raise target["error"]
+                found = target.pop("load_problems", [])
+                if "unreadable" in target:
+                    found.append(target["unreadable"])
+                    self.unreadable.append(target["unreadable"])
+                else:
+                    kept.append(target)
                 if found and record is not None:
                     record(found)
-            yield batch
+            if kept:
+                yield images, kept
 
 
 def build_loader(

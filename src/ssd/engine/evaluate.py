@@ -4,6 +4,10 @@ Training's per-epoch evaluation and ``ssd evaluate`` both use :class:`Evaluator`
 its shard of the loader through the :class:`ssd.predictor.Predictor`; the detections of all ranks
 are merged (each image once: a ``DistributedSampler`` pads ranks by repeating images) and scored on
 rank 0 over every image some rank evaluated; every rank receives the result.
+
+An unreadable image is never replaced by another (training's loader does that): it is left out of
+the scoring, ground truth included, and reported in :attr:`Evaluation.unreadable`, so the mAP is
+that of the readable images, each counted once.
 """
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 from ssd.data.dataset import DetectionDataset
+from ssd.data.problems import DataError
 from ssd.distributed import all_gather_objects, broadcast_object, is_main_process
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
@@ -24,11 +29,13 @@ from ssd.predictor import Predictor
 
 @dataclass
 class Evaluation:
-    """One evaluation's outcome: the result (every rank), the distinct images scored, and on rank 0
-    the merged detections in COCO results format (original-image pixels; empty on other ranks)."""
+    """One evaluation's outcome: the result and the number of distinct images scored, the unreadable
+    images left out (paths; every rank), and on rank 0 the merged detections in COCO results format
+    (original-image pixels; empty on other ranks)."""
 
     result: EvalResult
     images: int
+    unreadable: list[str] = field(default_factory=list)
     detections: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -56,9 +63,11 @@ class Evaluator:
         self.after_step = after_step
         self.show_progress = show_progress
         self.ground_truth = dataset.coco_ground_truth()
+        dataset.substitute_unreadable = False
 
     def predict(self) -> tuple[list[dict[str, Any]], list[int]]:
-        """This rank's COCO-results detections and the ids of every image it saw."""
+        """This rank's COCO-results detections and the ids of every image it scored (its unreadable
+        images are in ``loader.unreadable``)."""
         if isinstance(self.predictor.network, nn.Module):
             self.predictor.network.eval()
         detections: list[dict[str, Any]] = []
@@ -73,14 +82,21 @@ class Evaluator:
         return detections, image_ids
 
     def evaluate(self) -> Evaluation:
-        """Predict on every rank, score on rank 0, share the result (a collective: every rank calls it)."""
+        """Predict on every rank, score on rank 0, share the result (a collective: every rank calls it).
+
+        Raises :class:`ssd.data.problems.DataError` (on every rank) when no image could be read.
+        """
         detections, image_ids = self.predict()
-        gathered = all_gather_objects((detections, image_ids))
+        unreadable = [problem.path for problem in getattr(self.loader, "unreadable", [])]
+        gathered = all_gather_objects((detections, image_ids, unreadable))
+        evaluated = sorted({image_id for _, ids, _ in gathered for image_id in ids})
+        skipped = sorted({path for _, _, paths in gathered for path in paths})
+        if not evaluated:
+            raise DataError(f"{self.dataset.root}: none of the {len(self.dataset)} images to evaluate could be read ({skipped[0]} ...)")
         evaluation = None
         if is_main_process():
-            merged = merge_detections(dets for dets, _ in gathered)
-            evaluated = sorted({image_id for _, ids in gathered for image_id in ids})
+            merged = merge_detections(dets for dets, _, _ in gathered)
             result = score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds)
-            evaluation = Evaluation(result, len(evaluated), list(merged))
-        shared = broadcast_object(None if evaluation is None else (evaluation.result, evaluation.images))
-        return evaluation if evaluation is not None else Evaluation(*shared)
+            evaluation = Evaluation(result, len(evaluated), skipped, list(merged))
+        result = broadcast_object(None if evaluation is None else evaluation.result)
+        return evaluation if evaluation is not None else Evaluation(result, len(evaluated), skipped)

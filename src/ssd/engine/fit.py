@@ -6,6 +6,7 @@ writes checkpoints (:mod:`ssd.checkpoint`) and logs.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -205,16 +206,24 @@ class Trainer:
         }
         scalars.update({f"val/AP/{name}": ap for name, ap in evaluation.result.per_class.items()})
         self.log.scalars(epoch, scalars)
-        self.log.images("val/predictions", self._prediction_images(), epoch)
+        drawn = self._prediction_images()
+        if drawn is not None:
+            self.log.images("val/predictions", drawn, epoch)
         row = {"epoch": epoch, **{k.split("/", 1)[1]: float(f"{v:.6g}") for k, v in scalars.items()}}
         self.log.epoch_row({**row, "images_evaluated": evaluation.images})
         logger.info("epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, losses[0], evaluation.result.map, throughput)
+        if evaluation.unreadable:
+            logger.warning("epoch %d: %d unreadable validation images left out of the mAP (%s ...)", epoch, len(evaluation.unreadable), evaluation.unreadable[0])
 
     @torch.inference_mode()
-    def _prediction_images(self) -> torch.Tensor:
+    def _prediction_images(self) -> torch.Tensor | None:
+        """The first readable validation images with their detections drawn (None if none is readable)."""
         self.model.eval()
-        count = min(NUM_LOGGED_IMAGES, len(self.val_set))
-        images = torch.stack([self.val_set[i][0] for i in range(count)])
+        readable = (image for image, _ in (self.val_set[i] for i in range(min(2 * NUM_LOGGED_IMAGES, len(self.val_set)))) if image is not None)
+        chosen = list(itertools.islice(readable, NUM_LOGGED_IMAGES))
+        if not chosen:
+            return None
+        images, count = torch.stack(chosen), len(chosen)
         height, width = images.shape[-2:]
         outputs = self.predictor(images, [(height, width)] * count)
         drawn = [
