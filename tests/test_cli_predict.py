@@ -105,7 +105,30 @@ def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles,
     assert all(d["score"] > 0.5 for r in records for d in r["detections"])  # the script's --cls-threshold 0.5
 
 
-@pytest.mark.parametrize("problem", ["missing input", "unreadable video", "other config", "missing checkpoint", "no checkpoint"])
+def _other_anchors_config(tiny_files: TinyFiles, tmp_path: Path) -> Path:
+    """The tiny config with other anchor scales: the same tensor shapes, other boxes."""
+    text = tiny_files.config.read_text()
+    assert "scales: [16, 32, 64]" in text
+    path = tmp_path / "other_anchors.yaml"
+    path.write_text(text.replace("scales: [16, 32, 64]", "scales: [20, 40, 64]"))
+    return path
+
+
+def test_a_checkpoint_of_another_config_runs_only_when_allowed_and_a_renamed_copy_is_the_same(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    write_image(tmp_path / "ok.png", (40, 60))
+    flags = [*model_flags(tiny_files), "--input", str(tmp_path / "ok.png")]
+    flags[1] = str(_other_anchors_config(tiny_files, tmp_path))
+    assert main(["predict", *flags, "--output", str(tmp_path / "allowed.jpg"), "--allow-other-config"]) == 0
+    renamed = tmp_path / "renamed.yaml"
+    renamed.write_text(tiny_files.config.read_text())
+    flags[1] = str(renamed)
+    assert main(["predict", *flags, "--output", str(tmp_path / "renamed.jpg")]) == 0
+    assert (tmp_path / "allowed.jpg").is_file() and (tmp_path / "renamed.jpg").is_file()
+
+
+@pytest.mark.parametrize(
+    "problem", ["missing input", "unreadable video", "other config", "same shapes, other config", "missing checkpoint", "no checkpoint"]
+)
 def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_path: Path, capsys):
     write_image(tmp_path / "ok.png", (40, 60))
     flags = [*model_flags(tiny_files), "--input", str(tmp_path / "ok.png")]
@@ -116,6 +139,9 @@ def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_pa
         flags[-1], expected = str(tmp_path / "clip.mp4"), "cannot read video"
     elif problem == "other config":
         flags[1], expected = "coco_300x300", "shape"
+    elif problem == "same shapes, other config":
+        flags[1] = str(_other_anchors_config(tiny_files, tmp_path))
+        expected = "trained with config 'tiny', not 'other_anchors' (same tensor shapes, other geometry); give the config it was trained with"
     elif problem == "missing checkpoint":
         flags[3], expected = str(tmp_path / "none.pth"), "checkpoint not found"
     else:

@@ -132,6 +132,10 @@ def test_missing_model_section_and_bad_yaml(tmp_path):
         load_config(_write(tmp_path, "dataset: {folders: []}\n"))
     with pytest.raises(ConfigError, match="invalid YAML"):
         load_config(_write(tmp_path, "model: [1, 2\n"))
+    latin1 = tmp_path / "latin1.yaml"
+    latin1.write_bytes("# d\xe9faut\nmodel: {}\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1.yaml: not a UTF-8 text file \(invalid continuation byte at byte 3\)"):
+        load_config(latin1)
 
 
 def test_unknown_config_name_lists_the_known_ones():

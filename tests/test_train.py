@@ -183,3 +183,26 @@ def test_recipe():
     decay, no_decay = optimizer.param_groups
     assert [p.shape for p in decay["params"]] == [torch.Size([4, 3, 3, 3])] and len(no_decay["params"]) == 3
     assert no_decay["weight_decay"] == 0.0 and optimizer.defaults["nesterov"]
+
+
+TRAIN_ARGS = ["--batch-size", "2", "--num-workers", "0", "--device", "cpu", "--no-progress", "--epochs", "1"]
+
+
+def test_save_folder_that_is_a_file_is_one_error_line(tmp_path, cognata, config_path, capsys):
+    from ssd.cli.main import main
+
+    (tmp_path / "taken").write_text("a file")
+    assert main(["train", "--data-path", str(cognata), "--config", str(config_path), *TRAIN_ARGS, "--save-folder", str(tmp_path / "taken")]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --save-folder {tmp_path / 'taken'}: exists and is not a folder"
+
+
+def test_resuming_a_checkpoint_of_another_config_is_an_error_naming_both(tmp_path, cognata, config_path, capsys):
+    from ssd.cli.main import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    torch.save({"epoch": 0, "config": {"name": "coco_300x300", "text": "model: {}"}}, folder / "last.pth")
+    assert main(["train", "--data-path", str(cognata), "--config", str(config_path), *TRAIN_ARGS, "--save-folder", str(folder)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {folder / 'last.pth'}: trained with config 'coco_300x300', not 'tiny' (same tensor shapes, other geometry); "
+                   "resume with that config, or train into another --save-folder"), err

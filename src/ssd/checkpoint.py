@@ -194,22 +194,52 @@ def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], c
     return channels // per_location
 
 
+OTHER_CONFIG_HINT = "give the config it was trained with, or --allow-other-config to use it anyway"
+
+
+def check_config_matches(checkpoint: Mapping[str, Any], config: Config, source: str, hint: str = OTHER_CONFIG_HINT) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint records another config than ``config``.
+
+    Weights of another config can have the same shapes (the same network at another image size,
+    other anchors) and would then run without a shape error, giving wrong boxes. A config counts as
+    the same when its name or its text is the recorded one; checkpoints without a record (the
+    reference's, bare state dicts) are not checked.
+    """
+    recorded = checkpoint.get("config")
+    if not isinstance(recorded, Mapping) or recorded.get("name") in (None, config.name):
+        return
+    if recorded.get("text") == config_record(config)["text"]:
+        return
+    raise CheckpointError(
+        f"{source}: trained with config {recorded['name']!r}, not {config.name!r} (same tensor shapes, other geometry); {hint}"
+    )
+
+
 def load_model(
-    path: str | Path, config: Config | str | Path, num_classes: int | None = None, device: str | torch.device = "cpu"
+    path: str | Path,
+    config: Config | str | Path,
+    num_classes: int | None = None,
+    device: str | torch.device = "cpu",
+    *,
+    allow_other_config: bool = False,
 ) -> tuple[nn.Module, dict[str, Any]]:
     """The network of ``config`` with a checkpoint's weights, in eval mode on ``device``, and the checkpoint.
 
     The number of classes is ``num_classes``, else the checkpoint's record, else read off the
     weights (reference checkpoints and bare state dicts). Raises :class:`CheckpointError` when the
-    weights do not fit the config.
+    weights do not fit the config, or the checkpoint was trained with another config (unless
+    ``allow_other_config``: :func:`check_config_matches`).
     """
     config = config if isinstance(config, Config) else load_config(config)
     checkpoint = read_checkpoint(path, map_location="cpu")
     state = extract_state_dict(checkpoint)
     classes = num_classes_of(checkpoint, state, config, num_classes, str(path))
-    recorded = checkpoint.get("config")
-    if isinstance(recorded, Mapping) and recorded.get("name") not in (None, config.name):
-        logger.warning("%s was trained with config %r, used here with %r", path, recorded["name"], config.name)
+    if allow_other_config:
+        recorded = checkpoint.get("config")
+        if isinstance(recorded, Mapping) and recorded.get("name") not in (None, config.name):
+            logger.warning("%s was trained with config %r, used here with %r (--allow-other-config)", path, recorded["name"], config.name)
+    else:
+        check_config_matches(checkpoint, config, str(path))
     model = build_model(config, classes)
     check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True)

@@ -144,16 +144,18 @@ class Detector:
         channels_last: bool = True,
         fold_bn: bool = True,
         after_batch: StepHook = no_step_hook,
+        allow_other_config: bool = False,
         **decode_settings: Any,
     ) -> "Detector":
         """A detector from a checkpoint (ours, the reference's, or a bare state dict).
 
-        ``num_classes`` is needed only when neither the checkpoint nor its weights tell it (see
-        :func:`ssd.checkpoint.load_model`); ``decode_settings`` are :class:`DecodeSettings` fields, e.g.
-        ``score_threshold=0.3, max_detections=100``. Other arguments as for the constructor.
+        ``num_classes`` is needed only when neither the checkpoint nor its weights tell it, and
+        ``allow_other_config`` when it records another config (see :func:`ssd.checkpoint.load_model`);
+        ``decode_settings`` are :class:`DecodeSettings` fields, e.g. ``score_threshold=0.3,
+        max_detections=100``. Other arguments as for the constructor.
         """
         config = config if isinstance(config, Config) else load_config(config)
-        model, checkpoint = load_model(path, config, num_classes, device)
+        model, checkpoint = load_model(path, config, num_classes, device, allow_other_config=allow_other_config)
         metadata = {key: checkpoint[key] for key in METADATA_KEYS if key in checkpoint}
         return cls(
             model, config, class_names_for(checkpoint, model.num_classes), settings=DecodeSettings(**decode_settings),

@@ -23,7 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ssd.cli.train import add_common_arguments
+from ssd.cli.train import add_allow_other_config, add_common_arguments
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     predictions.add_argument("--annotations", type=Path, metavar="GT.json", help="COCO-format ground truth")
     model = parser.add_argument_group("evaluate a model on the validation split (train.py's shared flags)")
     add_common_arguments(model)
+    add_allow_other_config(model)
     model.add_argument("--full-eval", "--full_eval", action="store_true",
                        help="evaluate every {save-name}_ep{N}.pth of --save-folder in epoch order, one CSV row each")
     model.add_argument("--mlperf", action="store_true",
@@ -122,7 +123,7 @@ class ModelEvaluation:
         self.args, self.context = args, context
         self.config = load_config(args.config)
         self.config.check_arch(args.model)
-        self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device)
+        self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device, allow_other_config=args.allow_other_config)
         if args.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         kind = dataset_kind(args.dataset)

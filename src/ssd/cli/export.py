@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ssd.cli.train import add_allow_other_config
 from ssd.errors import SSDError
 
 
@@ -15,6 +16,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free (default: batch 1)")
     parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
+    add_allow_other_config(parser)
     parser.set_defaults(run=run)
 
 
@@ -28,7 +30,7 @@ def run(args: argparse.Namespace) -> int:
     if args.output.suffix.lower() != ".onnx":
         raise SSDError(f"--output {args.output}: expected a .onnx file name")
     config = load_config(args.config)
-    model, checkpoint = load_model(args.pretrained_model, config, args.num_classes)
+    model, checkpoint = load_model(args.pretrained_model, config, args.num_classes, allow_other_config=args.allow_other_config)
     metadata = {"config": config.name, **class_names_metadata(class_names_for(checkpoint, model.num_classes))}
     export_onnx(model, config.model.image_size, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch, metadata=metadata)
     height, width = config.model.image_size

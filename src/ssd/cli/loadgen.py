@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.cli.train import DATASET_HELP, dataset_name
+from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
 from ssd.errors import SSDError
 
 # summary lines worth printing, in order, when LoadGen wrote them
@@ -32,6 +32,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass when a query holds several (default 1)")
+    add_allow_other_config(parser)
     parser.set_defaults(run=run)
 
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     device = select_device(args.device, 0)
     detector = Detector.from_checkpoint(
         args.pretrained_model, args.config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
+        allow_other_config=args.allow_other_config,
         **asdict(DecodeSettings.mlperf()),  # 500 detections, score > 0.05, NMS 0.5
     )
     dataset = dataset_kind(args.dataset).build(

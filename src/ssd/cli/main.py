@@ -36,7 +36,7 @@ def run_command(args: argparse.Namespace) -> int:
 
     try:
         return int(args.run(args) or 0)
-    except (SSDError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except (SSDError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ssd.cli.train import DATASET_HELP, dataset_name
+from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -40,6 +40,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime)")
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N for --backend torch (default: CUDA when available)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
+    add_allow_other_config(model)
 
     source = parser.add_argument_group("input and output")
     source.add_argument("--input", type=Path, help="an image, a folder of images, or a video")
@@ -112,7 +113,8 @@ def build_detector(args: argparse.Namespace) -> Detector:
         raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
     device = select_device(args.device, 0)
     return Detector.from_checkpoint(
-        args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device), **decode,
+        args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
+        allow_other_config=args.allow_other_config, **decode,
     )
 
 

@@ -53,6 +53,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--strict", action="store_true", help="stop on the first bad file or annotation")
 
 
+def add_allow_other_config(parser: argparse.ArgumentParser) -> None:
+    """The override for a checkpoint that records another config (commands that load a trained model)."""
+    parser.add_argument("--allow-other-config", action="store_true",
+                        help="use a checkpoint trained with another config whose weights have the same shapes (default: an error)")
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
     parser.add_argument("--epochs", "--epoch", type=int, default=DEFAULTS.epochs, help=f"total epochs (default {DEFAULTS.epochs})")

@@ -18,8 +18,8 @@ from torch.nn.parallel import DistributedDataParallel
 from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
 from ssd.checkpoint import (
-    BEST, LAST, CheckpointError, atomic_save, epoch_checkpoint_name, load_checkpoint, load_model_state, read_checkpoint,
-    training_checkpoint,
+    BEST, LAST, CheckpointError, atomic_save, check_config_matches, epoch_checkpoint_name, load_checkpoint, load_model_state,
+    read_checkpoint, training_checkpoint,
 )
 from ssd.config import load_config
 from ssd.data.kinds import dataset_kind
@@ -32,6 +32,7 @@ from ssd.engine.rng import rng_state, seed_everything, set_rng_state
 from ssd.engine.run_log import RunLog
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, scaled_learning_rate
 from ssd.engine.train import EpochStats, train_one_epoch
+from ssd.errors import SSDError
 from ssd.heap_retention import heap_retention_for
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
@@ -66,6 +67,8 @@ class Trainer:
         self.device = context.device
         self.config = load_config(options.config)
         self.config.check_arch(options.model)
+        if options.save_folder.exists() and not options.save_folder.is_dir():
+            raise SSDError(f"--save-folder {options.save_folder}: exists and is not a folder")
         resume_path = self._resume_path()
         resumed = read_checkpoint(resume_path, map_location=self.device) if resume_path is not None else None
         kind = dataset_kind(options.dataset)
@@ -128,6 +131,7 @@ class Trainer:
     def _resume(self, path: Path, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
+        check_config_matches(checkpoint, self.config, str(path), hint="resume with that config, or train into another --save-folder")
         load_model_state(self.model, checkpoint, str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
