@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -127,13 +128,16 @@ def test_a_checkpoint_of_another_config_runs_only_when_allowed_and_a_renamed_cop
 
 
 @pytest.mark.parametrize(
-    "problem", ["missing input", "unreadable video", "other config", "same shapes, other config", "missing checkpoint", "no checkpoint"]
+    "problem", ["missing input", "fifo input", "unreadable video", "other config", "same shapes, other config", "missing checkpoint", "no checkpoint"]
 )
 def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_path: Path, capsys):
     write_image(tmp_path / "ok.png", (40, 60))
     flags = [*model_flags(tiny_files), "--input", str(tmp_path / "ok.png")]
     if problem == "missing input":
         flags[-1], expected = str(tmp_path / "nope.png"), "input not found"
+    elif problem == "fifo input":
+        os.mkfifo(tmp_path / "pipe.png")
+        flags[-1], expected = str(tmp_path / "pipe.png"), "pipe.png: not a regular file or a folder"
     elif problem == "unreadable video":
         (tmp_path / "clip.mp4").write_bytes(b"\x00garbage" * 64)
         flags[-1], expected = str(tmp_path / "clip.mp4"), "cannot read video"

@@ -200,3 +200,24 @@ def test_without_substitution_an_unreadable_image_is_left_out_of_the_batch_and_l
     assert [t["image_id"] for _, targets in batches for t in targets] == [0, 1, 3]
     assert [images.shape[0] for images, _ in batches] == [2, 1]
     assert [Path(p.path).name for p in loader.unreadable] == ["0000000002.png"] and list(reasons(dataset)) == ["0000000002.png"]
+
+
+def test_a_row_whose_distance_is_not_a_number_is_dropped_and_counted(root: Path):
+    write_frame(root, "0000000010", [GOOD_ROW, ["2", "8", "Car", "[5, 5, 30, 30]", "nan", "0"], ["3", "8", "Car", "[5, 5, 30, 30]", "-inf", "0"]])
+    dataset = CognataDataset(root, "all")
+    assert [(Path(p.path).name, p.reason) for p in dataset.problems] == [
+        ("0000000010.csv", "malformed row: line 3: center_distance 'nan' is not a finite number"),
+        ("0000000010.csv", "malformed row: line 4: center_distance '-inf' is not a finite number"),
+    ]
+    frame = dataset.annotations.paths.index(f"{SCENARIO}/{CAMERA}_png/0000000010.png")
+    assert dataset.annotations.boxes[dataset.annotations.objects(frame)].tolist() == [[10, 10, 40, 30]]  # the good row alone
+
+
+def test_annotation_and_list_files_starting_with_a_byte_order_mark_read_as_without(root: Path, tmp_path: Path):
+    csv_path = root / SCENARIO / f"{CAMERA}_ann" / "0000000001.csv"
+    csv_path.write_bytes(b"\xef\xbb\xbf" + csv_path.read_bytes())
+    listing = tmp_path / "val_set.csv"
+    listing.write_bytes(b"\xef\xbb\xbfimg\n" + f"{SCENARIO}/{CAMERA}_png/0000000001.png\n".encode())
+    dataset = CognataDataset(root, "all", file_list=listing)
+    assert len(dataset.problems) == 0 and dataset.annotations.paths == [f"{SCENARIO}/{CAMERA}_png/0000000001.png"]
+    assert dataset.annotations.boxes.tolist() == [[10, 10, 40, 30]]

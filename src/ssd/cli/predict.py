@@ -75,11 +75,13 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError("--batch-size and --max-boxes must be at least 1")
     if args.input is not None and not args.input.exists():
         raise SSDError(f"input not found: {args.input}")
+    if args.input is not None and not (args.input.is_file() or args.input.is_dir()):  # a FIFO would block forever
+        raise SSDError(f"input {args.input}: not a regular file or a folder")
     detector = build_detector(args)
     if args.dataset is not None:
         return predict_dataset(detector, args)
     if args.input.is_dir():
-        images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
             raise SSDError(f"{args.input}: no images ({', '.join(IMAGE_SUFFIXES)})")
         output = args.output or args.input.with_name(f"{args.input.name}_prediction")

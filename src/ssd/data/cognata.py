@@ -172,7 +172,7 @@ def read_file_list(path: str | Path) -> list[str]:
     """
     path = Path(path)
     try:
-        with open(path, newline="", encoding="utf-8") as handle:
+        with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM is no column name
             rows = [row for row in csv.reader(handle) if row and row[0].strip()]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read file list: {exc}") from exc

@@ -68,6 +68,14 @@ def parse_box(text: str) -> tuple[float, float, float, float]:
     return values  # type: ignore[return-value]
 
 
+def _parse_distance(text: str) -> float:
+    """``center_distance``: a finite number (a NaN would pass the distance rule as near)."""
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"center_distance {text.strip()!r} is not a finite number")
+    return value
+
+
 def _parse_int(text: str) -> int:
     value = float(text)
     if not value.is_integer():
@@ -95,7 +103,7 @@ def scan_frame(root: str, image_rel: str, csv_rel: str) -> FrameScan:
         return FrameScan(None, problems=[(image_rel, f"corrupt image: {exc}")])
     scan = FrameScan(size)
     try:
-        with open(os.path.join(root, csv_rel), newline="", encoding="utf-8") as handle:
+        with open(os.path.join(root, csv_rel), newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM is no column name
             reader = csv.reader(handle)
             header = next(reader, None)
             if header is None:
@@ -112,7 +120,7 @@ def scan_frame(root: str, image_rel: str, csv_rel: str) -> FrameScan:
                     scan.problems.append((csv_rel, f"malformed row: line {reader.line_num} has {len(row)} fields, the header {len(header)}"))
                     continue
                 try:
-                    class_id, box, distance = _parse_int(row[ci]), parse_box(row[bi]), float(row[di])
+                    class_id, box, distance = _parse_int(row[ci]), parse_box(row[bi]), _parse_distance(row[di])
                 except ValueError as exc:
                     scan.problems.append((csv_rel, f"malformed row: line {reader.line_num}: {exc}"))
                     continue

@@ -23,7 +23,7 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # bump when the layout of cached entries changes
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: rows with a non-finite center_distance are problems, CSVs may start with a BOM
 _META = "__meta__"
 
 
