@@ -206,3 +206,25 @@ def test_resuming_a_checkpoint_of_another_config_is_an_error_naming_both(tmp_pat
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {folder / 'last.pth'}: trained with config 'coco_300x300', not 'tiny' (same tensor shapes, other geometry); "
                    "resume with that config, or train into another --save-folder"), err
+
+
+def test_metrics_csv_keeps_one_row_per_finished_epoch_and_stale_temporaries_go(tmp_path, cognata, config_path, capsys):
+    from ssd.cli.main import main
+
+    folder = tmp_path / "run"
+    argv = ["train", "--data-path", str(cognata), "--config", str(config_path), *TRAIN_ARGS, "--save-folder", str(folder)]
+    assert main(argv) == 0
+    (first_row,) = _metrics(folder)
+    header = (folder / "metrics.csv").read_text().splitlines()[0]
+    # killed after last.pth was committed, before the row was written, and while a checkpoint was being written
+    (folder / "metrics.csv").write_text(header + "\n")
+    (folder / ".SSD_ep1.pth.999999999.tmp").write_bytes(b"half a checkpoint")
+    assert main([*argv, "--epochs", "2"]) == 0
+    rows = _metrics(folder)
+    assert [row["epoch"] for row in rows] == ["0", "1"] and rows[0] == first_row
+    assert not list(folder.glob(".*.tmp"))
+    # the same row twice (an older version, a copied file): the rerun keeps one
+    with open(folder / "metrics.csv", "a") as handle:
+        handle.write((folder / "metrics.csv").read_text().splitlines()[-1] + "\n")
+    assert main([*argv, "--epochs", "2"]) == 0
+    assert [row["epoch"] for row in _metrics(folder)] == ["0", "1"]

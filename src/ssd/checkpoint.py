@@ -8,6 +8,7 @@ A checkpoint is one ``torch.save``d dict of tensors and plain Python values, so 
     config             {"name", "source", "text"} of the config trained with
     arch, num_classes, class_names, label_map   what the weights mean (label_map: LabelMap.to_dict())
     map, best_map, options                      the epoch's mAP, the best so far, the run's options
+    metrics_row        the epoch's metrics.csv row (restored on resume if a kill lost it)
 
 Reading accepts ours, the reference's, torchvision-style ``{"model": ...}`` dicts and bare state
 dicts, with keys prefixed ``module.`` by DistributedDataParallel; loading weights is strict and an
@@ -70,6 +71,7 @@ def training_checkpoint(
     mean_ap: float | None,
     best_map: float | None,
     options: Mapping[str, Any],
+    metrics_row: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The dict a training run saves (the module docstring's layout).
 
@@ -88,13 +90,18 @@ def training_checkpoint(
         "map": mean_ap,
         "best_map": best_map,
         "options": dict(options),
+        "metrics_row": None if metrics_row is None else dict(metrics_row),
     }
+
+
+def _temporary(path: Path, pid: int) -> Path:
+    return path.with_name(f".{path.name}.{pid}.tmp")
 
 
 def atomic_save(obj: Any, path: Path) -> None:
     """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary = _temporary(path, os.getpid())
     try:
         with open(temporary, "wb") as handle:
             torch.save(obj, handle)
@@ -108,6 +115,27 @@ def atomic_save(obj: Any, path: Path) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Delete the temporary files of :func:`atomic_save` calls whose process is gone (killed runs); return them."""
+    removed = []
+    for candidate in folder.glob(".*.pth.*.tmp"):  # _temporary's names: .{name}.{pid}.tmp
+        pid = candidate.name.rsplit(".", 2)[1]
+        if pid.isdigit() and not _alive(int(pid)):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's process
+        return True
+    return True
 
 
 # -- reading ----------------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
 from ssd.checkpoint import (
     BEST, LAST, CheckpointError, atomic_save, check_config_matches, epoch_checkpoint_name, load_checkpoint, load_model_state,
-    read_checkpoint, training_checkpoint,
+    read_checkpoint, remove_stale_temporaries, training_checkpoint,
 )
 from ssd.config import load_config
 from ssd.data.kinds import dataset_kind
@@ -69,6 +69,9 @@ class Trainer:
         self.config.check_arch(options.model)
         if options.save_folder.exists() and not options.save_folder.is_dir():
             raise SSDError(f"--save-folder {options.save_folder}: exists and is not a folder")
+        if context.is_main and options.save_folder.is_dir():
+            for stale in remove_stale_temporaries(options.save_folder):
+                logger.info("removed %s, left by a run that was killed while writing it", stale.name)
         resume_path = self._resume_path()
         resumed = read_checkpoint(resume_path, map_location=self.device) if resume_path is not None else None
         kind = dataset_kind(options.dataset)
@@ -118,6 +121,8 @@ class Trainer:
             self.network = torch.compile(self.network)
         options.save_folder.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(options.save_folder / "metrics.csv", options.tensorboard_dir, enabled=context.is_main)
+        if resumed is not None:
+            self.log.restore(self.start_epoch, resumed.get("metrics_row"))
 
     # -- checkpoints --------------------------------------------------------------------------
     def _resume_path(self) -> Path | None:
@@ -144,7 +149,7 @@ class Trainer:
         self.best_map = checkpoint.get("best_map")
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 
-    def _checkpoint(self, epoch: int, mean_ap: float | None) -> dict[str, Any]:
+    def _checkpoint(self, epoch: int, mean_ap: float | None, row: dict[str, Any]) -> dict[str, Any]:
         training_state = {
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict(),
@@ -154,11 +159,11 @@ class Trainer:
         return training_checkpoint(
             epoch=epoch, model=self.model, training_state=training_state, config=self.config, class_names=self.train_set.class_names,
             label_map=self.train_set.label_map.to_dict(), mean_ap=mean_ap, best_map=self.best_map,
-            options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()},
+            options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(self.options).items()}, metrics_row=row,
         )
 
-    def _save(self, epoch: int, mean_ap: float | None, improved: bool) -> None:
-        checkpoint = self._checkpoint(epoch, mean_ap)  # collective (RNG states): every rank takes part
+    def _save(self, epoch: int, mean_ap: float | None, improved: bool, row: dict[str, Any]) -> None:
+        checkpoint = self._checkpoint(epoch, mean_ap, row)  # collective (RNG states): every rank takes part
         if not self.context.is_main:
             return
         folder = self.options.save_folder
@@ -186,8 +191,10 @@ class Trainer:
             improved = self.best_map is None or last_map > self.best_map
             if improved:
                 self.best_map = last_map
-            self._save(epoch, last_map, improved)
-            self._record(epoch, epoch_lr, stats, losses, evaluation)
+            scalars = self._scalars(epoch_lr, stats, losses, evaluation)
+            row = {"epoch": epoch, **{k.split("/", 1)[1]: float(f"{v:.6g}") for k, v in scalars.items()}, "images_evaluated": evaluation.images}
+            self._save(epoch, last_map, improved, row)
+            self._record(epoch, scalars, row, evaluation)
             barrier()
         self.log.close()
         folder = options.save_folder
@@ -196,26 +203,31 @@ class Trainer:
             best_checkpoint=folder / BEST if (folder / BEST).is_file() else None, images_evaluated=images_evaluated, is_main=context.is_main,
         )
 
-    def _record(self, epoch: int, lr: float, stats: EpochStats, losses: list[float], evaluation: Evaluation) -> None:
-        """TensorBoard scalars and images, a metrics.csv row and a log line (rank 0); after the checkpoints,
-        so a log that cannot be written loses no training."""
-        if not self.context.is_main:
-            return
-        throughput = stats.images_per_second * self.context.world_size
+    def _scalars(self, lr: float, stats: EpochStats, losses: list[float], evaluation: Evaluation) -> dict[str, float]:
+        """An epoch's TensorBoard scalars (its metrics.csv row holds the same, by short name)."""
         metrics = evaluation.result.metrics
         scalars = {
             "train/loss": losses[0], "train/loss_localisation": losses[1], "train/loss_classification": losses[2],
-            "train/lr": lr, "train/images_per_second": throughput,
+            "train/lr": lr, "train/images_per_second": stats.images_per_second * self.context.world_size,
             **{f"val/{name}": metrics[name] for name in ("mAP", "AP50", "AP75")},
         }
         scalars.update({f"val/AP/{name}": ap for name, ap in evaluation.result.per_class.items()})
+        return scalars
+
+    def _record(self, epoch: int, scalars: dict[str, float], row: dict[str, Any], evaluation: Evaluation) -> None:
+        """TensorBoard scalars and images, the metrics.csv row and a log line (rank 0). After the
+        checkpoints, which hold the row too: a kill in between loses no training, and the resumed run
+        restores the row (:meth:`RunLog.restore`)."""
+        if not self.context.is_main:
+            return
         self.log.scalars(epoch, scalars)
         drawn = self._prediction_images()
         if drawn is not None:
             self.log.images("val/predictions", drawn, epoch)
-        row = {"epoch": epoch, **{k.split("/", 1)[1]: float(f"{v:.6g}") for k, v in scalars.items()}}
-        self.log.epoch_row({**row, "images_evaluated": evaluation.images})
-        logger.info("epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, losses[0], evaluation.result.map, throughput)
+        self.log.epoch_row(row)
+        logger.info(
+            "epoch %d: loss %.4f, mAP %.4f, %.1f images/s", epoch, scalars["train/loss"], evaluation.result.map, scalars["train/images_per_second"]
+        )
         if evaluation.unreadable:
             logger.warning("epoch %d: %d unreadable validation images left out of the mAP (%s ...)", epoch, len(evaluation.unreadable), evaluation.unreadable[0])
 

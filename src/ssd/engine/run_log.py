@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import os
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,35 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
         writer.writerow(row)
 
 
+def restore_rows(path: Path, finished_epochs: int, last_row: dict[str, Any] | None) -> None:
+    """Make a resumed run's CSV hold exactly one row per finished epoch (``0 .. finished_epochs - 1``).
+
+    A kill can come between an epoch's checkpoint and its row (the row is lost; ``last_row``, the
+    checkpoint's copy of it, is restored), and ``--resume`` from an older checkpoint leaves rows of
+    epochs it will train again (dropped). Repeated rows of one epoch keep the last. The file is
+    replaced atomically; a file with other columns than ``last_row``'s is an error, as in :func:`append_row`.
+    """
+    if not path.is_file() or path.stat().st_size == 0:
+        rows, header = [], list(last_row or {})
+    else:
+        with path.open(newline="") as handle:
+            reader = csv.DictReader(handle)
+            header, rows = list(reader.fieldnames or []), list(reader)
+        if last_row is not None and header != list(last_row):
+            raise SSDError(f"{path}: its columns differ from this run's (another config or dataset?): move it away")
+    by_epoch = {int(row["epoch"]): row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < finished_epochs}
+    if last_row is not None and finished_epochs - 1 not in by_epoch:
+        by_epoch[finished_epochs - 1] = last_row
+    if not header or [by_epoch[e] for e in sorted(by_epoch)] == rows:
+        return
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with temporary.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=header)
+        writer.writeheader()
+        writer.writerows(by_epoch[e] for e in sorted(by_epoch))
+    os.replace(temporary, path)
+
+
 class RunLog:
     """TensorBoard + CSV writer for the main process; every method is a no-op on other ranks."""
 
@@ -56,6 +86,11 @@ class RunLog:
         """Append one row (:func:`append_row`)."""
         if self.enabled:
             append_row(self.csv_path, row)
+
+    def restore(self, finished_epochs: int, last_row: dict[str, Any] | None) -> None:
+        """On resume: one CSV row per finished epoch (:func:`restore_rows`)."""
+        if self.enabled:
+            restore_rows(self.csv_path, finished_epochs, last_row)
 
     def close(self) -> None:
         if self.writer is not None:
