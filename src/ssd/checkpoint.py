@@ -122,13 +122,14 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
     removed = []
     for candidate in folder.glob(".*.pth.*.tmp"):  # _temporary's names: .{name}.{pid}.tmp
         pid = candidate.name.rsplit(".", 2)[1]
-        if pid.isdigit() and not _alive(int(pid)):
+        if pid.isdigit() and not process_alive(int(pid)):
             candidate.unlink(missing_ok=True)
             removed.append(candidate)
     return removed
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this host."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -6,6 +6,7 @@ writes checkpoints (:mod:`ssd.checkpoint`) and logs.
 """
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 from dataclasses import asdict, dataclass
@@ -29,6 +30,7 @@ from ssd.distributed import DistributedContext, all_gather_objects, barrier, cle
 from ssd.engine.evaluate import Evaluation, Evaluator
 from ssd.engine.options import TrainOptions
 from ssd.engine.rng import rng_state, seed_everything, set_rng_state
+from ssd.engine.run_lock import RunLock
 from ssd.engine.run_log import RunLog
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, scaled_learning_rate
 from ssd.engine.train import EpochStats, train_one_epoch
@@ -67,8 +69,6 @@ class Trainer:
         self.device = context.device
         self.config = load_config(options.config)
         self.config.check_arch(options.model)
-        if options.save_folder.exists() and not options.save_folder.is_dir():
-            raise SSDError(f"--save-folder {options.save_folder}: exists and is not a folder")
         if context.is_main and options.save_folder.is_dir():
             for stale in remove_stale_temporaries(options.save_folder):
                 logger.info("removed %s, left by a run that was killed while writing it", stale.name)
@@ -250,10 +250,13 @@ class Trainer:
 
 
 def fit(options: TrainOptions) -> FitResult:
-    """Set up the process group, train, and tear it down again."""
+    """Set up the process group, train (rank 0 holding the save folder's :class:`RunLock`), and tear it down again."""
+    if options.save_folder.exists() and not options.save_folder.is_dir():
+        raise SSDError(f"--save-folder {options.save_folder}: exists and is not a folder")
     context = setup_distributed(options.device, options.local_rank)
     try:
         seed_everything(options.seed + context.rank)
-        return Trainer(options, context).run()
+        with RunLock(options.save_folder) if context.is_main else contextlib.nullcontext():
+            return Trainer(options, context).run()
     finally:
         cleanup_distributed()
