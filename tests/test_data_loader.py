@@ -1,12 +1,14 @@
-"""Batches: collate contract, encoding in workers, shuffling per epoch."""
+"""Batches: collate contract, workers, shuffling and augmentation seeds per epoch."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 import torch
+from torch.utils.data import DistributedSampler
 
 from ssd.data import build_dataset, build_loader, collate
+from ssd.data.loader import AugmentationSampler, item_seed
 from ssd.data.synth import synth_cognata
 
 
@@ -53,3 +55,34 @@ def test_evaluation_order_is_the_dataset_order(data_root: Path, tiny_config):
     dataset = build_dataset("cognata", data_root, "val", tiny_config)
     loader = build_loader(dataset, 2, train=False, num_workers=0)
     assert first_image_ids(loader) == list(range(len(dataset)))
+
+
+def test_training_augmentation_depends_on_the_seed_the_epoch_and_the_index_only(data_root: Path, tiny_config):
+    dataset = build_dataset("cognata", data_root, "all", tiny_config, train=True)
+
+    def epoch_images(workers: int, epoch: int) -> dict[int, torch.Tensor]:
+        loader = build_loader(dataset, 3, train=True, num_workers=workers, seed=7)
+        loader.set_epoch(epoch)
+        return {t["image_id"]: images[i] for images, targets in loader for i, t in enumerate(targets)}
+
+    in_process, in_workers, next_epoch = epoch_images(0, 1), epoch_images(2, 1), epoch_images(0, 2)
+    assert in_process.keys() == in_workers.keys() and all(torch.equal(in_process[k], in_workers[k]) for k in in_process)
+    shared = in_process.keys() & next_epoch.keys()
+    assert shared and any(not torch.equal(in_process[k], next_epoch[k]) for k in shared)  # new draws each epoch
+
+
+def test_ranks_draw_their_augmentation_from_different_seeds(data_root: Path, tiny_config):
+    dataset = build_dataset("cognata", data_root, "all", tiny_config, train=True)
+    keys = []
+    for rank in (0, 1):
+        sampler = AugmentationSampler(dataset, num_replicas=2, rank=rank, shuffle=True, seed=7)
+        sampler.set_epoch(3)
+        keys.append(list(sampler))
+    plain = DistributedSampler(dataset, num_replicas=2, rank=0, shuffle=True, seed=7)
+    plain.set_epoch(3)
+    assert [index for index, _ in keys[0]] == list(plain)  # the shuffle is the sampler's, shared by the ranks
+    # only an index both ranks load (the sampler pads the shorter rank by repeating one) shares a seed
+    padded = {index for index, _ in keys[0]} & {index for index, _ in keys[1]}
+    assert len(padded) <= len(dataset) % 2
+    assert {seed for _, seed in keys[0]} & {seed for _, seed in keys[1]} == {item_seed(7, 3, index) for index in padded}
+    assert keys[0][0][1] == item_seed(7, 3, keys[0][0][0])

@@ -80,20 +80,40 @@ def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, c
     assert len(checkpoint["rng"]) == 2  # each rank's random state
 
 
-def test_resume_continues_the_schedule_and_matches_an_uninterrupted_run(tmp_path, cognata, config_path):
+def _kill_during_second_epoch(command: list[str], folder: Path) -> None:
+    """Start ``command`` and SIGKILL it as soon as its first epoch's checkpoint is committed."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (folder / "last.pth").is_file() and process.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert read_checkpoint(folder / "last.pth")["epoch"] == 0
+
+
+def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwise(tmp_path, cognata, config_path):
+    """Stopped after epoch 0, or killed at once after it (in epoch 1, with augmentation and two loader
+    workers), the same command resumes and ends with the uninterrupted run's losses and weights, bitwise."""
     common = [sys.executable, "train.py", "--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path),
-              "--multistep", "1", *TINY_TRAIN]
+              "--multistep", "1", *TINY_TRAIN[:2], "--num-workers", "2", *TINY_TRAIN[4:]]
     _run([*common, "--save-folder", str(tmp_path / "straight"), "--epochs", "2"])
     _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "1"])
     _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "2"])  # same command, continues
-    straight, resumed = read_checkpoint(tmp_path / "straight" / "last.pth"), read_checkpoint(tmp_path / "resumed" / "last.pth")
-    assert straight["epoch"] == resumed["epoch"] == 1
-    assert [r["epoch"] for r in _metrics(tmp_path / "resumed")] == ["0", "1"]
-    assert resumed["scheduler"]["last_epoch"] == straight["scheduler"]["last_epoch"] > 0
+    _kill_during_second_epoch([*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"], tmp_path / "killed")
+    _run([*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"])
+    straight = read_checkpoint(tmp_path / "straight" / "last.pth")
+    assert straight["epoch"] == 1
+    for name in ("resumed", "killed"):
+        other = read_checkpoint(tmp_path / name / "last.pth")
+        assert other["epoch"] == 1 and other["scheduler"]["last_epoch"] == straight["scheduler"]["last_epoch"] > 0
+        rows, straight_rows = _metrics(tmp_path / name), _metrics(tmp_path / "straight")
+        assert [r["epoch"] for r in rows] == ["0", "1"]
+        assert [(r["loss"], r["mAP"]) for r in rows] == [(r["loss"], r["mAP"]) for r in straight_rows], name
+        for key, value in straight["model_state_dict"].items():
+            assert torch.equal(value, other["model_state_dict"][key]), (name, key)
     lrs = [float(r["lr"]) for r in _metrics(tmp_path / "resumed")]
     assert lrs[1] == pytest.approx(lrs[0] * 0.1)  # the x0.1 milestone at epoch 1 was applied after resuming
-    for key, value in straight["model_state_dict"].items():
-        assert torch.allclose(value.float(), resumed["model_state_dict"][key].float(), atol=1e-5), key
 
 
 KILLER = """

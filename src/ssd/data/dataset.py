@@ -202,11 +202,18 @@ class DetectionDataset(Dataset):
         """Decoded uint8 ``[3, H, W]`` image; raises :class:`CorruptImageError`."""
         return read_image(self.image_path(index), self.orig_size(index))
 
-    def __getitem__(self, index: int) -> tuple[Tensor | None, dict[str, Any]]:
+    def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor | None, dict[str, Any]]:
+        """Item ``key``, or ``(index, seed)``: the item with its random augmentation drawn from ``seed``
+        (:class:`ssd.data.loader.AugmentationSampler`), leaving the process's random state as it was."""
+        if isinstance(key, tuple):
+            index, seed = key
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(seed)
+                return self[index]
         if get_worker_info() is None:
-            return self._item(index)
+            return self._item(key)
         try:
-            return self._item(index)
+            return self._item(key)
         except SSDError as exc:  # raised again by DetectionLoader in the main process
             return None, {"error": exc}
 

@@ -10,6 +10,12 @@ dicts. Anchor targets are encoded on the training device, where it is fastest (R
 Epochs: :class:`DetectionLoader` reshuffles every epoch (seeded with ``seed + epoch``, so a resumed
 run sees the same order); call ``loader.set_epoch(epoch)`` at the start of each epoch so the order
 follows the epoch number rather than the count of passes, and in distributed runs every rank agrees.
+
+Augmentation: a training loader draws each item's random augmentation from its own seed, a function
+of the run's seed, the epoch and the item's index (:class:`AugmentationSampler`), not from the
+worker's running random stream. So an epoch's crops, flips and jitter are the same whatever the
+number of workers, a run killed mid-epoch repeats the epoch exactly on resume, and ranks (which
+load other indices) draw differently.
 """
 from __future__ import annotations
 
@@ -78,6 +84,19 @@ class DetectionLoader(DataLoader):
                 yield images, kept
 
 
+def item_seed(seed: int, epoch: int, index: int) -> int:
+    """The augmentation seed of item ``index`` in ``epoch`` of a run seeded ``seed`` (63 bits)."""
+    return (((seed * 1_000_003) ^ epoch) * 1_000_003 ^ index) % (2**63)
+
+
+class AugmentationSampler(DistributedSampler):
+    """A ``DistributedSampler`` whose indices carry their augmentation seed: ``(index, item_seed)``."""
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        for index in super().__iter__():
+            yield index, item_seed(self.seed, self.epoch, index)
+
+
 def build_loader(
     dataset: Dataset,
     batch_size: int,
@@ -96,14 +115,16 @@ def build_loader(
         num_workers: loader processes; 0 loads in the calling process. Workers persist across epochs.
         distributed: split the data over the ranks of the initialised process group. For evaluation
             the sampler pads ranks to equal length by repeating images: de-duplicate by ``image_id``.
-        seed: shuffling and worker seeds (the same on every rank).
+        seed: shuffling (the same on every rank) and, for training, each item's augmentation seed
+            (:func:`item_seed`).
         pin_memory: default: when CUDA is available.
         prefetch_factor: batches each worker loads ahead (default 2).
     """
+    sampler_type = AugmentationSampler if train else DistributedSampler
     if distributed:
-        sampler = DistributedSampler(dataset, shuffle=train, seed=seed)
+        sampler = sampler_type(dataset, shuffle=train, seed=seed)
     else:
-        sampler = DistributedSampler(dataset, num_replicas=1, rank=0, shuffle=train, seed=seed)
+        sampler = sampler_type(dataset, num_replicas=1, rank=0, shuffle=train, seed=seed)
     return DetectionLoader(
         dataset,
         batch_size=batch_size,
