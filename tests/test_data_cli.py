@@ -58,3 +58,24 @@ def test_stats_errors_name_the_path(tmp_path: Path, capsys):
     assert str(tmp_path / "missing") in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["data", "synth", "--format", "coco", "--out", str(tmp_path), "--size", "48by64"])
+
+
+@pytest.mark.parametrize("kind", ["cognata", "coco"])
+def test_verify_images_reports_images_that_do_not_decode_as_training_would(kind: str, tmp_path: Path, capsys):
+    synth(capsys, kind, tmp_path / "data")
+    if kind == "cognata":
+        victim = sorted((tmp_path / "data").rglob("*.png"))[0]
+    else:  # a validation image with objects
+        val = json.loads((tmp_path / "data" / "annotations" / "instances_val2017.json").read_text())
+        first = min(a["image_id"] for a in val["annotations"])
+        victim = tmp_path / "data" / "val2017" / next(i["file_name"] for i in val["images"] if i["id"] == first)
+    victim.write_bytes(victim.read_bytes()[:120])  # the header still reads
+    headers_only = stats_json(capsys, kind, tmp_path / "data")
+    verified = stats_json(capsys, kind, tmp_path / "data", "--verify-images")
+    assert not any(item["path"] == str(victim) for item in headers_only["skipped"])
+    (flagged,) = [item for item in verified["skipped"] if item["path"] == str(victim)]
+    assert flagged["reason"].startswith("corrupt image: cannot decode")
+    assert verified["images"] == headers_only["images"] - 1 and verified["objects"] < headers_only["objects"]
+    assert verified["objects"] == sum(verified["per_class"].values()) == sum(verified["sizes"].values())
+    assert main(["data", "stats", "--dataset", kind, "--data-path", str(tmp_path / "data"), "--verify-images", "--strict"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"{victim}: {flagged['reason']} (strict mode)")

@@ -50,6 +50,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     stats.add_argument("--config", help="config whose dataset section selects Cognata scenarios, cameras and rules")
     stats.add_argument("--cache-dir", type=Path, help="index cache folder when the dataset folder is read-only")
     stats.add_argument("--strict", action="store_true", help="stop at the first bad input")
+    stats.add_argument("--verify-images", action="store_true",
+                       help="decode every kept image (in threads, with a progress bar) and report those that fail, as training "
+                       "would; default: only image headers and files are checked (fast)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(run=run)
 
@@ -70,7 +73,9 @@ def _stats(args: argparse.Namespace) -> int:
     from ssd.config import load_config
 
     config = load_config(args.config) if args.config else None
-    stats = dataset_kind(args.dataset).statistics(args.data_path, config, cache_dir=args.cache_dir, strict=args.strict)
+    stats = dataset_kind(args.dataset).statistics(
+        args.data_path, config, cache_dir=args.cache_dir, strict=args.strict, verify_images=args.verify_images
+    )
     print(json.dumps(stats.to_dict()) if args.json else format_stats(stats))
     return 0
 

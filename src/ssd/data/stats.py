@@ -1,20 +1,24 @@
 """Dataset statistics: what the loaders keep, per class and size, and everything they skip and why."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from ssd.config import Config
 from ssd.data.coco import SPLITS as COCO_SPLITS
 from ssd.data.coco import CocoDataset, annotation_file
 from ssd.data.cognata import KEPT, PROBLEM_CODES, config_selection, describe_object, select_objects
 from ssd.data.cognata_index import scan_cognata
-from ssd.data.problems import DataError, ProblemLog
+from ssd.data.dataset import read_image
+from ssd.data.problems import CorruptImageError, DataError, Problem, ProblemLog
 
 # COCO's object size buckets, by area in original-image pixels
 SMALL_AREA = 32**2
@@ -56,11 +60,37 @@ def _per_class(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]
     return {class_names[label]: int(counts[label]) for label in range(1, len(class_names))}
 
 
-def cognata_stats(root: str | Path, config: Config | None = None, *, cache_dir: str | Path | None = None, strict: bool = False) -> DatasetStats:
+def decode_failures(paths: Sequence[Path], strict: bool = False, workers: int | None = None) -> dict[str, str]:
+    """Path -> reason of every image in ``paths`` that does not decode as training reads it.
+
+    Decodes in threads (the decoders release the GIL) with a progress bar; ``strict`` raises
+    :class:`DataError` at the first failure.
+    """
+    def check(path: Path) -> tuple[str, str | None]:
+        try:
+            read_image(path)
+        except CorruptImageError as exc:
+            return str(path), f"corrupt image: {exc}"
+        return str(path), None
+
+    failures: dict[str, str] = {}
+    with ThreadPoolExecutor(max_workers=workers or min(os.cpu_count() or 1, 8)) as pool:
+        for path, reason in tqdm(pool.map(check, paths), total=len(paths), desc="decoding images", unit="image", leave=False):
+            if reason is not None:
+                if strict:
+                    raise DataError(f"{path}: {reason} (strict mode)")
+                failures[path] = reason
+    return failures
+
+
+def cognata_stats(
+    root: str | Path, config: Config | None = None, *, cache_dir: str | Path | None = None, strict: bool = False, verify_images: bool = False
+) -> DatasetStats:
     """Statistics of every frame of the selection (before any split), with the loader's rules.
 
     The selection is the config's ``dataset`` section (:func:`ssd.data.cognata.config_selection`),
-    or every scenario and camera with the default rules.
+    or every scenario and camera with the default rules. ``verify_images`` decodes every usable
+    frame (:func:`decode_failures`); one that fails is left out and listed, as training would.
     """
     selected = config_selection(config)
     index = scan_cognata(root, selected["folders"], selected["cameras"], cache_dir)
@@ -69,14 +99,21 @@ def cognata_stats(root: str | Path, config: Config | None = None, *, cache_dir: 
     problems.report_all(index.problems)
     problems.report_all(selection.problems(index))
     stats = DatasetStats("cognata", str(index.root))
-    kept = selection.reasons == KEPT
-    stats.images = int(selection.usable.sum())
+    usable = selection.usable.copy()
+    failures = decode_failures([index.root / index.images[f] for f in np.flatnonzero(usable)], strict) if verify_images else {}
+    for frame in np.flatnonzero(usable):
+        reason = failures.get(str(index.root / index.images[frame]))
+        if reason is not None:
+            problems.report(Problem(str(index.root / index.images[frame]), reason))
+            usable[frame] = False
+    kept = (selection.reasons == KEPT) & usable[index.frame_of_object]
+    stats.images = int(usable.sum())
     stats.objects = int(kept.sum())
     stats.per_class = _per_class(selection.labels[kept], selection.label_map.class_names)
     _size_summary(stats, selection.boxes[kept])
     stats.skipped = [{"path": p.path, "reason": p.reason} for p in problems]
     frame_of = index.frame_of_object
-    for k in np.flatnonzero(~kept & ~np.isin(selection.reasons, PROBLEM_CODES)):
+    for k in np.flatnonzero((selection.reasons != KEPT) & ~np.isin(selection.reasons, PROBLEM_CODES)):
         stats.skipped.append({"path": str(index.root / index.annotations[frame_of[k]]), "reason": describe_object(index, selection, int(k))})
     for frame in np.flatnonzero(~selection.usable):
         stats.skipped.append({"path": str(index.root / index.images[frame]), "reason": "frame without a kept object"})
@@ -84,11 +121,19 @@ def cognata_stats(root: str | Path, config: Config | None = None, *, cache_dir: 
 
 
 def coco_stats(
-    root: str | Path, config: Config | None = None, *, cache_dir: str | Path | None = None, strict: bool = False, splits: Sequence[str] = COCO_SPLITS
+    root: str | Path,
+    config: Config | None = None,
+    *,
+    cache_dir: str | Path | None = None,
+    strict: bool = False,
+    verify_images: bool = False,
+    splits: Sequence[str] = COCO_SPLITS,
 ) -> DatasetStats:
     """Statistics of the COCO splits present under ``root``, each under its own rules.
 
     ``config`` and ``cache_dir`` change nothing for COCO (the kinds' common signature).
+    ``verify_images`` decodes every image (:func:`decode_failures`); one that fails is listed and
+    left out, as training would.
 
     Training skips images without non-crowd boxes; evaluation keeps them. Crowd boxes are listed
     as skipped (evaluation only).
@@ -103,10 +148,14 @@ def coco_stats(
         dataset = CocoDataset(root, split, train=False, strict=strict)
         ann = dataset.annotations
         stats.skipped += [{"path": p.path, "reason": p.reason} for p in dataset.problems]
+        failures = decode_failures([dataset.image_path(i) for i in range(len(dataset))], strict) if verify_images else {}
         for index in range(len(dataset)):
             part = ann.objects(index)
             crowd = ann.iscrowd[part]
             path = str(dataset.image_path(index))
+            if path in failures:
+                stats.skipped.append({"path": path, "reason": failures[path]})
+                continue
             stats.skipped += [{"path": path, "reason": "crowd box (evaluation only)"}] * int(crowd.sum())
             if split == "train" and crowd.all():
                 stats.skipped.append({"path": path, "reason": "image without boxes (skipped in training)"})
