@@ -4,7 +4,7 @@ import torch
 from ssd.anchors import default_boxes
 from ssd.box_ops import encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
-from ssd.decoding import postprocess
+from ssd.decoding import nms_per_group, postprocess
 from reference_impl import reference_decode
 
 
@@ -94,3 +94,24 @@ def test_boxes_that_would_overflow_in_pixels_are_dropped():
     assert result["scores"].numel() == 1
     widths = result["boxes"][:, 2:] - result["boxes"][:, :2]
     assert torch.isfinite(result["boxes"]).all() and torch.isfinite(widths).all()
+
+
+def test_nms_per_group_stays_exact_with_a_far_out_box_where_float32_offsets_do_not():
+    """Groups of nearly equal boxes 1/1000 apart, and one untrained model's box 50,000 image sizes away:
+    torchvision's per-group offsets (its path for up to 1,000 CPU boxes) then exceed float32's precision."""
+    from torchvision.ops import batched_nms, nms
+
+    generator = torch.Generator().manual_seed(0)
+    boxes, groups = [], []
+    for group in range(10):
+        shift = torch.arange(90, dtype=torch.float64)[:, None] * 1e-3
+        boxes.append(torch.tensor([[0.40, 0.40, 0.50, 0.50]], dtype=torch.float64) + torch.cat((shift, shift * 0, shift, shift * 0), 1))
+        groups.append(torch.full((90,), group))
+    boxes, groups = torch.cat(boxes), torch.cat(groups)
+    boxes[0] = torch.tensor([5e4, 5e4, 5e4 + 0.1, 5e4 + 0.1])  # the wild box
+    scores = torch.rand(len(boxes), generator=generator)
+    exact = torch.cat([torch.nonzero(groups == g).flatten()[nms(boxes[groups == g], scores[groups == g].double(), 0.5)] for g in range(10)])
+    exact = exact[scores[exact].argsort(descending=True)]
+    assert len(boxes) <= 1000  # torchvision's offset path on the CPU
+    assert not torch.equal(batched_nms(boxes.float(), scores, groups, 0.5), exact)  # the hazard is real
+    assert torch.equal(nms_per_group(boxes.float(), scores, groups, 0.5), exact)

@@ -80,16 +80,18 @@ def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, c
     assert len(checkpoint["rng"]) == 2  # each rank's random state
 
 
-def _kill_during_second_epoch(command: list[str], folder: Path) -> None:
-    """Start ``command`` and SIGKILL it as soon as its first epoch's checkpoint is committed."""
+def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) -> None:
+    """Start ``command`` and SIGKILL it ``delay`` seconds after the first epoch's checkpoint exists
+    (0: in the gap between the checkpoint and the metrics row; later: in the next epoch's training
+    or evaluation)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not (folder / "last.pth").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
+    time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert read_checkpoint(folder / "last.pth")["epoch"] == 0
 
 
 def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwise(tmp_path, cognata, config_path):
@@ -100,8 +102,12 @@ def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwi
     _run([*common, "--save-folder", str(tmp_path / "straight"), "--epochs", "2"])
     _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "1"])
     _run([*common, "--save-folder", str(tmp_path / "resumed"), "--epochs", "2"])  # same command, continues
-    _kill_during_second_epoch([*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"], tmp_path / "killed")
+    killed = [*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"]
+    _kill_during_second_epoch(killed, tmp_path / "killed", 0.0)
+    assert read_checkpoint(tmp_path / "killed" / "last.pth")["epoch"] == 0
+    _kill_during_second_epoch(killed, tmp_path / "killed", 5.0)  # again, later: start-up, training or evaluation
     _run([*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"])
+    assert not list((tmp_path / "killed").glob(".*.tmp"))
     straight = read_checkpoint(tmp_path / "straight" / "last.pth")
     assert straight["epoch"] == 1
     for name in ("resumed", "killed"):
