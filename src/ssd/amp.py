@@ -19,6 +19,12 @@ class MixedPrecision:
     def autocast(self) -> contextlib.AbstractContextManager:
         return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
 
+    def load_scaler_state(self, state: dict) -> None:
+        """Restore a checkpoint's scaler state; a run saved without a scaler saved ``{}``, which is skipped
+        (``GradScaler.load_state_dict`` refuses it), so such a checkpoint resumes with ``--amp`` too."""
+        if state:
+            self.scaler.load_state_dict(state)
+
     def backward_and_step(self, loss: torch.Tensor, optimizer: torch.optim.Optimizer) -> None:
         """Backward and optimiser step; with fp16 the scaler skips steps whose gradients overflowed."""
         self.scaler.scale(loss).backward()

@@ -140,8 +140,7 @@ class Trainer:
         load_model_state(self.model, checkpoint, str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
-        if checkpoint.get("scaler"):  # saved as {} by a run without a gradient scaler
-            self.precision.scaler.load_state_dict(checkpoint["scaler"])
+        self.precision.load_scaler_state(checkpoint.get("scaler") or {})
         states = checkpoint.get("rng", [])
         if self.context.rank < len(states):
             set_rng_state(states[self.context.rank])

@@ -16,10 +16,12 @@ def seed_everything(seed: int) -> None:
 
 
 def rng_state() -> dict[str, Any]:
-    """Python, NumPy and torch (CPU and CUDA) random states as plain Python values.
+    """Python, NumPy and torch (CPU and this process's CUDA device) random states as plain Python values.
 
     Plain values (no tensors, no arrays) load with ``weights_only=True`` and travel through
-    ``all_gather_object``, which mis-unpickles tensor storages in this PyTorch release.
+    ``all_gather_object``, which mis-unpickles tensor storages in this PyTorch release. Only the
+    current CUDA device's state is kept (each rank draws on its own device), so a run resumes on a
+    machine, or with a ``CUDA_VISIBLE_DEVICES``, that shows fewer devices.
     """
     kind, keys, position, has_gauss, gauss = np.random.get_state()
     state: dict[str, Any] = {
@@ -28,7 +30,7 @@ def rng_state() -> dict[str, Any]:
         "torch": bytes(torch.get_rng_state().numpy()),
     }
     if torch.cuda.is_available():
-        state["cuda"] = [bytes(s.numpy()) for s in torch.cuda.get_rng_state_all()]
+        state["cuda"] = bytes(torch.cuda.get_rng_state().numpy())
     return state
 
 
@@ -42,5 +44,11 @@ def set_rng_state(state: dict[str, Any]) -> None:
     kind, keys, position, has_gauss, gauss = state["numpy"]
     np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), position, has_gauss, gauss))
     torch.set_rng_state(_byte_tensor(state["torch"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])
+    saved = state.get("cuda")
+    if saved is not None and torch.cuda.is_available():
+        if isinstance(saved, list):  # older checkpoints: every visible device's state
+            device = torch.cuda.current_device()
+            if device >= len(saved):
+                return
+            saved = saved[device]
+        torch.cuda.set_rng_state(_byte_tensor(saved))
