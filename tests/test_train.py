@@ -254,3 +254,23 @@ def test_metrics_csv_keeps_one_row_per_finished_epoch_and_stale_temporaries_go(t
         handle.write((folder / "metrics.csv").read_text().splitlines()[-1] + "\n")
     assert main([*argv, "--epochs", "2"]) == 0
     assert [row["epoch"] for row in _metrics(folder)] == ["0", "1"]
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_fused_optimizers_update_as_the_unfused_ones(name):
+    """The trainer fuses on CUDA (the scaler's overflow flag stays on the device); same numbers."""
+    updated = []
+    for fused in (False, True):
+        torch.manual_seed(0)
+        # no bias before the BatchNorm (as in the SSD networks): its gradient is rounding noise, which Adam amplifies
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, bias=False), torch.nn.BatchNorm2d(8), torch.nn.Flatten(), torch.nn.LazyLinear(4))
+        model(torch.zeros(1, 3, 8, 8))
+        optimizer = build_optimizer(model, 0.05, 0.9, 5e-4, no_decay_bn=True, name=name, fused=fused)
+        assert optimizer.defaults["fused"] is fused
+        generator = torch.Generator().manual_seed(1)
+        for _ in range(5):
+            optimizer.zero_grad()
+            model(torch.randn(4, 3, 8, 8, generator=generator)).square().mean().backward()
+            optimizer.step()
+        updated.append([p.detach().clone() for p in model.parameters()])
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*updated))

@@ -10,6 +10,18 @@ def images_to_device(images: torch.Tensor, device: torch.device, channels_last: 
     return images.to(device, non_blocking=True).contiguous(memory_format=memory_format)
 
 
+def configure_cudnn(device: torch.device, benchmark: bool = True) -> None:
+    """On CUDA, let cuDNN time its convolution algorithms once and keep the fastest (``benchmark``).
+
+    Every input has the config's fixed size, so the search runs once per shape. Neither setting
+    makes CUDA training bit-reproducible (atomic adds in gathers' backward, cuDNN's own algorithms);
+    ``benchmark=False`` with ``torch.use_deterministic_algorithms(True)`` and
+    ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` is PyTorch's way to ask for that, at a cost in speed.
+    """
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = benchmark
+
+
 class HostValues:
     """Device values copied to the host without blocking: :meth:`get` waits for that copy alone.
 

@@ -115,12 +115,14 @@ class ModelEvaluation:
         from ssd.config import load_config
         from ssd.data.kinds import dataset_kind
         from ssd.data.loader import build_loader
+        from ssd.device import configure_cudnn
         from ssd.engine.evaluate import Evaluator
         from ssd.heap_retention import heap_retention_for
         from ssd.decoding import DecodeSettings
         from ssd.predictor import Predictor
 
         self.args, self.context = args, context
+        configure_cudnn(context.device, args.cudnn_benchmark)
         self.config = load_config(args.config)
         self.config.check_arch(args.model)
         self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device, allow_other_config=args.allow_other_config)

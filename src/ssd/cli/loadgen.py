@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
+from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
 # summary lines worth printing, in order, when LoadGen wrote them
@@ -33,6 +33,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass when a query holds several (default 1)")
     add_allow_other_config(parser)
+    add_cudnn_benchmark(parser)
     parser.set_defaults(run=run)
 
 
@@ -42,6 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     from ssd.checkpoint import check_dataset_fits
     from ssd.data.kinds import dataset_kind
+    from ssd.device import configure_cudnn
     from ssd.distributed import select_device
     from ssd.heap_retention import heap_retention_for
     from ssd.inference import Detector
@@ -55,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         min_duration_s=args.min_duration, min_query_count=args.min_query_count, user_conf=args.user_conf,
     )
     device = select_device(args.device, 0)
+    configure_cudnn(device, args.cudnn_benchmark)
     detector = Detector.from_checkpoint(
         args.pretrained_model, args.config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
         allow_other_config=args.allow_other_config,

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
+from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--device", default=None, help="cpu, cuda or cuda:N for --backend torch (default: CUDA when available)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
     add_allow_other_config(model)
+    add_cudnn_benchmark(model)
 
     source = parser.add_argument_group("input and output")
     source.add_argument("--input", type=Path, help="an image, a folder of images, or a video")
@@ -97,6 +98,7 @@ def build_detector(args: argparse.Namespace) -> Detector:
     import torch
 
     from ssd.config import load_config
+    from ssd.device import configure_cudnn
     from ssd.distributed import select_device
     from ssd.heap_retention import heap_retention_for
     from ssd.inference import Detector
@@ -114,6 +116,7 @@ def build_detector(args: argparse.Namespace) -> Detector:
     if args.pretrained_model is None:
         raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
     device = select_device(args.device, 0)
+    configure_cudnn(device, args.cudnn_benchmark)
     return Detector.from_checkpoint(
         args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
         allow_other_config=args.allow_other_config, **decode,

@@ -44,6 +44,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS.channels_last,
                         help="channels-last memory format (default: on; faster convolutions)")
     parser.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N (default: CUDA when available)")
+    add_cudnn_benchmark(parser)
     parser.add_argument("--local-rank", "--local_rank", type=int, default=DEFAULTS.local_rank, help="set by torch.distributed.launch")
     parser.add_argument("--save-folder", "--save_folder", type=Path, default=DEFAULTS.save_folder)
     parser.add_argument("--save-name", "--save-path", "--save_name", "--save_path", dest="save_name", type=save_name,
@@ -51,6 +52,12 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, default=DEFAULTS.pretrained_model,
                         help="model weights to start from")
     parser.add_argument("--strict", action="store_true", help="stop on the first bad file or annotation")
+
+
+def add_cudnn_benchmark(parser: argparse.ArgumentParser) -> None:
+    """cuDNN's algorithm search for the fixed input size (commands that run a model on CUDA)."""
+    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=DEFAULTS.cudnn_benchmark,
+                        help="on CUDA, time cuDNN's convolution algorithms once and keep the fastest (default: on)")
 
 
 def add_allow_other_config(parser: argparse.ArgumentParser) -> None:

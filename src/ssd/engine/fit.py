@@ -27,6 +27,7 @@ from ssd.data.kinds import dataset_kind
 from ssd.data.loader import build_loader
 from ssd.data.transforms import flip_transform, train_transform
 from ssd.distributed import DistributedContext, all_gather_objects, barrier, cleanup_distributed, mean_over_ranks, setup_distributed
+from ssd.device import configure_cudnn
 from ssd.engine.evaluate import Evaluation, Evaluator
 from ssd.engine.options import TrainOptions
 from ssd.engine.rng import rng_state, seed_everything, set_rng_state
@@ -67,6 +68,7 @@ class Trainer:
         self.options = options
         self.context = context
         self.device = context.device
+        configure_cudnn(self.device, options.cudnn_benchmark)
         self.config = load_config(options.config)
         self.config.check_arch(options.model)
         if context.is_main and options.save_folder.is_dir():
@@ -98,7 +100,9 @@ class Trainer:
             load_checkpoint(self.model, options.pretrained_model, map_location=self.device)
             logger.info("initialised from %s", options.pretrained_model)
         lr = scaled_learning_rate(options.lr, options.batch_size, context.world_size)
-        self.optimizer = build_optimizer(self.model, lr, options.momentum, options.weight_decay, options.no_decay_bn, options.optimizer)
+        self.optimizer = build_optimizer(
+            self.model, lr, options.momentum, options.weight_decay, options.no_decay_bn, options.optimizer, fused=self.device.type == "cuda"
+        )
         schedule = WarmupMultiStep(options.multistep, len(self.train_loader), options.warmup)
         self.scheduler = build_scheduler(self.optimizer, schedule)
         self.precision = MixedPrecision(self.device, options.amp)

@@ -38,6 +38,7 @@ class TrainOptions:
     no_decay_bn: bool = False
     amp: bool = False
     channels_last: bool = True
+    cudnn_benchmark: bool = True
     compile: bool = False
     num_workers: int = 4
     save_folder: Path = Path("trained_models")
