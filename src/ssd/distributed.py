@@ -74,11 +74,6 @@ def cleanup_distributed() -> None:
         dist.destroy_process_group()
 
 
-def is_main_process() -> bool:
-    """Rank 0 of the process group, or the one process without one."""
-    return not dist.is_initialized() or dist.get_rank() == 0
-
-
 def barrier() -> None:
     if dist.is_initialized():
         dist.barrier()
@@ -90,6 +85,19 @@ def all_gather_objects(obj: Any) -> list[Any]:
         return [obj]
     gathered: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def gather_objects_to_main(obj: Any) -> list[Any] | None:
+    """Every rank's ``obj`` in rank order on rank 0 (None on the others; ``[obj]`` without a process group).
+
+    Only rank 0 receives, so the other ranks hold no copy of everyone's objects (an evaluation's
+    detections of every rank would be world size times the largest rank's, on each GPU).
+    """
+    if not dist.is_initialized():
+        return [obj]
+    gathered: list[Any] | None = [None] * dist.get_world_size() if dist.get_rank() == 0 else None
+    dist.gather_object(obj, gathered, dst=0)
     return gathered
 
 

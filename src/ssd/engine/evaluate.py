@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from ssd.data.dataset import DetectionDataset
 from ssd.data.problems import DataError
-from ssd.distributed import all_gather_objects, broadcast_object, is_main_process
+from ssd.distributed import broadcast_object, gather_objects_to_main
 from ssd.evaluation import EvalResult, detections_to_coco, merge_detections, score_detections
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.heap_retention import StepHook, no_step_hook
@@ -82,21 +82,27 @@ class Evaluator:
         return detections, image_ids
 
     def evaluate(self) -> Evaluation:
-        """Predict on every rank, score on rank 0, share the result (a collective: every rank calls it).
+        """Predict on every rank, gather to rank 0 and score there, share the result (a collective:
+        every rank calls it).
 
         Raises :class:`ssd.data.problems.DataError` (on every rank) when no image could be read.
         """
         detections, image_ids = self.predict()
         unreadable = [problem.path for problem in getattr(self.loader, "unreadable", [])]
-        gathered = all_gather_objects((detections, image_ids, unreadable))
-        evaluated = sorted({image_id for _, ids, _ in gathered for image_id in ids})
-        skipped = sorted({path for _, _, paths in gathered for path in paths})
-        if not evaluated:
-            raise DataError(f"{self.dataset.root}: none of the {len(self.dataset)} images to evaluate could be read ({skipped[0]} ...)")
-        evaluation = None
-        if is_main_process():
-            merged = merge_detections(dets for dets, _, _ in gathered)
-            result = score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds)
-            evaluation = Evaluation(result, len(evaluated), skipped, list(merged))
-        result = broadcast_object(None if evaluation is None else evaluation.result)
-        return evaluation if evaluation is not None else Evaluation(result, len(evaluated), skipped)
+        gathered = gather_objects_to_main((detections, image_ids, unreadable))
+        evaluation, error = None, None
+        if gathered is not None:  # rank 0
+            evaluated = sorted({image_id for _, ids, _ in gathered for image_id in ids})
+            skipped = sorted({path for _, _, paths in gathered for path in paths})
+            if evaluated:
+                merged = merge_detections(dets for dets, _, _ in gathered)
+                result = score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds)
+                evaluation = Evaluation(result, len(evaluated), skipped, list(merged))
+            else:
+                error = f"{self.dataset.root}: none of the {len(self.dataset)} images to evaluate could be read ({skipped[0]} ...)"
+        # every rank gets the outcome, without the detections (rank 0's alone)
+        summary = None if evaluation is None else Evaluation(evaluation.result, evaluation.images, evaluation.unreadable)
+        error, summary = broadcast_object((error, summary) if gathered is not None else None)
+        if error is not None:
+            raise DataError(error)
+        return evaluation if evaluation is not None else summary
