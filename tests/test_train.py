@@ -227,7 +227,8 @@ def test_resuming_a_checkpoint_of_another_config_is_an_error_naming_both(tmp_pat
 
     folder = tmp_path / "run"
     folder.mkdir()
-    torch.save({"epoch": 0, "config": {"name": "coco_300x300", "text": "model: {}"}}, folder / "last.pth")
+    weights = build_model(load_config(config_path), 15).state_dict()  # the same shapes, recorded with another config
+    torch.save({"epoch": 0, "model_state_dict": weights, "config": {"name": "coco_300x300", "text": "model: {}"}}, folder / "last.pth")
     assert main(["train", "--data-path", str(cognata), "--config", str(config_path), *TRAIN_ARGS, "--save-folder", str(folder)]) == 2
     err = capsys.readouterr().err.strip()
     assert err == (f"error: {folder / 'last.pth'}: trained with config 'coco_300x300', not 'tiny' (same tensor shapes, other geometry); "

@@ -263,14 +263,14 @@ def load_model(
     checkpoint = read_checkpoint(path, map_location="cpu")
     state = extract_state_dict(checkpoint)
     classes = num_classes_of(checkpoint, state, config, num_classes, str(path))
+    model = build_model(config, classes)
+    check_state_dict(model, state, str(path))  # other shapes: the more telling error
     if allow_other_config:
         recorded = checkpoint.get("config")
         if isinstance(recorded, Mapping) and recorded.get("name") not in (None, config.name):
             logger.warning("%s was trained with config %r, used here with %r (--allow-other-config)", path, recorded["name"], config.name)
     else:
         check_config_matches(checkpoint, config, str(path))
-    model = build_model(config, classes)
-    check_state_dict(model, state, str(path))
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), checkpoint
 

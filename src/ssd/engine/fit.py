@@ -115,6 +115,7 @@ class Trainer:
         self.evaluator = Evaluator(self.predictor, self.val_loader, self.val_set, after_step=self.after_step)
         self.start_epoch = 0
         self.best_map: float | None = None
+        self.last_map: float | None = None  # of the last finished epoch
         if resumed is not None:
             self._resume(resume_path, resumed)
         self.network = (
@@ -140,8 +141,8 @@ class Trainer:
     def _resume(self, path: Path, checkpoint: dict[str, Any]) -> None:
         if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
+        load_model_state(self.model, checkpoint, str(path))  # other shapes: the more telling error
         check_config_matches(checkpoint, self.config, str(path), hint="resume with that config, or train into another --save-folder")
-        load_model_state(self.model, checkpoint, str(path))
         self.optimizer.load_state_dict(checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.precision.load_scaler_state(checkpoint.get("scaler") or {})
@@ -150,6 +151,7 @@ class Trainer:
             set_rng_state(states[self.context.rank])
         self.start_epoch = int(checkpoint["epoch"]) + 1
         self.best_map = checkpoint.get("best_map")
+        self.last_map = checkpoint.get("map")
         logger.info("resumed from %s at epoch %d", path, self.start_epoch)
 
     def _checkpoint(self, epoch: int, mean_ap: float | None, row: dict[str, Any]) -> dict[str, Any]:
@@ -179,7 +181,7 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> FitResult:
         options, context = self.options, self.context
-        last_map, images_evaluated = None, 0
+        last_map, images_evaluated = self.last_map, 0
         for epoch in range(self.start_epoch, options.epochs):
             self.train_loader.set_epoch(epoch)  # the reference never reshuffled between epochs
             epoch_lr = self.optimizer.param_groups[0]["lr"]
