@@ -104,3 +104,24 @@ def test_encode_batch_stacks_images():
     # the sizes the loss gathers: the most positives of any image, and three negatives per positive
     positives = int((anchor_labels[0] > 0).sum())
     assert targets.sizes.get() == [positives, 3 * positives]
+
+
+def test_the_cuda_chunking_gives_the_cpu_chunkings_targets_bitwise():
+    """On CUDA an 8 MP image is matched in one or a few large chunks instead of ~1,300 cache-sized
+    ones (kernel launches); the encoder's targets must not change."""
+    from types import SimpleNamespace
+
+    from ssd.matching import CHUNK_ELEMENTS, CUDA_CHUNK_ELEMENTS, chunk_elements_for
+
+    assert chunk_elements_for(SimpleNamespace(type="cuda")) == CUDA_CHUNK_ELEMENTS >= 40 * 776_740
+    assert chunk_elements_for(torch.device("cpu")) == CHUNK_ELEMENTS == TargetEncoder(_anchors()).chunk_elements
+    generator = torch.Generator().manual_seed(3)
+    boxes = [_random_boxes(generator, count) for count in (1, 40, 300)]
+    labels = [torch.randint(1, 5, (len(b),), generator=generator) for b in boxes]
+    cache_sized, small = TargetEncoder(_anchors()), TargetEncoder(_anchors(), chunk_elements=1)  # 1,024-anchor chunks
+    large = TargetEncoder(_anchors(), chunk_elements=CUDA_CHUNK_ELEMENTS)
+    for b, l in zip(boxes, labels):
+        want = large(b, l)
+        for encoder in (cache_sized, small):
+            got = encoder(b, l)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
