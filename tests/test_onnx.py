@@ -81,3 +81,19 @@ def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+def test_onnx_runtime_runs_where_asked_or_says_why_not(exported, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    import onnxruntime
+
+    for device in (None, "cpu"):
+        detector = Detector.from_onnx(exported[0], tiny_files.config, device=device)
+        assert detector.device.type == ("cuda" if device is None and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu")
+    if "CUDAExecutionProvider" in onnxruntime.get_available_providers():  # a GPU build: CUDA must then really run
+        assert Detector.from_onnx(exported[0], tiny_files.config, device="cuda").device.type == "cuda"
+        return
+    write_image(tmp_path / "street.png", (80, 140))
+    argv = ["predict", "--config", str(tiny_files.config), "--input", str(tmp_path / "street.png"), "--backend", "onnxruntime",
+            "--onnx", str(exported[0]), "--device", "cuda"]
+    assert main(argv) == 2
+    assert capsys.readouterr().err.strip() == f"error: {exported[0]}: --device cuda but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)"

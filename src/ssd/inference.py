@@ -171,25 +171,28 @@ class Detector:
         class_names: Sequence[str] | None = None,
         *,
         batch_size: int = 4,
+        device: str | None = None,
         after_batch: StepHook = no_step_hook,
         **decode_settings: Any,
     ) -> "Detector":
-        """A detector running a model exported by ``ssd export`` with ONNX Runtime (CUDA when it has it, else CPU).
+        """A detector running a model exported by ``ssd export`` with ONNX Runtime.
 
-        Class names: ``class_names``, else those saved in the model by ``ssd export``, else
-        :func:`default_class_names` for the model's number of classes.
+        ``device``: ``cpu``, ``cuda`` (its CUDA provider must load) or None (CUDA when it loads,
+        else the CPU); :attr:`device` is where it runs. Class names: ``class_names``, else those
+        saved in the model by ``ssd export``, else :func:`default_class_names` for the model's
+        number of classes.
         """
         from ssd.onnx_export import OnnxNetwork
 
         config = config if isinstance(config, Config) else load_config(config)
-        network = OnnxNetwork(path)
+        network = OnnxNetwork(path, device)
         network.check_input_size(config.model.image_size)
         names = class_names or network.class_names or default_class_names(network.num_classes)
         if len(names) != network.num_classes:
             raise InferenceError(f"{path}: the model has {network.num_classes} classes, {len(names)} class names given")
         return cls(
-            network, config, names, settings=DecodeSettings(**decode_settings), batch_size=batch_size, metadata=network.metadata,
-            after_batch=after_batch,
+            network, config, names, settings=DecodeSettings(**decode_settings), device=network.device, batch_size=batch_size,
+            metadata=network.metadata, after_batch=after_batch,
         )
 
     def preprocess(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:

@@ -97,21 +97,35 @@ def class_names_metadata(class_names: Sequence[str]) -> dict[str, str]:
 class OnnxNetwork:
     """An ONNX Runtime session behaving like the network: ``images [N, 3, H, W] -> (locs, confs)`` tensors.
 
-    Runs on CUDA when ONNX Runtime has the CUDA provider, else on the CPU. Outputs come back as
-    CPU tensors.
+    ``device``: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA provider, which must then be installed and
+    must load: a session that fell back to the CPU is an error rather than a silent slowdown); None:
+    CUDA when the provider loads, else the CPU. :attr:`device` says where it runs. Outputs come back
+    as CPU tensors.
     """
 
-    def __init__(self, path: str | Path):
+    def __init__(self, path: str | Path, device: str | None = None):
         import onnxruntime
 
         self.path = Path(path)
         if not self.path.is_file():
             raise OnnxError(f"ONNX model not found: {self.path}")
-        providers = [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in onnxruntime.get_available_providers()]
+        available = onnxruntime.get_available_providers()
+        if device is not None and device.split(":")[0] not in ("cpu", "cuda"):
+            raise OnnxError(f"--device {device}: ONNX Runtime runs on cpu or cuda")
+        wants_cuda = device is not None and device.startswith("cuda")
+        if wants_cuda and "CUDAExecutionProvider" not in available:
+            raise OnnxError(f"{self.path}: --device {device} but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)")
+        names = ("CPUExecutionProvider",) if device == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
+        providers = [p for p in names if p in available]
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
             raise OnnxError(f"{self.path}: cannot load ONNX model: {exc}") from exc
+        running = self.session.get_providers()
+        if wants_cuda and "CUDAExecutionProvider" not in running:
+            raise OnnxError(f"{self.path}: ONNX Runtime's CUDA provider did not load (running on {', '.join(running)})")
+        self.device = "cuda" if "CUDAExecutionProvider" in running else "cpu"
+        logger.info("%s runs on ONNX Runtime's %s", self.path.name, running[0])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(OUTPUT_NAMES):
             raise OnnxError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, not an ssd export")

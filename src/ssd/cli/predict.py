@@ -38,7 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
     model.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="run the network with PyTorch or ONNX Runtime")
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime)")
-    model.add_argument("--device", default=None, help="cpu, cuda or cuda:N for --backend torch (default: CUDA when available)")
+    model.add_argument("--device", default=None,
+                       help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
     add_allow_other_config(model)
     add_cudnn_benchmark(model)
@@ -95,8 +96,6 @@ def run(args: argparse.Namespace) -> int:
 
 def build_detector(args: argparse.Namespace) -> Detector:
     """The :class:`ssd.inference.Detector` the flags describe."""
-    import torch
-
     from ssd.config import load_config
     from ssd.device import configure_cudnn
     from ssd.distributed import select_device
@@ -110,9 +109,9 @@ def build_detector(args: argparse.Namespace) -> Detector:
             raise SSDError("--backend onnxruntime needs --onnx MODEL.onnx")
         if args.pretrained_model is not None or args.num_classes is not None:
             raise SSDError("--backend onnxruntime takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
-        return Detector.from_onnx(
-            args.onnx, config, batch_size=args.batch_size, after_batch=heap_retention_for(torch.device("cpu")), **decode,
-        )
+        detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, **decode)
+        detector.after_batch = heap_retention_for(detector.device)  # the CPU's memory policy only when it runs there
+        return detector
     if args.pretrained_model is None:
         raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
     device = select_device(args.device, 0)
