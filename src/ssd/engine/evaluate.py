@@ -99,7 +99,8 @@ class Evaluator:
                 result = score_detections(self.ground_truth, merged, evaluated, thresholds=self.thresholds)
                 evaluation = Evaluation(result, len(evaluated), skipped, list(merged))
             else:
-                error = f"{self.dataset.root}: none of the {len(self.dataset)} images to evaluate could be read ({skipped[0]} ...)"
+                first = f" ({skipped[0]} ...)" if skipped else ""
+                error = f"{self.dataset.root}: none of the {len(self.dataset)} images to evaluate could be read{first}"
         # every rank gets the outcome, without the detections (rank 0's alone)
         summary = None if evaluation is None else Evaluation(evaluation.result, evaluation.images, evaluation.unreadable)
         error, summary = broadcast_object((error, summary) if gathered is not None else None)
