@@ -222,8 +222,7 @@ class DetectionDataset(Dataset):
             try:
                 return self._make_item(index, self.load_image(index))
             except CorruptImageError as exc:
-                problem = Problem(str(self.image_path(index)), f"corrupt image: {exc}")
-                self.problems.report(problem)  # raises in strict mode
+                problem = self._report_unreadable(index, exc)
                 return None, {"image_id": int(self.annotations.image_ids[index]), "orig_size": self.orig_size(index), "unreadable": problem}
         found: list[Problem] = []
         count = len(self)
@@ -234,16 +233,20 @@ class DetectionDataset(Dataset):
             try:
                 image = self.load_image(candidate)
             except CorruptImageError as exc:
-                problem = Problem(str(self.image_path(candidate)), f"corrupt image: {exc}")
-                self.problems.report(problem)  # raises in strict mode
+                found.append(self._report_unreadable(candidate, exc))
                 self._unreadable.add(candidate)
-                found.append(problem)
                 continue
             image, target = self._make_item(candidate, image)
             if found:
                 target["load_problems"] = found
             return image, target
         raise CorruptImageError(f"{self.root}: no readable image among the {min(MAX_SUBSTITUTES, count)} tried from index {index}")
+
+    def _report_unreadable(self, index: int, exc: CorruptImageError) -> Problem:
+        """Record image ``index`` as unreadable (raises in strict mode) and return the problem."""
+        problem = Problem(str(self.image_path(index)), f"corrupt image: {exc}")
+        self.problems.report(problem)
+        return problem
 
     def _make_item(self, index: int, image: Tensor) -> tuple[Tensor, dict[str, Any]]:
         height, width = self.orig_size(index)

@@ -63,6 +63,7 @@ class Evaluator:
         self.after_step = after_step
         self.show_progress = show_progress
         self.ground_truth = dataset.coco_ground_truth()
+        self.category_of_label = dataset.category_of_label
         dataset.substitute_unreadable = False
 
     def predict(self) -> tuple[list[dict[str, Any]], list[int]]:
@@ -76,7 +77,7 @@ class Evaluator:
         for images, targets in batches:
             outputs = self.predictor(images, [t["orig_size"] for t in targets])
             ids = [int(t["image_id"]) for t in targets]
-            detections += detections_to_coco(outputs, ids, self.dataset.category_of_label)
+            detections += detections_to_coco(outputs, ids, self.category_of_label)
             image_ids += ids
             self.after_step()
         return detections, image_ids

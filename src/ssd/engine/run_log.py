@@ -11,6 +11,12 @@ import torch
 from ssd.errors import SSDError
 
 
+def _check_columns(path: Path, header: list[str], columns: list[str]) -> None:
+    """Rows under another file's header would be silently wrong: refuse, naming the file."""
+    if header != columns:
+        raise SSDError(f"{path}: its columns differ from this run's (another config or dataset?): move it away")
+
+
 def append_row(path: Path, row: dict[str, Any]) -> None:
     """Append ``row`` to a CSV file, writing the header first when the file is new.
 
@@ -20,9 +26,7 @@ def append_row(path: Path, row: dict[str, Any]) -> None:
     new = not path.is_file() or path.stat().st_size == 0
     if not new:
         with path.open(newline="") as handle:
-            header = next(csv.reader(handle), [])
-        if header != list(row):
-            raise SSDError(f"{path}: its columns differ from this run's (another config or dataset?): move it away")
+            _check_columns(path, next(csv.reader(handle), []), list(row))
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("a", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(row))
@@ -45,8 +49,8 @@ def restore_rows(path: Path, finished_epochs: int, last_row: dict[str, Any] | No
         with path.open(newline="") as handle:
             reader = csv.DictReader(handle)
             header, rows = list(reader.fieldnames or []), list(reader)
-        if last_row is not None and header != list(last_row):
-            raise SSDError(f"{path}: its columns differ from this run's (another config or dataset?): move it away")
+        if last_row is not None:
+            _check_columns(path, header, list(last_row))
     by_epoch = {int(row["epoch"]): row for row in rows if row.get("epoch", "").isdigit() and int(row["epoch"]) < finished_epochs}
     if last_row is not None and finished_epochs - 1 not in by_epoch:
         by_epoch[finished_epochs - 1] = last_row
