@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from ssd.checkpoint import CheckpointError, load_checkpoint
+from ssd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
 from ssd.models import build_model
 
 
@@ -61,3 +61,31 @@ def test_unreadable_checkpoint(tmp_path, tiny_config):
         load_checkpoint(build_model(tiny_config, 4), path)
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(build_model(tiny_config, 4), tmp_path / "absent.pth")
+
+
+class CodeExecuting:
+    def __reduce__(self):
+        return (eval, ("1",))
+
+
+@pytest.mark.parametrize(
+    ("content", "cause"),
+    [
+        ("garbage", "Unsupported operand 103"),
+        ("code", "Unsupported global: GLOBAL eval was not an allowed global by default."),
+        ("truncated", "PytorchStreamReader failed reading zip archive: failed finding central directory."),
+    ],
+)
+def test_an_unreadable_checkpoint_is_one_sentence_naming_the_cause(tmp_path, content, cause):
+    """torch.load's message is paragraphs of advice, one of which is to load untrusted files unsafely."""
+    path = tmp_path / "bad.pth"
+    if content == "garbage":
+        path.write_bytes(b"garbage")
+    elif content == "code":
+        torch.save({"x": CodeExecuting()}, path)
+    else:
+        torch.save({"weights": torch.zeros(1000)}, path)
+        path.write_bytes(path.read_bytes()[:300])
+    with pytest.raises(CheckpointError) as raised:
+        read_checkpoint(path)
+    assert str(raised.value) == f"{path}: cannot read checkpoint: {cause}"

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -148,10 +149,22 @@ def read_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     try:
         checkpoint = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated zip, pickle with disallowed globals, not a torch file...
-        raise CheckpointError(f"{path}: cannot read checkpoint: {exc}") from exc
+        raise CheckpointError(f"{path}: cannot read checkpoint: {_load_failure(exc)}") from exc
     if not isinstance(checkpoint, Mapping):
         raise CheckpointError(f"{path}: expected a dict, found {type(checkpoint).__name__}")
     return dict(checkpoint)
+
+
+def _load_failure(exc: Exception) -> str:
+    """The cause in ``torch.load``'s message, in one sentence: its message is paragraphs of advice
+    (including to load untrusted files with ``weights_only=False``) around the reason."""
+    message = str(exc)
+    if "WeightsUnpickler error:" in message:
+        message = message.split("WeightsUnpickler error:", 1)[1]
+        message = re.split(r"Check the documentation|Please use", message)[0]
+    message = " ".join(message.split())
+    sentence = re.match(r".*?\.(\s|$)", message)
+    return (sentence.group(0) if sentence else message).strip()
 
 
 def extract_state_dict(checkpoint: Mapping[str, Any]) -> dict[str, Tensor]:
@@ -226,22 +239,28 @@ def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], c
 OTHER_CONFIG_HINT = "give the config it was trained with, or --allow-other-config to use it anyway"
 
 
-def check_config_matches(checkpoint: Mapping[str, Any], config: Config, source: str, hint: str = OTHER_CONFIG_HINT) -> None:
-    """Raise :class:`CheckpointError` when the checkpoint records another config than ``config``.
+def recorded_other_config(checkpoint: Mapping[str, Any], config: Config) -> str | None:
+    """The name of the config the checkpoint records when it is another than ``config``, else None.
 
-    Weights of another config can have the same shapes (the same network at another image size,
-    other anchors) and would then run without a shape error, giving wrong boxes. A config counts as
-    the same when its name or its text is the recorded one; checkpoints without a record (the
-    reference's, bare state dicts) are not checked.
+    A config counts as the same when its name or its text is the recorded one; checkpoints without
+    a record (the reference's, bare state dicts) are not checked.
     """
     recorded = checkpoint.get("config")
     if not isinstance(recorded, Mapping) or recorded.get("name") in (None, config.name):
-        return
+        return None
     if recorded.get("text") == config_record(config)["text"]:
-        return
-    raise CheckpointError(
-        f"{source}: trained with config {recorded['name']!r}, not {config.name!r} (same tensor shapes, other geometry); {hint}"
-    )
+        return None
+    return str(recorded["name"])
+
+
+def check_config_matches(checkpoint: Mapping[str, Any], config: Config, source: str, hint: str = OTHER_CONFIG_HINT) -> None:
+    """Raise :class:`CheckpointError` when the checkpoint records another config than ``config``
+    (:func:`recorded_other_config`): weights of another config can have the same shapes (the same
+    network at another image size, other anchors) and would then run without a shape error, giving
+    wrong boxes."""
+    other = recorded_other_config(checkpoint, config)
+    if other is not None:
+        raise CheckpointError(f"{source}: trained with config {other!r}, not {config.name!r} (same tensor shapes, other geometry); {hint}")
 
 
 def load_model(
@@ -265,12 +284,10 @@ def load_model(
     classes = num_classes_of(checkpoint, state, config, num_classes, str(path))
     model = build_model(config, classes)
     check_state_dict(model, state, str(path))  # other shapes: the more telling error
-    if allow_other_config:
-        recorded = checkpoint.get("config")
-        if isinstance(recorded, Mapping) and recorded.get("name") not in (None, config.name):
-            logger.warning("%s was trained with config %r, used here with %r (--allow-other-config)", path, recorded["name"], config.name)
-    else:
+    if not allow_other_config:
         check_config_matches(checkpoint, config, str(path))
+    elif (other := recorded_other_config(checkpoint, config)) is not None:
+        logger.warning("%s was trained with config %r, used here with %r (--allow-other-config)", path, other, config.name)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), checkpoint
 
