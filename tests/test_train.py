@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -94,9 +95,27 @@ def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) ->
     process.wait()
 
 
+def _kill_during_evaluation_of(command: list[str], epoch: int) -> None:
+    """Start ``command`` (with progress bars on) and SIGKILL it once epoch ``epoch``'s evaluation
+    has started, as its progress bar shows."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    seen, deadline = b"", time.monotonic() + 240
+    while time.monotonic() < deadline and process.poll() is None:
+        if select.select([process.stderr], [], [], 1.0)[0]:
+            seen += os.read(process.stderr.fileno(), 65536)
+        started = seen.find(f"epoch {epoch}".encode())
+        if started >= 0 and b"evaluating" in seen[started:]:
+            break
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    process.stderr.close()
+    assert b"evaluating" in seen[max(seen.find(f"epoch {epoch}".encode()), 0):], seen[-2000:]
+
+
 def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwise(tmp_path, cognata, config_path):
-    """Stopped after epoch 0, or killed at once after it (in epoch 1, with augmentation and two loader
-    workers), the same command resumes and ends with the uninterrupted run's losses and weights, bitwise."""
+    """Stopped after epoch 0, or killed at once after it, during epoch 1's evaluation and again later
+    (with augmentation and two loader workers), the same command resumes and ends with the uninterrupted run's losses and weights, bitwise."""
     common = [sys.executable, "train.py", "--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path),
               "--multistep", "1", *TINY_TRAIN[:2], "--num-workers", "2", *TINY_TRAIN[4:]]
     _run([*common, "--save-folder", str(tmp_path / "straight"), "--epochs", "2"])
@@ -105,6 +124,9 @@ def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwi
     killed = [*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"]
     _kill_during_second_epoch(killed, tmp_path / "killed", 0.0)
     assert read_checkpoint(tmp_path / "killed" / "last.pth")["epoch"] == 0
+    _kill_during_evaluation_of([arg for arg in killed if arg != "--no-progress"], epoch=1)
+    assert read_checkpoint(tmp_path / "killed" / "last.pth")["epoch"] == 0
+    assert [r["epoch"] for r in _metrics(tmp_path / "killed")] == ["0"]
     _kill_during_second_epoch(killed, tmp_path / "killed", 5.0)  # again, later: start-up, training or evaluation
     _run([*common, "--save-folder", str(tmp_path / "killed"), "--epochs", "2"])
     assert not list((tmp_path / "killed").glob(".*.tmp"))

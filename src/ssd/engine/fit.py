@@ -112,7 +112,10 @@ class Trainer:
             self.model, self.anchors, kind.decode_settings(options.nms_threshold), self.device,
             channels_last=options.channels_last, autocast=self.precision.autocast,
         )
-        self.evaluator = Evaluator(self.predictor, self.val_loader, self.val_set, after_step=self.after_step)
+        self.evaluator = Evaluator(
+            self.predictor, self.val_loader, self.val_set, after_step=self.after_step,
+            show_progress=options.show_progress and context.is_main,
+        )
         self.start_epoch = 0
         self.best_map: float | None = None
         self.last_map: float | None = None  # of the last finished epoch
