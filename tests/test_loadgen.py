@@ -47,6 +47,21 @@ def test_accuracy_mode_writes_parses_and_scores_the_log(tiny_files: TinyFiles, t
     assert samples == COUNT and 0.0 <= result.map <= 1.0
 
 
+def test_loaded_samples_are_staged_on_the_detectors_device(tiny_files: TinyFiles, monkeypatch):
+    from ssd import Detector
+    from ssd import loadgen
+
+    staged = []
+    monkeypatch.setattr(loadgen, "stage_on_device", lambda image, device: staged.append(device) or image.clone())
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, batch_size=2)
+    sut = loadgen.DetectorSUT(detector, build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config)))
+    sut.load_samples([0, 1, 0])
+    assert staged == [detector.device, detector.device] and sorted(sut.loaded) == [0, 1]
+    image, size = sut.loaded[1]
+    expected = detector.preprocess(sut.dataset.image_path(1))
+    assert torch.equal(image, expected[0]) and size == expected[1]
+
+
 def test_performance_mode_reports_latency(tiny_files: TinyFiles, tmp_path: Path, capsys):
     output = tmp_path / "performance"
     argv = [*loadgen_flags(tiny_files, output), "--count", "2", "--min-duration", "0", "--min-query-count", "4"]

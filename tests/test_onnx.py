@@ -53,6 +53,27 @@ def test_onnxruntime_matches_pytorch(exported, tiny_files: TinyFiles):
         torch.testing.assert_close(actual, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max()))
 
 
+def test_io_binding_gives_the_plain_runs_outputs_without_copies(exported, monkeypatch):
+    """Bound runs (the only ones the network makes) equal ONNX Runtime's plain ``run`` bitwise, also for
+    a channels-last input; ONNX Runtime wrote straight into the output tensors it returns."""
+    network = OnnxNetwork(exported[0], "cpu")
+    images = torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(2))
+    expected = network.session.run(["locs", "confs"], {"image": images.numpy()})
+    written: list[int] = []
+    real_bind = type(network.session.io_binding()).bind_output
+
+    def recording_bind(binding, name, device_type, device_id, element_type, shape, pointer):
+        written.append(pointer)
+        return real_bind(binding, name, device_type, device_id, element_type, shape, pointer)
+
+    monkeypatch.setattr(type(network.session.io_binding()), "bind_output", recording_bind)
+    monkeypatch.setattr(network.session, "run", lambda *args: pytest.fail("unbound run"))
+    for batch in (images, images.to(memory_format=torch.channels_last)):
+        locs, confs = network(batch)
+        assert torch.equal(locs, torch.from_numpy(expected[0])) and torch.equal(confs, torch.from_numpy(expected[1]))
+        assert written[-2:] == [locs.data_ptr(), confs.data_ptr()]
+
+
 def test_predict_with_onnxruntime(exported, tiny_files: TinyFiles, tmp_path: Path):
     write_image(tmp_path / "street.png", (80, 140))
     flags = ["--config", str(tiny_files.config), "--input", str(tmp_path / "street.png"), "--cls-threshold", "0.3", "--max-boxes", "500"]

@@ -1,8 +1,11 @@
 """An MLPerf LoadGen system under test (SUT) for a :class:`ssd.inference.Detector`, and accuracy scoring.
 
 As in MLPerf Automotive: the query sample library (QSL) holds the first ``count`` images of a
-dataset split, preprocessed into memory when LoadGen asks for them (its load / unload callbacks), so
-a query times the forward pass and decoding only. Each sample's response is its detections as
+dataset split, preprocessed when LoadGen asks for them (its load / unload callbacks, untimed) and
+staged on the detector's device (:func:`ssd.device.stage_on_device`: on a GPU, in its memory, else
+pinned host memory when it is full). A timed query is the forward pass, decoding, and the copy of its
+detections back to the host; decoding and preprocessing a frame are not in it, nor, when the samples
+fit on the GPU, the copy of the input. Each sample's response is its detections as
 float32 rows ``[x1, y1, x2, y2, label, score]`` (pixels of the original image, contiguous labels),
 which LoadGen hex-encodes into ``mlperf_log_accuracy.json`` in accuracy mode;
 :func:`score_accuracy_log` decodes that log and scores it with COCO mAP on torchmetrics'
@@ -23,6 +26,7 @@ import torch
 from torch import Tensor
 
 from ssd.data.dataset import DetectionDataset
+from ssd.device import stage_on_device
 from ssd.errors import SSDError
 from ssd.evaluation import EvalResult, detections_to_coco
 from ssd.evaluation.coco_eval import Thresholds
@@ -112,7 +116,8 @@ class DetectorSUT:
             if index in self.loaded:
                 continue
             try:
-                self.loaded[index] = self.detector.preprocess(self.dataset.image_path(index))
+                image, size = self.detector.preprocess(self.dataset.image_path(index))
+                self.loaded[index] = stage_on_device(image, self.detector.device), size
             except Exception as exc:  # see the class docstring
                 self.failures.append(f"sample {index} ({self.dataset.image_path(index)}): {exc}")
 
@@ -131,7 +136,8 @@ class DetectorSUT:
             try:
                 if ready:
                     inputs = [self.loaded[sample.index] for sample in ready]
-                    results = self.detector.detect(torch.stack([image for image, _ in inputs]), [size for _, size in inputs])
+                    images = inputs[0][0][None] if len(inputs) == 1 else torch.stack([image for image, _ in inputs])
+                    results = self.detector.detect(images, [size for _, size in inputs])
                     rows.update({sample.id: detection_rows(result) for sample, result in zip(ready, results)})
             except Exception as exc:  # see the class docstring
                 self.failures.append(f"samples {[sample.index for sample in ready]}: {exc}")
