@@ -12,9 +12,9 @@ import torch
 
 from ssd.data import build_dataset
 from ssd.data import cognata_index as cognata_module
-from ssd.data.cognata import CognataDataset, read_file_list, split_frames
+from ssd.data.cognata import REASON_NAMES, CognataDataset, read_file_list, select_objects, split_frames
 from ssd.data.cognata_index import parse_box, scan_cognata
-from ssd.data.labels import COGNATA_CLASSES, LabelMap
+from ssd.data.labels import COGNATA_CLASSES, LabelMap, cognata_fixed
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
 
 FRAMES = 30
@@ -185,3 +185,49 @@ def test_parse_box():
     for bad in ("1, 2, 3, 4", "[1, 2, 3]", "[1, 2, 3, nan]", "[__import__('os'), 1, 2, 3]", "[]"):
         with pytest.raises(ValueError):
             parse_box(bad)
+
+
+# -- the object rules at their limits -----------------------------------------------------------
+BOUNDARY_ROWS = [  # (class id, name, box, center_distance) -> reason expected
+    ((8, "Car", "[10, 10, 18, 18]", "20"), "kept"),  # sides exactly 8 px
+    ((8, "Car", "[10.5, 10, 18.5, 30]", "20"), "kept"),  # 8 px wide, off the pixel grid
+    ((8, "Car", "[10, 10, 17.99, 30]", "20"), "too small"),  # 7.99 px wide
+    ((8, "Car", "[10, 10, 30, 17.99]", "20"), "too small"),  # 7.99 px high
+    ((8, "Car", "[10, 10, 16.25, 18]", "20"), "too small"),  # 6.25 x 8: area exactly 50, a side < 8
+    ((8, "Car", "[10, 10, 30, 30]", "300"), "kept"),  # at the distance limit
+    ((8, "Car", "[10, 10, 30, 30]", "299.99997"), "kept"),
+    ((8, "Car", "[10, 10, 30, 30]", "300.00003"), "too far"),  # the next float32 above 300
+    ((2, "Pole", "[10, 10, 30, 30]", "20"), "ignored class"),
+    ((25, "Sky", "[10, 10, 30, 30]", "20"), "ignored class"),
+    ((31, "Road", "[10, 10, 30, 30]", "20"), "ignored class"),
+    ((9, "Truck", "[10, 10, 30, 30]", "20"), "kept"),
+    ((25, "Sky", "[10, 10, 12, 12]", "900"), "ignored class"),  # the first rule that applies names it
+]
+
+
+def _boundary_index(tmp_path: Path):
+    from test_data_bad_input import write_frame
+
+    rows = [[str(k), str(cid), name, box, distance, "0"] for k, ((cid, name, box, distance), _) in enumerate(BOUNDARY_ROWS)]
+    write_frame(tmp_path, "0000000000", rows)
+    return scan_cognata(tmp_path, cache_dir=tmp_path / "cache")
+
+
+def test_object_rules_at_their_limits(tmp_path: Path):
+    """Sides >= 8 px, center_distance <= 300 (float32, as read), classes 2, 25 and 31 ignored: each
+    tested at, just inside and just outside its limit. The rule "area >= 50" cannot decide on its
+    own: sides >= 8 already give an area >= 64, so a box with area 50 fails by its side."""
+    index = _boundary_index(tmp_path)
+    selection = select_objects(index, label_map=cognata_fixed())
+    got = [REASON_NAMES.get(int(code), "kept") for code in selection.reasons]
+    assert got == [reason for _, reason in BOUNDARY_ROWS]
+    kept = selection.labels[selection.labels > 0]
+    assert kept.tolist() == [cognata_fixed().labels_of(np.array([8]))[0]] * 4 + [cognata_fixed().labels_of(np.array([9]))[0]]
+
+
+def test_a_configs_ignored_classes_replace_the_default(tmp_path: Path):
+    index = _boundary_index(tmp_path)
+    selection = select_objects(index, ignore_classes=(9,))  # first-appearance map: Pole, Sky and Road become classes
+    got = [REASON_NAMES.get(int(code), "kept") for code in selection.reasons]
+    assert got[8:] == ["kept", "kept", "kept", "ignored class", "too far"]
+    assert selection.label_map.category_ids == (0, 8, 2, 25, 31)

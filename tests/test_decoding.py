@@ -1,10 +1,14 @@
+import inspect
+import math
+
 import pytest
 import torch
+from torchvision.ops import box_iou
 
 from ssd.anchors import default_boxes
 from ssd.box_ops import encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
-from ssd.decoding import nms_per_group, postprocess
+from ssd.decoding import DecodeSettings, nms_per_group, postprocess
 from reference_impl import reference_decode
 
 
@@ -115,3 +119,79 @@ def test_nms_per_group_stays_exact_with_a_far_out_box_where_float32_offsets_do_n
     assert len(boxes) <= 1000  # torchvision's offset path on the CPU
     assert not torch.equal(batched_nms(boxes.float(), scores, groups, 0.5), exact)  # the hazard is real
     assert torch.equal(nms_per_group(boxes.float(), scores, groups, 0.5), exact)
+
+
+# -- the decoding rules at their limits -------------------------------------------------------------
+def _exact_outputs(anchors_xyxy: torch.Tensor, class_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Anchors, zero offsets (so each decoded box is its anchor, exactly for dyadic coordinates) and
+    confidences with background logit 0 and ``class_logits [C-1, A]``: locs ``[1, 4, A]``, confs ``[1, C, A]``."""
+    anchors = xyxy_to_cxcywh(anchors_xyxy)
+    confs = torch.cat((torch.zeros(1, anchors.shape[0]), class_logits))[None]
+    return anchors, torch.zeros(1, 4, anchors.shape[0]), confs
+
+
+def test_nms_suppresses_at_the_threshold_as_the_reference():
+    """The reference keeps ``IoU < 0.5``: a box at IoU exactly 0.5 with a better one goes, one a float32
+    step below stays, on its own and through postprocess, as in the reference's decoding."""
+    best = [0.0, 0.0, 0.5, 0.5]
+    step = 2.0**-25  # float32's spacing just below 0.5
+    others = {  # box -> its IoU with ``best`` (exact)
+        (0.0, 0.0, 0.5, 0.25): 0.5,
+        (0.0, 0.0, 0.5, 0.25 + 2**-10): 0.5 + 2**-9,
+        (0.0, 0.0, 0.5, 0.25 - 2 * step): 0.5 - 4 * step,  # a few float32 steps below
+        (0.0, 0.0, 0.5, 0.25 - step / 2): 0.5 - step,  # one float32 step below
+    }
+    kept_expected = [False, False, True, True]
+    for (box, iou), kept in zip(others.items(), kept_expected):
+        boxes = torch.tensor([best, box], dtype=torch.float64)
+        assert float(box_iou(boxes[:1], boxes[1:])) == iou
+        survivors = nms_per_group(boxes.float(), torch.tensor([0.9, 0.8]), torch.tensor([0, 0]), 0.5)
+        assert survivors.tolist() == ([0, 1] if kept else [0]), box
+        assert nms_per_group(boxes.float(), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]  # other class
+    anchors, locs, confs = _exact_outputs(torch.tensor([best, [0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.5, 0.25 - 2**-10]]), torch.tensor([[3.0, 2.0, 1.0]]))
+    (result,) = postprocess(locs, confs, anchors)
+    assert result["boxes"].tolist() == [best, [0.0, 0.0, 0.5, 0.25 - 2**-10]]
+    ((ref_boxes, ref_scores, _),) = reference_decode(anchors, locs, confs)
+    assert torch.equal(result["boxes"], ref_boxes[ref_scores.argsort(descending=True)])
+
+
+def test_score_threshold_is_strict_and_0_05_by_default():
+    anchors, locs, confs = _exact_outputs(
+        torch.tensor([[0.0, 0.0, 0.25, 0.25], [0.5, 0.5, 0.75, 0.75], [0.0, 0.5, 0.25, 0.75]]),
+        torch.tensor([[math.log(0.0501 / 0.9499), math.log(0.05 / 0.95), math.log(0.0499 / 0.9501)]]),
+    )
+    scores = torch.softmax(confs, dim=1)[0, 1]
+    (default,) = postprocess(locs, confs, anchors)
+    assert default["scores"].tolist() == [float(scores[0])] and float(scores[2]) < 0.05 < float(scores[0])
+    at_score = float(scores[1])  # the threshold equal to a score leaves that score out
+    (strict,) = postprocess(locs, confs, anchors, score_threshold=at_score)
+    assert strict["scores"].tolist() == [float(scores[0])]
+    (below,) = postprocess(locs, confs, anchors, score_threshold=float(torch.nextafter(scores[1], torch.tensor(0.0))))
+    assert below["scores"].tolist() == [float(scores[0]), at_score]
+
+
+def _grid(cells: int) -> torch.Tensor:
+    """``cells x cells`` disjoint boxes, none overlapping another (NMS keeps them all)."""
+    corner = torch.stack(torch.meshgrid(torch.arange(cells), torch.arange(cells), indexing="ij"), -1).reshape(-1, 2) / cells
+    return torch.cat((corner, corner + 0.5 / cells), dim=1)
+
+
+def test_default_limits_200_per_class_and_200_or_500_per_image():
+    """256 disjoint candidates in each of 3 classes: the best 200 per class survive, then the best 200 (the
+    reference's COCO evaluation) or 500 (MLPerf) of the image; one more or one less would show."""
+    boxes = _grid(16).repeat(3, 1)  # 256 anchors per class
+    logits = torch.full((3, 3 * 256), -30.0)
+    for c in range(3):  # class c scores on its own 256 anchors, distinct scores in (0.2, 0.95)
+        logits[c, c * 256 : (c + 1) * 256] = torch.linspace(-1.4, 3.0, 3 * 256)[c::3]
+    anchors, locs, confs = _exact_outputs(boxes, logits)
+    ranked = torch.softmax(confs[0], dim=0)[1:]  # [3, 256]
+    top200 = ranked.topk(200, dim=1).values
+    for settings, limit in ((DecodeSettings(), 200), (DecodeSettings.reference(), 200), (DecodeSettings.mlperf(), 500)):
+        (result,) = settings.decode(locs, confs, anchors, None)
+        expected = top200.flatten().sort(descending=True).values[:limit]
+        assert result["scores"].numel() == limit and torch.equal(result["scores"], expected)
+    (per_class,) = postprocess(locs, confs, anchors, max_detections=1000)
+    assert torch.bincount(per_class["labels"]).tolist() == [0, 200, 200, 200]
+    assert (DecodeSettings().score_threshold, DecodeSettings().nms_threshold) == (0.05, 0.5)
+    defaults = inspect.signature(postprocess).parameters
+    assert [defaults[k].default for k in ("score_threshold", "nms_threshold", "max_per_class", "max_detections")] == [0.05, 0.5, 200, 200]

@@ -51,6 +51,31 @@ def test_two_boxes_wanting_one_anchor_the_later_wins():
     assert labels[500] == 5
 
 
+def test_an_anchor_is_positive_only_above_iou_one_half():
+    """Dyadic coordinates make every IoU exact: 0.5 is negative, 0.5 + 2^-9 positive, 0.5 - 2^-9
+    negative (the reference's ``IoU > 0.5``); the box's own best anchor is positive whatever its IoU."""
+    box = torch.tensor([[0.0, 0.0, 0.5, 0.5]])
+    anchors = torch.tensor([
+        [0.0, 0.0, 0.5, 0.5],  # the box itself: its best anchor, forced
+        [0.0, 0.0, 0.5, 0.25],  # IoU 0.5 exactly
+        [0.0, 0.0, 0.5, 0.25 + 2**-10],  # IoU 0.5 + 2^-9
+        [0.0, 0.0, 0.5, 0.25 - 2**-10],  # IoU 0.5 - 2^-9
+        [0.0, 0.25, 0.5, 0.75],  # IoU 1/3
+    ])
+    coords = anchor_columns(anchors)
+    areas = (coords[2] - coords[0]) * (coords[3] - coords[1])
+    iou = iou_with_anchors(box, coords, areas)[0]
+    assert iou[:4].tolist() == [1.0, 0.5, 0.5 + 2**-9, 0.5 - 2**-9] and iou[4] == pytest.approx(1 / 3)
+    matched, positive = match_anchors(box, coords)
+    assert positive.tolist() == [True, False, True, False, False] and matched.tolist() == [0] * 5
+    _, labels = TargetEncoder(xyxy_to_cxcywh(anchors))(box, torch.tensor([4]))
+    assert labels.tolist() == [4, 0, 4, 0, 0]
+    reference_labels = reference_encode(xyxy_to_cxcywh(anchors), box, torch.tensor([4]))[1]
+    assert reference_labels.tolist() == labels.tolist()
+    _, weaker = match_anchors(box, coords, iou_threshold=0.5 - 2**-8)  # the threshold is a parameter
+    assert weaker.tolist() == [True, True, True, True, False]
+
+
 def test_tiny_box_is_forced_onto_its_best_anchor():
     anchors = _anchors()
     box = torch.tensor([[0.50, 0.50, 0.51, 0.51]])  # IoU far below 0.5 with every anchor

@@ -4,6 +4,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 from torchvision.ops import batched_nms
@@ -37,8 +38,8 @@ def postprocess(
     As in the reference, boxes are not clipped to the image; boxes with a coordinate that is not
     finite or lies more than ``MAX_COORDINATE`` image sizes away (a diverged or untrained model: the
     size offset's ``exp`` overflowed, or would once scaled to pixels) are dropped, since no
-    evaluator can score them. The reference suppresses boxes with IoU
-    >= the threshold, torchvision those with IoU > it: they differ only at exact equality.
+    evaluator can score them. As in the reference, NMS suppresses a box whose IoU with a
+    better one is >= ``nms_threshold`` (:func:`nms_per_group`).
     """
     num_images, num_classes, num_anchors = confs.shape
     boxes = decode_offsets(locs.float().transpose(1, 2), anchors.to(locs.device), variances)  # [N, A, 4]
@@ -72,6 +73,11 @@ def postprocess(
 def nms_per_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: float) -> Tensor:
     """Indices of the boxes ``[K, 4]`` kept by NMS within each group, by descending score; exact on every device.
 
+    A box goes when its IoU with a kept box of its group is >= ``iou_threshold``, the reference's
+    rule (it keeps ``iou < criteria``). torchvision suppresses only IoU > its threshold, and its CUDA
+    kernel compares with the threshold as a float32, so it is given the float32 just below ours: on
+    both devices an IoU at the threshold goes, one a float32 step (3e-8 at 0.5) below it stays.
+
     torchvision's ``batched_nms`` separates the groups by shifting each one's boxes by group x
     (largest coordinate + 1) whenever there are few enough boxes (1,000 on the CPU, 25,000 on CUDA:
     MLPerf decoding at batch 4 has up to 11,200 candidates). One far-out box, an untrained model's,
@@ -79,7 +85,8 @@ def nms_per_group(boxes: Tensor, scores: Tensor, groups: Tensor, iou_threshold: 
     boxes go, and the CPU and the GPU disagree. In float64 the shifts of the largest coordinates
     decoding keeps (:data:`MAX_COORDINATE`) still resolve 1e-4 px of an 8 MP image.
     """
-    return batched_nms(boxes.double(), scores.double(), groups, iou_threshold)
+    just_below = float(np.nextafter(np.float32(iou_threshold), np.float32(-np.inf)))
+    return batched_nms(boxes.double(), scores.double(), groups, just_below)
 
 
 @dataclass(frozen=True)
