@@ -1,7 +1,14 @@
+from types import SimpleNamespace
+
 import pytest
 import torch
 
-from ssd.checkpoint import CheckpointError, load_checkpoint, read_checkpoint
+from ssd.checkpoint import (
+    CheckpointError, check_config_matches, check_dataset_fits, config_record, extract_state_dict, load_checkpoint, load_model,
+    num_classes_of, read_checkpoint, recorded_other_config,
+)
+from ssd.config import load_config
+from ssd.data.labels import LabelMap, cognata_fixed
 from ssd.models import build_model
 
 
@@ -89,3 +96,78 @@ def test_an_unreadable_checkpoint_is_one_sentence_naming_the_cause(tmp_path, con
     with pytest.raises(CheckpointError) as raised:
         read_checkpoint(path)
     assert str(raised.value) == f"{path}: cannot read checkpoint: {cause}"
+
+
+# -- key handling and metadata: each rule at its edge ------------------------------------------------
+def test_state_dict_is_found_under_either_key_else_the_dict_itself_and_only_a_leading_module_prefix_goes():
+    weights = {"module.conf.0.bias": torch.zeros(1), "conf.module.bias": torch.ones(1)}
+    expected = {"conf.0.bias": weights["module.conf.0.bias"], "conf.module.bias": weights["conf.module.bias"]}
+    for checkpoint in ({"model_state_dict": weights, "epoch": 1}, {"model": weights}, weights):
+        assert extract_state_dict(checkpoint) == expected
+    # a "model" entry that is not a dict (e.g. an architecture name) does not hide the state dict
+    assert extract_state_dict({"model": "ssd", "model_state_dict": weights}) == expected
+
+
+def _conf_state(*bias_channels: int) -> dict[str, torch.Tensor]:
+    return {f"conf.0.{k}.bias": torch.zeros(c) for k, c in enumerate(bias_channels)} | {"loc.0.bias": torch.zeros(12)}
+
+
+def test_number_of_classes_is_requested_else_recorded_else_read_off_the_first_conf_head(tiny_config):
+    per_location = tiny_config.model.head.num_defaults[0]
+    assert per_location == 3
+    state = _conf_state(1024, 4 * per_location)  # SSDLite-like: a depthwise bias, then the output's
+    assert num_classes_of({}, state, tiny_config, None, "c.pth") == 4  # the last conf.0 bias counts
+    assert num_classes_of({"num_classes": 9}, state, tiny_config, None, "c.pth") == 9
+    assert num_classes_of({}, state, tiny_config, 6, "c.pth") == 6
+    assert num_classes_of({"num_classes": 6}, state, tiny_config, 6, "c.pth") == 6
+    with pytest.raises(CheckpointError, match="^c.pth: trained for 9 classes, --num-classes says 6$"):
+        num_classes_of({"num_classes": 9}, state, tiny_config, 6, "c.pth")
+    assert num_classes_of({}, _conf_state(2 * per_location), tiny_config, None, "c.pth") == 2  # background + one class
+    for channels in (per_location, 2 * per_location + 1):  # one class only (background), or not a multiple
+        with pytest.raises(CheckpointError, match=f"first conf head has {channels} outputs, not a multiple of the 3 default boxes of config 'tiny'"):
+            num_classes_of({}, _conf_state(channels), tiny_config, None, "c.pth")
+    with pytest.raises(CheckpointError, match="no conf.0 head"):
+        num_classes_of({}, {"conf.1.bias": torch.zeros(12)}, tiny_config, None, "c.pth")
+
+
+def test_a_recorded_config_must_be_the_one_given_by_name_or_text(tiny_config, tmp_path):
+    same_text = tmp_path / "renamed.yaml"
+    same_text.write_text(tiny_config.source.read_text())
+    other_text = tmp_path / "other.yaml"
+    other_text.write_text(tiny_config.source.read_text() + "\n# edited\n")
+    record = {"config": config_record(tiny_config)}
+    assert recorded_other_config({}, tiny_config) is None  # the reference's checkpoints record nothing
+    assert recorded_other_config(record, tiny_config) is None
+    assert recorded_other_config(record, load_config(same_text)) is None  # same text under another name
+    assert recorded_other_config(record, load_config(other_text)) == "tiny"
+    with pytest.raises(CheckpointError, match=r"^c.pth: trained with config 'tiny', not 'other' \(same tensor shapes"):
+        check_config_matches(record, load_config(other_text), "c.pth")
+    check_config_matches(record, load_config(same_text), "c.pth")
+
+
+def test_load_model_gives_the_weights_in_eval_mode_and_refuses_another_config_unless_allowed(tiny_config, trained, tmp_path, caplog):
+    path = tmp_path / "c.pth"
+    torch.save({"model_state_dict": trained.state_dict(), "num_classes": 4, "config": config_record(tiny_config)}, path)
+    model, checkpoint = load_model(path, tiny_config)
+    assert not model.training and checkpoint["num_classes"] == 4
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in model.state_dict().items())
+    other = tmp_path / "other.yaml"
+    other.write_text(tiny_config.source.read_text() + "\n# edited\n")
+    with pytest.raises(CheckpointError, match="trained with config 'tiny', not 'other'"):
+        load_model(path, other)
+    with caplog.at_level("WARNING"):
+        allowed, _ = load_model(path, other, allow_other_config=True)
+    assert "trained with config 'tiny', used here with 'other' (--allow-other-config)" in caplog.text
+    assert all(torch.equal(v, trained.state_dict()[k]) for k, v in allowed.state_dict().items())
+
+
+def test_a_dataset_fits_a_model_with_its_number_of_classes_and_label_map():
+    labels = cognata_fixed()
+    dataset = SimpleNamespace(num_classes=labels.num_classes, label_map=labels, class_names=labels.class_names)
+    check_dataset_fits({"label_map": labels.to_dict()}, labels.num_classes, dataset, "c.pth")
+    check_dataset_fits({}, labels.num_classes, dataset, "c.pth")  # the reference's checkpoints: the count only
+    with pytest.raises(CheckpointError, match="^c.pth: the model has 14 classes, the dataset 15$"):
+        check_dataset_fits({}, labels.num_classes - 1, dataset, "c.pth")
+    shuffled = LabelMap(labels.category_ids[:1] + labels.category_ids[:0:-1], labels.class_names[:1] + labels.class_names[:0:-1])
+    with pytest.raises(CheckpointError, match="label map differs"):
+        check_dataset_fits({"label_map": shuffled.to_dict()}, labels.num_classes, dataset, "c.pth")

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -94,3 +95,38 @@ def test_missing_folder_and_split_are_clear_errors(tmp_path: Path, synth_root: P
         CocoDataset(synth_root, "test")
     with pytest.raises(DataError, match="unknown dataset kind"):
         build_dataset("voc", synth_root, "val", None)
+
+
+def test_labels_follow_ascending_category_ids_whatever_the_files_order(root: Path):
+    data = load(root, "val")
+    data["categories"] = data["categories"][::-1]  # 13, 10, 3, 1
+    data["categories"].insert(1, {"id": 2, "name": "bicycle", "supercategory": "vehicle"})  # an id without boxes
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    dataset = CocoDataset(root, "val")
+    assert dataset.label_map.category_ids == (0, 1, 2, 3, 10, 13)
+    assert dataset.class_names == ["background", "person", "bicycle", "car", "traffic light", "stop sign"]
+    index = int(np.flatnonzero(np.diff(dataset.annotations.offsets))[0])
+    start, stop = dataset.annotations.offsets[index : index + 2]
+    listed = [a["category_id"] for a in data["annotations"] if a["image_id"] == int(dataset.annotations.image_ids[index]) and not a["iscrowd"]]
+    assert sorted(dataset.category_of_label[int(label)] for label in dataset.annotations.labels[start:stop]) == sorted(listed)
+
+
+def test_a_training_image_whose_boxes_are_all_crowd_is_skipped_one_with_another_box_kept(root: Path):
+    data = load(root, "train")
+    counts = Counter(a["image_id"] for a in data["annotations"])
+    with_boxes = sorted(counts)
+    mixed = next(i for i in with_boxes if counts[i] >= 2)
+    only_crowd = next(i for i in with_boxes if i != mixed)
+    for annotation in data["annotations"]:
+        if annotation["image_id"] == only_crowd:
+            annotation["iscrowd"] = 1
+    first_of_mixed = next(a for a in data["annotations"] if a["image_id"] == mixed)
+    first_of_mixed["iscrowd"] = 1
+    mixed_boxes = sum(1 for a in data["annotations"] if a["image_id"] == mixed)
+    (root / "annotations" / "instances_train2017.json").write_text(json.dumps(data))
+    dataset = CocoDataset(root, "train")
+    ids = dataset.annotations.image_ids.tolist()
+    assert only_crowd not in ids and mixed in ids
+    assert len(ids) == len(with_boxes) - 1
+    _, target = dataset[ids.index(mixed)]
+    assert len(target["labels"]) == mixed_boxes - 1  # the crowd box is not a training target
