@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# Mutation testing of the numeric core and the data rules (not part of `make test`; see README,
+# "Tests"): the functions below, against the fast tests listed under [tool.mutmut] in pyproject.toml.
+MUTATION_SCOPE := 'ssd.anchors.*' 'ssd.box_ops.*' 'ssd.matching.*' 'ssd.loss.*' 'ssd.decoding.*' \
+	'ssd.data.labels.*' 'ssd.data.cognata.x_select_objects*' 'ssd.data.cognata.x_split_frames*' \
+	'ssd.data.cognata.x_config_selection*' 'ssd.data.coco.*CocoDataset*_objects*' \
+	'ssd.checkpoint.x_extract_state_dict*' 'ssd.checkpoint.x_check_state_dict*' 'ssd.checkpoint.x_num_classes_of*' \
+	'ssd.checkpoint.x_recorded_other_config*' 'ssd.checkpoint.x_check_config_matches*' 'ssd.checkpoint.x_check_dataset_fits*'
+
+mutation: install
+	rm -rf mutants
+	OMP_NUM_THREADS=1 $(VENV)/bin/mutmut run --max-children $$(nproc) $(MUTATION_SCOPE)
+	$(PY) tests/mutation_score.py
 
 clean:
 	rm -rf $(VENV) demo_output

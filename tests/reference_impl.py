@@ -48,6 +48,12 @@ def reference_encode(anchors_cxcywh, boxes_xyxy, labels, criteria=0.5):
 
 def reference_loss(anchors_cxcywh, ploc, plabel, gloc_cxcywh, glabel):
     """The reference loss: gloc are matched boxes (cx, cy, w, h) ``[N, 4, A]``; double argsort mining."""
+    localisation, classification = reference_loss_parts(anchors_cxcywh, ploc, plabel, gloc_cxcywh, glabel)
+    return localisation + classification
+
+
+def reference_loss_parts(anchors_cxcywh, ploc, plabel, gloc_cxcywh, glabel):
+    """The reference loss's two terms, each normalised and averaged as the reference does its sum."""
     dboxes = anchors_cxcywh.t().unsqueeze(0)
     gxy = 10.0 * (gloc_cxcywh[:, :2, :] - dboxes[:, :2, :]) / dboxes[:, 2:, :]
     gwh = 5.0 * (gloc_cxcywh[:, 2:, :] / dboxes[:, 2:, :]).log()
@@ -64,10 +70,9 @@ def reference_loss(anchors_cxcywh, ploc, plabel, gloc_cxcywh, glabel):
     neg_num = torch.clamp(3 * pos_num, max=mask.size(1)).unsqueeze(-1)
     neg_mask = con_rank < neg_num
     closs = (con * (mask.float() + neg_mask.float())).sum(dim=1)
-    total = sl1 + closs
     num_mask = (pos_num > 0).float()
     pos_num = pos_num.float().clamp(min=1e-6)
-    return (total * num_mask / pos_num).mean(dim=0)
+    return (sl1 * num_mask / pos_num).mean(dim=0), (closs * num_mask / pos_num).mean(dim=0)
 
 
 def reference_decode(anchors_cxcywh, locs, confs, nms_threshold=0.5, max_output=200, max_num=200):

@@ -404,7 +404,13 @@ def test_plots_are_written_without_a_second_evaluation(case, tmp_path):
     assert all(p.read_bytes().startswith(b"\x89PNG") for p in paths)
 
 
-def test_eval_result_map_is_first_stat():
-    result = EvalResult([0.5] + [0.0] * 11, {"car": 0.5}, np.zeros((10, 101, 1, 4, 3)))
-    assert result.map == 0.5
-    assert result.to_dict() == {"stats": [0.5] + [0.0] * 11, "per_class": {"car": 0.5}}
+def test_each_statistic_is_named_and_labelled_in_cocoevals_order():
+    stats = [k / 100 for k in range(12)]  # all different: a shifted name would show
+    result = EvalResult(stats, {"car": 0.5, "bus": -1.0}, np.zeros((10, 101, 2, 4, 3)), max_dets=(1, 10, 500))
+    assert result.map == 0.0 and list(result.metrics.items()) == list(zip(
+        ["mAP", "AP50", "AP75", "AP_small", "AP_medium", "AP_large", "AR1", "AR10", "AR500", "AR_small", "AR_medium", "AR_large"], stats))
+    lines = result.table().splitlines()
+    assert lines[1] == " Average Precision  (AP) @[ IoU=0.50      | area=   all | maxDets=500 ] = 0.0100"
+    assert lines[6] == " Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = 0.0600"
+    assert lines[9] == " Average Recall     (AR) @[ IoU=0.50:0.95 | area= small | maxDets=500 ] = 0.0900"
+    assert lines[-2:] == ["car    0.5000", "bus    n/a (no ground truth)"]

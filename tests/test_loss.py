@@ -5,7 +5,7 @@ from ssd.anchors import default_boxes
 from ssd.config import load_config
 from ssd.loss import LossTargets, MultiBoxLoss
 from ssd.matching import TargetEncoder
-from reference_impl import reference_encode, reference_loss
+from reference_impl import reference_encode, reference_loss, reference_loss_parts
 
 
 def _batch(seed, num_images=3, num_classes=5):
@@ -42,7 +42,10 @@ def test_equal_to_reference_loss_and_gradients(seed):
     assert got.total.item() == pytest.approx(expected.item(), rel=1e-5)
     assert torch.allclose(locs.grad, ref_locs.grad, atol=1e-6)
     assert torch.allclose(confs.grad, ref_confs.grad, atol=1e-6)
-    assert (got.localisation + got.classification).item() == pytest.approx(got.total.item())
+    with torch.no_grad():
+        localisation, classification = reference_loss_parts(anchors, locs, confs, torch.stack(gloc), anchor_labels)
+    assert got.localisation.item() == pytest.approx(localisation.item(), rel=1e-5)
+    assert got.classification.item() == pytest.approx(classification.item(), rel=1e-5)
 
 
 def test_zero_positives_gives_zero_loss():
@@ -69,3 +72,22 @@ def test_loss_targets_size_the_gathers_with_negatives_capped_at_the_anchor_count
     labels = torch.tensor([[0, 2, 0, 0], [1, 1, 1, 0]])
     assert LossTargets(torch.zeros(2, 4, 4), labels).sizes.get() == [3, 4]
     assert LossTargets(torch.zeros(1, 4, 4), labels[:1]).sizes.get() == [1, 3]
+
+
+def test_mining_takes_negatives_only_while_there_are_enough_even_when_all_are_confidently_right():
+    """Negatives with cross-entropy far below 1 (confident background): the 3 mined per positive are still
+    negatives, never the positive, whatever its own cross-entropy; equal to the reference's mining."""
+    num_anchors = 40
+    labels = torch.zeros(1, num_anchors, dtype=torch.long)
+    labels[0, 5] = 2
+    confs = torch.zeros(1, 3, num_anchors)
+    confs[0, 0] = 6.0  # background right with high confidence: CE ~ 0.005
+    confs[0, 0, 10:13] = 3.0  # three less confident negatives: the hardest ones
+    confs[0, 1, 5] = 2.0  # the positive (class 2) is wrong: CE ~ 6
+    offsets = torch.zeros(1, num_anchors, 4)
+    parts = MultiBoxLoss()(torch.zeros(1, 4, num_anchors), confs, LossTargets(offsets, labels))
+    cross_entropy = torch.nn.functional.cross_entropy(confs, labels, reduction="none")[0]
+    assert parts.classification.item() == pytest.approx((cross_entropy[5] + cross_entropy[10:13].sum()).item(), rel=1e-6)
+    anchors = torch.full((num_anchors, 4), 0.5)
+    _, reference = reference_loss_parts(anchors, torch.zeros(1, 4, num_anchors), confs, anchors.t()[None], labels)
+    assert parts.classification.item() == pytest.approx(reference.item(), rel=1e-6)
