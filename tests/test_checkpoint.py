@@ -171,3 +171,20 @@ def test_a_dataset_fits_a_model_with_its_number_of_classes_and_label_map():
     shuffled = LabelMap(labels.category_ids[:1] + labels.category_ids[:0:-1], labels.class_names[:1] + labels.class_names[:0:-1])
     with pytest.raises(CheckpointError, match="label map differs"):
         check_dataset_fits({"label_map": shuffled.to_dict()}, labels.num_classes, dataset, "c.pth")
+
+
+def test_a_value_that_is_not_a_tensor_is_named_with_its_type_and_the_full_message(tmp_path, tiny_config, trained):
+    state = trained.state_dict()
+    state["loc.0.bias"] = 3
+    torch.save(state, tmp_path / "odd.pth")
+    with pytest.raises(CheckpointError) as err:
+        load_checkpoint(build_model(tiny_config, 4), tmp_path / "odd.pth")
+    assert str(err.value) == (
+        f"{tmp_path / 'odd.pth'}: 'loc.0.bias' has shape int in the checkpoint but (12,) in the model "
+        "(another config or number of classes?)"
+    )
+
+
+def test_a_number_of_classes_read_off_the_weights_is_an_integer(tiny_config):
+    classes = num_classes_of({}, _conf_state(12), tiny_config, None, "c.pth")
+    assert type(classes) is int and classes == 4

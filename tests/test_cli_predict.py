@@ -12,7 +12,11 @@ import pytest
 from PIL import Image
 from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
 
+from ssd import Detector
 from ssd.cli.main import main
+from ssd.config import load_config
+from ssd.data import build_dataset
+from ssd.inference import detection_records
 from ssd.data.synth import COGNATA_CLASSES, draw_frame
 from ssd.video import VideoReader, VideoWriter
 
@@ -37,6 +41,12 @@ def run_script(name: str, argv: list[str]) -> int:
     return 0
 
 
+def api_records(files: TinyFiles, images: list[Path], **decode) -> list[list[dict]]:
+    """The Python API's detections of ``images`` as ``ssd predict`` writes them (JSON round trip)."""
+    detector = Detector.from_checkpoint(files.checkpoint, files.config, device="cpu", **decode)
+    return json.loads(json.dumps([detection_records(result) for result in detector(images)]))
+
+
 def test_image_boxes_drawn_and_saved_as_json(tiny_files: TinyFiles, tmp_path: Path, capsys):
     original = write_image(tmp_path / "street.png", (90, 150))
     output = tmp_path / "out.png"  # lossless, so untouched pixels compare equal
@@ -44,10 +54,10 @@ def test_image_boxes_drawn_and_saved_as_json(tiny_files: TinyFiles, tmp_path: Pa
     assert main(["predict", *flags]) == 0
     assert "wrote 1 image" in capsys.readouterr().out
     record = json.loads(output.with_suffix(".json").read_text())
-    assert (record["height"], record["width"]) == (90, 150) and len(record["detections"]) == 1
+    assert (record["height"], record["width"]) == (90, 150)
+    (expected,) = api_records(tiny_files, [tmp_path / "street.png"], score_threshold=0.3, max_detections=1)  # predict's defaults
+    assert record["detections"] == expected and len(expected) == 1
     detection = record["detections"][0]
-    assert detection["name"] in ("Traffic_light", "Props", "TrafficSign", "Car", "Van", "Rider", "Motorcycle", "Bicycle",
-                                 "Pedestrian", "Truck", "PersonalMobility", "Bus", "Trailer", "Animal")
     drawn = np.asarray(Image.open(output))
     x1, y1, x2, y2 = (int(round(v)) for v in detection["box"])
     changed = np.any(drawn != original, axis=2)
@@ -63,7 +73,9 @@ def test_image_boxes_drawn_and_saved_as_json(tiny_files: TinyFiles, tmp_path: Pa
 def test_seed_image_script_default_output(tiny_files: TinyFiles, tmp_path: Path):
     write_image(tmp_path / "frame.png", (64, 100))
     assert run_script("test_image.py", [*model_flags(tiny_files), "--input", str(tmp_path / "frame.png")]) == 0
-    assert (tmp_path / "frame_prediction.jpg").is_file() and (tmp_path / "frame_prediction.json").is_file()
+    assert Image.open(tmp_path / "frame_prediction.jpg").size == (100, 64)
+    record = json.loads((tmp_path / "frame_prediction.json").read_text())
+    assert [record["detections"]] == api_records(tiny_files, [tmp_path / "frame.png"], score_threshold=0.3, max_detections=100)
 
 
 def test_video_frames_in_frames_out(tiny_files: TinyFiles, tmp_path: Path, capsys):
@@ -81,7 +93,11 @@ def test_video_frames_in_frames_out(tiny_files: TinyFiles, tmp_path: Path, capsy
         assert len(list(reader)) == FRAMES
     record = json.loads(output.with_suffix(".json").read_text())
     assert [frame["frame"] for frame in record["frames"]] == list(range(FRAMES))
-    assert any(frame["detections"] for frame in record["frames"])
+    with VideoReader(source) as reader:
+        frames = list(reader)  # decoded as the command decodes them
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, device="cpu", score_threshold=0.2, max_detections=100)
+    expected = json.loads(json.dumps([detection_records(result) for result in detector(frames)]))
+    assert [frame["detections"] for frame in record["frames"]] == expected and any(expected)
 
 
 def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path):
@@ -95,6 +111,7 @@ def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path):
     assert sorted(p.name for p in output.iterdir()) == ["a.jpg", "b.jpg", "detections.json"]
     records = json.loads((output / "detections.json").read_text())
     assert [(r["height"], r["width"]) for r in records] == [(70, 110), (50, 80)]
+    assert [r["detections"] for r in records] == api_records(tiny_files, [folder / "a.png", folder / "b.jpg"], score_threshold=0.3, max_detections=100)
 
 
 def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles, tmp_path: Path):
@@ -102,8 +119,10 @@ def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles,
     argv = [*model_flags(tiny_files), "--data-path", str(tiny_files.data), "--output", str(output), "--box-thickness", "1"]
     assert run_script("test_dataset.py", argv) == 0
     records = json.loads((output / "detections.json").read_text())
-    assert len(records) >= 2 and all(Path(r["output"]).is_file() for r in records)
-    assert all(d["score"] > 0.5 for r in records for d in r["detections"])  # the script's --cls-threshold 0.5
+    val_set = build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config))
+    assert len(records) == len(val_set) >= 2 and all(Path(r["output"]).is_file() for r in records)
+    images = [val_set.image_path(k) for k in range(len(val_set))]
+    assert [r["detections"] for r in records] == api_records(tiny_files, images, score_threshold=0.5, max_detections=100)  # the script's defaults
 
 
 def _other_anchors_config(tiny_files: TinyFiles, tmp_path: Path) -> Path:
@@ -124,7 +143,12 @@ def test_a_checkpoint_of_another_config_runs_only_when_allowed_and_a_renamed_cop
     renamed.write_text(tiny_files.config.read_text())
     flags[1] = str(renamed)
     assert main(["predict", *flags, "--output", str(tmp_path / "renamed.jpg")]) == 0
-    assert (tmp_path / "allowed.jpg").is_file() and (tmp_path / "renamed.jpg").is_file()
+    flags[1] = str(tiny_files.config)
+    assert main(["predict", *flags, "--output", str(tmp_path / "original.jpg")]) == 0
+    renamed_record, original_record = (json.loads((tmp_path / f"{name}.json").read_text()) for name in ("renamed", "original"))
+    assert renamed_record["detections"] == original_record["detections"] and original_record["detections"]
+    allowed = json.loads((tmp_path / "allowed.json").read_text())["detections"]  # other anchors: other boxes
+    assert allowed and [d["box"] for d in allowed] != [d["box"] for d in original_record["detections"]]
 
 
 @pytest.mark.parametrize(

@@ -130,3 +130,57 @@ def test_a_training_image_whose_boxes_are_all_crowd_is_skipped_one_with_another_
     assert len(ids) == len(with_boxes) - 1
     _, target = dataset[ids.index(mixed)]
     assert len(target["labels"]) == mixed_boxes - 1  # the crowd box is not a training target
+
+
+# -- the annotation rules at their edges ------------------------------------------------------------
+W, H = 100, 80
+EDGE_CASES = [  # (bbox [x, y, w, h], extra fields) -> (kept xyxy box or None, problem reason or None)
+    ([10, 20, 30, 40], {}, [10, 20, 40, 60], None),
+    ([10, 20, 0.5, 0.5], {}, [10, 20, 10.5, 20.5], None),  # thin but not empty
+    ([10, 20, 0, 5], {}, None, "zero-area box: annotation 3: [10, 20, 0, 5]"),
+    ([10, 20, 5, 0], {}, None, "zero-area box: annotation 4: [10, 20, 5, 0]"),
+    ([-1, -1, 20, 20], {}, [0, 0, 19, 19], None),  # outside by the tolerance (1 px): clipped quietly
+    ([-1.5, 5, 20, 20], {}, [0, 5, 18.5, 25], "box outside the image, clipped: annotation 6: [-1.5, 5, 20, 20] to 100x80"),
+    ([5, -1.5, 20, 20], {}, [5, 0, 25, 18.5], "box outside the image, clipped: annotation 7: [5, -1.5, 20, 20] to 100x80"),
+    ([81, 5, 20, 20], {}, [81, 5, 100, 25], None),  # 1 px past the right edge
+    ([81.5, 5, 20, 20], {}, [81.5, 5, 100, 25], "box outside the image, clipped: annotation 9: [81.5, 5, 20, 20] to 100x80"),
+    ([5, 61.5, 20, 20], {}, [5, 61.5, 25, 80], "box outside the image, clipped: annotation 10: [5, 61.5, 20, 20] to 100x80"),
+    ([80, 60, 20, 20], {}, [80, 60, 100, 80], None),  # touching the corner
+    ([100, 5, 20, 20], {}, None, "box outside the image: annotation 12: [100, 5, 20, 20] lies outside 100x80"),
+    ([5, 80, 20, 20], {}, None, "box outside the image: annotation 13: [5, 80, 20, 20] lies outside 100x80"),
+    ([-20, 5, 20, 20], {}, None, "box outside the image: annotation 14: [-20, 5, 20, 20] lies outside 100x80"),
+    ([5, -20, 20, 20], {}, None, "box outside the image: annotation 15: [5, -20, 20, 20] lies outside 100x80"),
+    ([10, 20, 30, 40], {"category_id": "1"}, None, "unknown category id: annotation 16: '1'"),
+    ([10, 20, 30, 40], {"category_id": 2}, None, "unknown category id: annotation 17: 2"),
+    ([10, 20, 30], {}, None, "malformed bbox: annotation 18: [10, 20, 30]"),
+    ([10, 20, 30, 40], {"iscrowd": 1}, [10, 20, 40, 60], None),
+]
+
+
+def test_annotation_rules_at_their_edges(tmp_path: Path):
+    """Each rule at, just inside and just outside its limit, in one file: a bad annotation is reported
+    with its reason and skipped, and the ones after it still load."""
+    from PIL import Image
+
+    root = tmp_path / "coco"
+    (root / "val2017").mkdir(parents=True)
+    (root / "annotations").mkdir()
+    Image.new("RGB", (W, H)).save(root / "val2017" / "a.jpg")
+    annotations = [{"id": k + 1, "image_id": 7, "category_id": 3, "bbox": bbox, "area": 123.0, **extra}
+                   for k, (bbox, extra, _, _) in enumerate(EDGE_CASES)]
+    del annotations[0]["area"]  # computed from the box when absent
+    annotations += [{"id": 90, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5]},  # an image not listed
+                    {"id": 91, "image_id": 9, "category_id": 3, "bbox": [1, 1, 5, 5]}]  # listed, but its file is missing
+    data = {"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H}, {"id": 9, "file_name": "gone.jpg", "width": W, "height": H}],
+            "annotations": annotations, "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}]}
+    (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
+    dataset = CocoDataset(root, "val")
+    kept = [case for case in EDGE_CASES if case[2] is not None]
+    assert dataset.annotations.boxes.tolist() == [box for _, _, box, _ in kept]
+    assert dataset.annotations.labels.tolist() == [2] * len(kept)  # category 3 is label 2 (ids sorted)
+    assert dataset.annotations.iscrowd.tolist() == [False] * (len(kept) - 1) + [True]
+    assert dataset.annotations.areas.tolist() == [30 * 40] + [123.0] * (len(kept) - 1)
+    reasons = [(Path(p.path).name, p.reason) for p in dataset.problems]
+    expected = [("a.jpg", reason) for _, _, _, reason in EDGE_CASES if reason is not None]
+    unknown_image = json.dumps(annotations[-2])
+    assert reasons == [("gone.jpg", reasons[0][1])] + expected + [("instances_val2017.json", f"annotation for an unknown image id: {unknown_image}")]

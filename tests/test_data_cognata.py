@@ -15,6 +15,7 @@ from ssd.data import cognata_index as cognata_module
 from ssd.data.cognata import REASON_NAMES, CognataDataset, read_file_list, select_objects, split_frames
 from ssd.data.cognata_index import parse_box, scan_cognata
 from ssd.data.labels import COGNATA_CLASSES, LabelMap, cognata_fixed
+from ssd.data.problems import DataError
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
 
 FRAMES = 30
@@ -231,3 +232,59 @@ def test_a_configs_ignored_classes_replace_the_default(tmp_path: Path):
     got = [REASON_NAMES.get(int(code), "kept") for code in selection.reasons]
     assert got[8:] == ["kept", "kept", "kept", "ignored class", "too far"]
     assert selection.label_map.category_ids == (0, 8, 2, 25, 31)
+
+
+CLIP_ROWS = [  # in a 48x64 (H x W) frame: (class id, box) -> (reason, reported as clipped, kept box)
+    ((8, "[-1, -1, 20, 20]"), ("kept", False, [0, 0, 20, 20])),  # outside by the tolerance: clipped quietly
+    ((8, "[-1.5, 5, 20, 20]"), ("kept", True, [0, 5, 20, 20])),
+    ((8, "[5, -1.5, 20, 20]"), ("kept", True, [5, 0, 20, 20])),
+    ((8, "[40, 5, 65, 20]"), ("kept", False, [40, 5, 64, 20])),
+    ((8, "[40, 5, 65.5, 20]"), ("kept", True, [40, 5, 64, 20])),
+    ((8, "[5, 30, 20, 49.5]"), ("kept", True, [5, 30, 20, 48])),
+    ((8, "[64, 5, 80, 20]"), ("box outside the image", False, [64, 5, 64, 20])),
+    ((8, "[5, 48, 20, 60]"), ("box outside the image", False, [5, 48, 20, 48])),
+    ((8, "[10, 10, 10.5, 30]"), ("too small", False, [10, 10, 10.5, 30])),  # a sliver is small, not zero-area
+    ((8, "[10, 10, 30, 10.5]"), ("too small", False, [10, 10, 30, 10.5])),
+    ((8, "[10, 10, 10, 30]"), ("zero-area box", False, [10, 10, 10, 30])),
+    ((0, "[10, 10, 30, 30]"), ("unknown class id", False, [10, 10, 30, 30])),  # class 0 is the background's id
+]
+
+
+def test_boxes_are_clipped_and_reported_beyond_one_pixel_and_slivers_are_small(tmp_path: Path):
+    from test_data_bad_input import write_frame
+
+    rows = [[str(k), str(cid), "Car", box, "20", "0"] for k, ((cid, box), _) in enumerate(CLIP_ROWS)]
+    write_frame(tmp_path, "0000000000", rows)
+    selection = select_objects(scan_cognata(tmp_path, cache_dir=tmp_path / "cache"), label_map=cognata_fixed())
+    got = [(REASON_NAMES.get(int(code), "kept"), bool(clipped), box) for code, clipped, box in
+           zip(selection.reasons, selection.clipped, selection.boxes.tolist())]
+    assert got == [expected for _, expected in CLIP_ROWS]
+    assert selection.labels.tolist() == [4] * 6 + [-1] * 6  # Car is label 4; objects not kept have none
+
+
+def test_a_configs_dataset_section_selects_folders_cameras_classes_and_the_label_map(tmp_path: Path):
+    from ssd.config import load_config
+    from ssd.data.cognata import DEFAULT_IGNORE_CLASSES, config_selection
+
+    fixed, trained = cognata_fixed(), LabelMap((0, 8, 9), ("background", "Car", "Truck"))
+    assert config_selection(None) == {"folders": (), "cameras": (), "ignore_classes": DEFAULT_IGNORE_CLASSES, "label_map": fixed}
+    assert config_selection(None, trained.to_dict())["label_map"] == trained
+    base = load_config("baseline_8MP_ss_scales_fm1_5x5_all")
+    selected = config_selection(base)
+    assert selected["label_map"] == fixed and selected["ignore_classes"] == DEFAULT_IGNORE_CLASSES
+    assert selected["folders"] == base.dataset.folders and selected["cameras"] == base.dataset.cameras
+    assert config_selection(base, trained)["label_map"] == trained  # a checkpoint's map wins
+    text = base.source.read_text()
+    assert "use_label_info" not in text and "ignore_classes" not in text
+    custom = tmp_path / "custom.yaml"
+    custom.write_text(text.replace("\ndataset:\n", "\ndataset:\n  use_label_info: false\n  ignore_classes: [25]\n", 1))
+    selected = config_selection(load_config(custom))
+    assert selected["label_map"] is None and selected["ignore_classes"] == (25,)  # first appearance
+    assert config_selection(load_config(custom), trained)["label_map"] == trained
+
+
+def test_unknown_split_names_the_choices():
+    with pytest.raises(DataError, match=r"^unknown split 'test': expected one of train, val, all$"):
+        split_frames(10, "test")
+    assert split_frames(10, "all") == list(range(10))
+    assert len(split_frames(10, "train")) == 8 and sorted(split_frames(10, "train") + split_frames(10, "val")) == list(range(10))

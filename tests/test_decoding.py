@@ -6,7 +6,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ssd.anchors import default_boxes
-from ssd.box_ops import encode_offsets, xyxy_to_cxcywh
+from ssd.box_ops import decode_offsets, encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
 from ssd.decoding import DecodeSettings, nms_per_group, postprocess
 from reference_impl import reference_decode
@@ -195,3 +195,52 @@ def test_default_limits_200_per_class_and_200_or_500_per_image():
     assert (DecodeSettings().score_threshold, DecodeSettings().nms_threshold) == (0.05, 0.5)
     defaults = inspect.signature(postprocess).parameters
     assert [defaults[k].default for k in ("score_threshold", "nms_threshold", "max_per_class", "max_detections")] == [0.05, 0.5, 200, 200]
+
+
+def test_postprocess_defaults_keep_200_per_image():
+    boxes = _grid(16).repeat(2, 1)  # 512 anchors: 256 for each of two classes
+    logits = torch.full((2, 512), -30.0)
+    logits[0, :256], logits[1, 256:] = torch.linspace(-1.0, 2.0, 256), torch.linspace(-1.1, 1.9, 256)
+    anchors, locs, confs = _exact_outputs(boxes, logits)
+    (result,) = postprocess(locs, confs, anchors)
+    assert result["scores"].numel() == 200 and torch.bincount(result["labels"]).tolist()[1:] == [104, 96]
+
+
+def test_images_of_a_batch_are_decoded_independently_whatever_the_batch_and_class_counts():
+    """Five images (more than the three classes) with the same outputs: each gets the same detections,
+    so no group of one image's class is merged with another image's in NMS."""
+    anchors, locs, confs = _exact_outputs(torch.tensor([[0.1, 0.1, 0.5, 0.5], [0.1, 0.1, 0.5, 0.55]]), torch.tensor([[2.0, 1.0], [1.5, 0.5]]))
+    single = postprocess(locs, confs, anchors)[0]
+    batch = postprocess(locs.expand(5, -1, -1), confs.expand(5, -1, -1), anchors)
+    assert single["labels"].tolist() == [1, 2]  # one box per class after NMS
+    for result in batch:
+        assert all(torch.equal(result[key], single[key]) for key in ("boxes", "scores", "labels"))
+
+
+def test_a_box_less_than_max_coordinate_away_is_kept_one_at_it_dropped(monkeypatch):
+    from ssd import decoding
+
+    anchors, locs, confs = _exact_outputs(torch.tensor([[0.1, 0.1, 0.3, 0.3], [0.5, 0.5, 0.7, 0.7]]), torch.tensor([[3.0, 2.0]]))
+    for edge, kept in ((2.0**19, 2), (2.0**20, 1)):  # 524,288 < 1e6 < 1,048,576 normalised units
+        locs[0, 0, 0] = (edge - 0.2) / (0.1 * 0.2)  # moves box 0's centre near ``edge``
+        (result,) = postprocess(locs, confs, anchors)
+        assert result["scores"].numel() == kept, edge
+    far = float(decode_offsets(locs.transpose(1, 2), anchors)[0, 0].abs().max())  # box 0's farthest coordinate
+    for limit, kept in ((far, 1), (float(torch.tensor(far).nextafter(torch.tensor(math.inf))), 2)):
+        monkeypatch.setattr(decoding, "MAX_COORDINATE", limit)
+        (result,) = postprocess(locs, confs, anchors)
+        assert result["scores"].numel() == kept, limit
+
+
+def test_settings_reach_postprocess_and_presets_take_their_nms_threshold():
+    generator = torch.Generator().manual_seed(4)
+    anchors = _anchors()
+    locs, confs = torch.randn(2, 4, anchors.shape[0], generator=generator), torch.randn(2, 5, anchors.shape[0], generator=generator) * 3
+    settings = DecodeSettings(score_threshold=0.3, nms_threshold=0.3, max_per_class=6, max_detections=9)
+    sizes = [(50, 70), (30, 90)]
+    explicit = postprocess(locs, confs, anchors, score_threshold=0.3, nms_threshold=0.3, max_per_class=6, max_detections=9, image_sizes=sizes)
+    for got, expected in zip(settings.decode(locs, confs, anchors, sizes), explicit):
+        assert all(torch.equal(got[key], expected[key]) for key in ("boxes", "scores", "labels"))
+    assert DecodeSettings.mlperf(0.45) == DecodeSettings(nms_threshold=0.45, max_detections=500)
+    assert DecodeSettings.reference(0.6) == DecodeSettings(nms_threshold=0.6)
+    assert DecodeSettings.mlperf() == DecodeSettings(0.05, 0.5, 200, 500)

@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 
@@ -91,3 +93,16 @@ def test_mining_takes_negatives_only_while_there_are_enough_even_when_all_are_co
     anchors = torch.full((num_anchors, 4), 0.5)
     _, reference = reference_loss_parts(anchors, torch.zeros(1, 4, num_anchors), confs, anchors.t()[None], labels)
     assert parts.classification.item() == pytest.approx(reference.item(), rel=1e-6)
+
+
+def test_one_positive_by_hand():
+    """One positive and three mined negatives, all logits 0: conf = 4 log 3 over 1 positive; the
+    positive's offsets (1, -1, 0.5, 2) give Smooth-L1 0.5 + 0.5 + 0.125 + 1.5 = 2.625; an image
+    without positives adds 0 to the batch mean."""
+    labels = torch.zeros(2, 10, dtype=torch.long)
+    labels[0, 4] = 1
+    offsets = torch.zeros(2, 10, 4)
+    offsets[0, 4] = torch.tensor([1.0, -1.0, 0.5, 2.0])
+    parts = MultiBoxLoss()(torch.zeros(2, 4, 10), torch.zeros(2, 3, 10), LossTargets(offsets, labels))
+    assert parts.localisation.item() == pytest.approx(2.625 / 2, rel=1e-7)
+    assert parts.classification.item() == pytest.approx(4 * math.log(3) / 2, rel=1e-7)

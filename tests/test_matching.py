@@ -3,7 +3,7 @@ import torch
 from torchvision.ops import box_iou
 
 from ssd.anchors import default_boxes
-from ssd.box_ops import cxcywh_to_xyxy, decode_offsets, xyxy_to_cxcywh
+from ssd.box_ops import cxcywh_to_xyxy, decode_offsets, encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
 from ssd.matching import TargetEncoder, anchor_columns, iou_with_anchors, match_anchors
 from reference_impl import reference_encode
@@ -150,3 +150,43 @@ def test_the_cuda_chunking_gives_the_cpu_chunkings_targets_bitwise():
         for encoder in (cache_sized, small):
             got = encoder(b, l)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+
+
+def test_no_ground_truth_matches_nothing_and_gives_typed_empty_targets():
+    coords = anchor_columns(cxcywh_to_xyxy(_anchors()[:10]))
+    matched, positive = match_anchors(torch.zeros(0, 4), coords)
+    assert matched.dtype == torch.long and positive.dtype == torch.bool
+    assert matched.tolist() == [0] * 10 and positive.tolist() == [False] * 10
+
+
+def test_matching_keeps_the_boxes_precision_at_the_threshold():
+    """float64 boxes are matched in float64: an IoU of 0.5 + 2^-40 is above 0.5, which float32 would lose."""
+    box = torch.tensor([[0.0, 0.0, 0.5, 0.5]], dtype=torch.float64)
+    anchors = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.25 + 2**-38]], dtype=torch.float64)
+    _, positive = match_anchors(box, anchor_columns(anchors))
+    assert positive.tolist() == [True, True]
+
+
+def test_matching_and_encoding_stay_on_the_anchors_device():
+    """On the meta device (shapes only), as a stand-in for a GPU: nothing is created on the CPU."""
+    anchors = _anchors()[:50].to("meta")
+    boxes, labels = torch.rand(3, 4, device="meta"), torch.ones(3, dtype=torch.long, device="meta")
+    matched, positive = match_anchors(boxes, anchor_columns(cxcywh_to_xyxy(anchors)))
+    assert matched.device.type == positive.device.type == "meta"
+    offsets, anchor_labels = TargetEncoder(anchors)(boxes, labels)
+    assert offsets.device.type == anchor_labels.device.type == "meta" and offsets.shape == (50, 4)
+    empty = TargetEncoder(anchors)(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
+    assert all(t.device.type == "meta" for t in empty)
+
+
+def test_targets_are_float32_offsets_zero_off_the_positives_and_long_labels_whatever_the_input_types():
+    anchors = _anchors()
+    box = cxcywh_to_xyxy(anchors[1000:1001]).double() + 0.003  # near an anchor, not on it
+    offsets, labels = TargetEncoder(anchors)(box, torch.tensor([7], dtype=torch.int32))
+    assert offsets.dtype == torch.float32 and labels.dtype == torch.long
+    positive = labels > 0
+    assert positive.sum() == 3 and (offsets[~positive] == 0).all()
+    expected = encode_offsets(xyxy_to_cxcywh(box.float()).expand(int(positive.sum()), 4), anchors[positive])
+    torch.testing.assert_close(offsets[positive], expected, rtol=1e-5, atol=1e-5)
+    moved = TargetEncoder(anchors, iou_threshold=0.4, variances=(0.2, 0.1)).to("cpu")
+    assert (moved.iou_threshold, moved.variances) == (0.4, (0.2, 0.1))

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
 import select
 import signal
@@ -54,6 +55,17 @@ def _metrics(folder: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
+def _evaluated_map(checkpoint: Path, data: Path, config: Path, tmp_path: Path, *flags: str) -> float:
+    """mAP of ``ssd evaluate`` (one process, the dataset's decoding, COCO thresholds) as metrics.csv rounds it."""
+    from ssd.cli.main import main
+
+    output = tmp_path / "evaluated"
+    argv = ["evaluate", "--dataset", "cognata", "--data-path", str(data), "--config", str(config), "--pretrained-model", str(checkpoint),
+            "--device", "cpu", "--num-workers", "0", "--batch-size", "2", "--output-dir", str(output), *flags]
+    assert main(argv) == 0
+    return float(f"{json.loads((output / 'metrics.json').read_text())['stats'][0]:.6g}")
+
+
 def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     out = tmp_path / "out"
     _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
@@ -65,7 +77,7 @@ def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     assert checkpoint["epoch"] == 0 and checkpoint["num_classes"] == 15
     assert checkpoint["class_names"][4] == "Car"
     (row,) = _metrics(out)
-    assert float(row["loss"]) > 0 and 0.0 <= float(row["mAP"]) <= 1.0
+    assert float(row["loss"]) > 0 and float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path, "--no-channels-last")
 
 
 def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, config_path):
@@ -77,6 +89,8 @@ def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, c
     val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
     assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
     assert torch.isfinite(torch.tensor([float(row["loss"]), float(row["loss_localisation"])])).all()
+    # the two ranks' halves, gathered, score as one process scoring the whole set
+    assert float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path)
     checkpoint = read_checkpoint(out / "last.pth")
     assert len(checkpoint["rng"]) == 2  # each rank's random state
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ssd.architectures import architecture_names
 from ssd.data.kinds import DATASET_KINDS, UnknownDatasetError, dataset_kind
-from ssd.engine.options import AUGMENTATIONS, DEFAULTS, OPTIMIZERS, TrainOptions
+from ssd.engine.options import ACTIVATION_CHECKPOINTING, AMP_DTYPE_NAMES, AUGMENTATIONS, DEFAULTS, OPTIMIZERS, TrainOptions
 from ssd.errors import SSDError
 
 
@@ -86,6 +86,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (a minute or more to compile; then 1.03-1.15x faster CPU steps)")
+    parser.add_argument("--amp-dtype", choices=AMP_DTYPE_NAMES, default=DEFAULTS.amp_dtype,
+                        help="--amp's precision (default: fp16 with the gradient scaler on CUDA, bf16 on the CPU)")
+    parser.add_argument("--activation-checkpointing", choices=ACTIVATION_CHECKPOINTING, default=DEFAULTS.activation_checkpointing,
+                        help="recompute activations in the backward pass to save memory: the backbone, or all blocks "
+                             "(default: off)")
     parser.add_argument("--no-progress", dest="show_progress", action="store_false", help="no progress bar")
 
 

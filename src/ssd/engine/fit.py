@@ -40,6 +40,7 @@ from ssd.heap_retention import heap_retention_for
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 from ssd.models import build_model
+from ssd.models.checkpointing import set_activation_checkpointing
 from ssd.predictor import Predictor
 from ssd.visualize import denormalize, draw_detections
 
@@ -94,6 +95,7 @@ class Trainer:
         self.anchors = default_boxes(self.config).to(self.device)
         self.encoder = TargetEncoder(self.anchors)
         self.model = build_model(self.config, self.num_classes, options.backbone_weights).to(self.device)
+        set_activation_checkpointing(self.model, options.activation_checkpointing)
         if options.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         if options.pretrained_model is not None:
@@ -105,7 +107,7 @@ class Trainer:
         )
         schedule = WarmupMultiStep(options.multistep, len(self.train_loader), options.warmup)
         self.scheduler = build_scheduler(self.optimizer, schedule)
-        self.precision = MixedPrecision(self.device, options.amp)
+        self.precision = MixedPrecision(self.device, options.amp, options.amp_dtype)
         self.criterion = MultiBoxLoss()
         self.after_step = heap_retention_for(self.device)  # one decision for the training and evaluation loops
         self.predictor = Predictor(

@@ -4,19 +4,23 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from ssd.models.checkpointing import run_checkpointed
+
 
 def flatten_predictions(
-    features: list[Tensor], loc: nn.ModuleList, conf: nn.ModuleList, num_classes: int
+    features: list[Tensor], loc: nn.ModuleList, conf: nn.ModuleList, num_classes: int, checkpointed: bool = False
 ) -> tuple[Tensor, Tensor]:
     """Run each map's heads and concatenate: ``locs [N, 4, A]``, ``confs [N, C, A]``.
 
     Within a map the flattening order is default box, row, column (the anchors' order).
     ``reshape`` rather than the reference's ``view`` so channels-last activations work too.
+    ``checkpointed``: each head recomputed in the backward pass.
     """
+    run = run_checkpointed if checkpointed else (lambda head, feature: head(feature))
     locs, confs = [], []
     for feature, loc_head, conf_head in zip(features, loc, conf):
-        locs.append(loc_head(feature).reshape(feature.shape[0], 4, -1))
-        confs.append(conf_head(feature).reshape(feature.shape[0], num_classes, -1))
+        locs.append(run(loc_head, feature).reshape(feature.shape[0], 4, -1))
+        confs.append(run(conf_head, feature).reshape(feature.shape[0], num_classes, -1))
     return torch.cat(locs, dim=2).contiguous(), torch.cat(confs, dim=2).contiguous()
 
 

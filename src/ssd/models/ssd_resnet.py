@@ -14,10 +14,12 @@ from ssd.architectures import Architecture
 from ssd.config import ArchitectureFields, FieldReader, ModelConfig, SharedModelFields
 from ssd.geometry import BackboneEdit, ExtraBlockSpec, resnet_specs
 from ssd.models.backbone_weights import load_backbone_weights
+from ssd.models.checkpointing import run_blocks, run_checkpointed
 from ssd.models.heads import flatten_predictions, xavier_init
 
 
 RESNET_OUT_CHANNELS = (1024, 512, 512, 256, 256, 256)
+STEM_MODULES = 4  # conv1, bn1, relu, maxpool; layer1..layer3 follow
 RESNET_MIDDLE_CHANNELS = (256, 256, 128, 128, 128)
 
 
@@ -148,8 +150,14 @@ class ResNet(nn.Module):
             if spec.downsample_stride is not None:
                 block.downsample[0].stride = spec.downsample_stride
 
-    def forward(self, x: Tensor) -> Tensor:
-        return self.feature_extractor(x)
+    def forward(self, x: Tensor, checkpointed: bool = False) -> Tensor:
+        """The stride-8 map; ``checkpointed``: the stem and each bottleneck recomputed in the backward pass."""
+        if not checkpointed:
+            return self.feature_extractor(x)
+        x = run_checkpointed(self.feature_extractor[:STEM_MODULES], x)
+        for stage in self.feature_extractor[STEM_MODULES:]:
+            x = run_blocks(stage, x, checkpointed=True)
+        return x
 
 
 def extra_block(in_channels: int, middle: int, out_channels: int, spec: ExtraBlockSpec) -> nn.Sequential:
@@ -168,11 +176,13 @@ class SSD(nn.Module):
     """SSD-ResNet50: backbone map at stride 8, extra blocks, a loc and a conf conv per map.
 
     ``forward`` returns ``(locs [N, 4, A], confs [N, C, A])`` in the anchors' order.
+    ``activation_checkpointing``: one of :data:`ssd.models.checkpointing.MODES`.
     """
 
     def __init__(self, model_config: ModelConfig, num_classes: int, backbone_weights: str | Path | None = None):
         super().__init__()
         self.num_classes = num_classes
+        self.activation_checkpointing = "off"
         self.feature_extractor = ResNet(model_config, backbone_weights)
         layers: ResNetLayers = model_config.layers
         channels = layers.out_channels
@@ -192,10 +202,10 @@ class SSD(nn.Module):
         xavier_init(self.additional_blocks, self.loc, self.conf)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.feature_extractor(x)
+        x = self.feature_extractor(x, checkpointed=self.activation_checkpointing != "off")
         features = [x]
         for block in self.additional_blocks:
-            x = block(x)
+            x = run_checkpointed(block, x) if self.activation_checkpointing == "all" else block(x)
             features.append(x)
         return flatten_predictions(features, self.loc, self.conf, self.num_classes)
 

@@ -20,6 +20,7 @@ from ssd.architectures import Architecture
 from ssd.config import ArchitectureFields, FieldReader, HeadSpec, ModelConfig, SharedModelFields
 from ssd.geometry import ConvSpec
 from ssd.models.backbone_weights import load_backbone_weights
+from ssd.models.checkpointing import run_blocks, run_checkpointed
 from ssd.models.heads import flatten_predictions, xavier_init
 
 TAP_BLOCK = 14  # its expansion output (576 channels, stride 16) is the first prediction map
@@ -52,12 +53,13 @@ class MobileNetV2(nn.Module):
             load_backbone_weights(network, weights, Path(MobileNet_V2_Weights.IMAGENET1K_V1.url).name)
         self.feature_extractor = network.features
 
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        x = self.feature_extractor[:TAP_BLOCK](x)
+    def forward(self, x: Tensor, checkpointed: bool = False) -> tuple[Tensor, Tensor]:
+        """``checkpointed``: each block recomputed in the backward pass (the tapped block in its two parts)."""
+        x = run_blocks(self.feature_extractor[:TAP_BLOCK], x, checkpointed)
         tap_block = self.feature_extractor[TAP_BLOCK]
-        tapped = tap_block.conv[0](x)  # stride-2 block: no residual connection to skip
-        x = tap_block.conv[1:](tapped)
-        return tapped, self.feature_extractor[TAP_BLOCK + 1 :](x)
+        tapped = run_blocks(tap_block.conv[:1], x, checkpointed)  # stride-2 block: no residual connection to skip
+        x = run_blocks(tap_block.conv[1:], tapped, checkpointed)
+        return tapped, run_blocks(self.feature_extractor[TAP_BLOCK + 1 :], x, checkpointed)
 
 
 def separable_head(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -71,11 +73,15 @@ def separable_head(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 class SSDLite(nn.Module):
-    """SSDLite-MobileNetV2: ``forward`` returns ``(locs [N, 4, A], confs [N, C, A])``."""
+    """SSDLite-MobileNetV2: ``forward`` returns ``(locs [N, 4, A], confs [N, C, A])``.
+
+    ``activation_checkpointing``: one of :data:`ssd.models.checkpointing.MODES`.
+    """
 
     def __init__(self, model_config: ModelConfig, num_classes: int, backbone_weights: str | Path | None = None):
         super().__init__()
         self.num_classes = num_classes
+        self.activation_checkpointing = "off"
         self.feature_extractor = MobileNetV2(backbone_weights)
         self.additional_blocks = nn.ModuleList(
             [
@@ -91,12 +97,13 @@ class SSDLite(nn.Module):
         xavier_init(self.additional_blocks, self.loc, self.conf)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        tapped, x = self.feature_extractor(x)
+        everything = self.activation_checkpointing == "all"
+        tapped, x = self.feature_extractor(x, checkpointed=self.activation_checkpointing != "off")
         features = [tapped, x]
         for block in self.additional_blocks:
-            x = block(x)
+            x = run_checkpointed(block, x) if everything else block(x)
             features.append(x)
-        return flatten_predictions(features, self.loc, self.conf, self.num_classes)
+        return flatten_predictions(features, self.loc, self.conf, self.num_classes, checkpointed=everything)
 
 
 ARCHITECTURE = Architecture("ssdlite", read_config=read_ssdlite_config, build=SSDLite)
