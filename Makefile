@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench mutation clean
+.PHONY: install test demo bench mutation gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,10 @@ demo: install
 
 bench: install
 	$(PY) benchmarks/run_all.py
+
+# On a CUDA machine: training, inference, DDP and the GPU review's items in minutes (benchmarks/gpu_check.py)
+gpu-check: install
+	$(PY) benchmarks/gpu_check.py --out gpu_check.json
 
 # Mutation testing of the numeric core and the data rules (not part of `make test`; see README,
 # "Tests"): the functions below, against the fast tests listed under [tool.mutmut] in pyproject.toml.

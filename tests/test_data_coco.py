@@ -153,6 +153,7 @@ EDGE_CASES = [  # (bbox [x, y, w, h], extra fields) -> (kept xyxy box or None, p
     ([10, 20, 30, 40], {"category_id": "1"}, None, "unknown category id: annotation 16: '1'"),
     ([10, 20, 30, 40], {"category_id": 2}, None, "unknown category id: annotation 17: 2"),
     ([10, 20, 30], {}, None, "malformed bbox: annotation 18: [10, 20, 30]"),
+    ([10, 20, 30, 40], {"category_id": [3]}, None, "unknown category id: annotation 19: [3]"),
     ([10, 20, 30, 40], {"iscrowd": 1}, [10, 20, 40, 60], None),
 ]
 
@@ -169,8 +170,10 @@ def test_annotation_rules_at_their_edges(tmp_path: Path):
     annotations = [{"id": k + 1, "image_id": 7, "category_id": 3, "bbox": bbox, "area": 123.0, **extra}
                    for k, (bbox, extra, _, _) in enumerate(EDGE_CASES)]
     del annotations[0]["area"]  # computed from the box when absent
-    annotations += [{"id": 90, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5]},  # an image not listed
-                    {"id": 91, "image_id": 9, "category_id": 3, "bbox": [1, 1, 5, 5]}]  # listed, but its file is missing
+    strays = [{"id": 90, "image_id": 8, "category_id": 3, "bbox": [1, 1, 5, 5], "note": "x" * 300},  # an image not listed
+              {"id": 91, "image_id": 9, "category_id": 3, "bbox": [1, 1, 5, 5]},  # listed, but its file is missing
+              "not an annotation"]
+    annotations = strays + annotations  # the annotations after them still load
     data = {"images": [{"id": 7, "file_name": "a.jpg", "width": W, "height": H}, {"id": 9, "file_name": "gone.jpg", "width": W, "height": H}],
             "annotations": annotations, "categories": [{"id": 3, "name": "car"}, {"id": 1, "name": "person"}]}
     (root / "annotations" / "instances_val2017.json").write_text(json.dumps(data))
@@ -182,5 +185,6 @@ def test_annotation_rules_at_their_edges(tmp_path: Path):
     assert dataset.annotations.areas.tolist() == [30 * 40] + [123.0] * (len(kept) - 1)
     reasons = [(Path(p.path).name, p.reason) for p in dataset.problems]
     expected = [("a.jpg", reason) for _, _, _, reason in EDGE_CASES if reason is not None]
-    unknown_image = json.dumps(annotations[-2])
-    assert reasons == [("gone.jpg", reasons[0][1])] + expected + [("instances_val2017.json", f"annotation for an unknown image id: {unknown_image}")]
+    unknown = [("instances_val2017.json", f"annotation for an unknown image id: {json.dumps(stray)[:200]}") for stray in (strays[0], strays[2])]
+    assert reasons == [("gone.jpg", reasons[0][1])] + unknown + expected
+    assert len(unknown[0][1]) == len("annotation for an unknown image id: ") + 200

@@ -243,6 +243,8 @@ CLIP_ROWS = [  # in a 48x64 (H x W) frame: (class id, box) -> (reason, reported 
     ((8, "[5, 30, 20, 49.5]"), ("kept", True, [5, 30, 20, 48])),
     ((8, "[64, 5, 80, 20]"), ("box outside the image", False, [64, 5, 64, 20])),
     ((8, "[5, 48, 20, 60]"), ("box outside the image", False, [5, 48, 20, 48])),
+    ((8, "[63.5, 5, 80, 20]"), ("kept", True, [63.5, 5, 64, 20])),  # half a pixel left inside the image
+    ((8, "[5, 47.5, 20, 60]"), ("kept", True, [5, 47.5, 20, 48])),
     ((8, "[10, 10, 10.5, 30]"), ("too small", False, [10, 10, 10.5, 30])),  # a sliver is small, not zero-area
     ((8, "[10, 10, 30, 10.5]"), ("too small", False, [10, 10, 30, 10.5])),
     ((8, "[10, 10, 10, 30]"), ("zero-area box", False, [10, 10, 10, 30])),
@@ -259,7 +261,7 @@ def test_boxes_are_clipped_and_reported_beyond_one_pixel_and_slivers_are_small(t
     got = [(REASON_NAMES.get(int(code), "kept"), bool(clipped), box) for code, clipped, box in
            zip(selection.reasons, selection.clipped, selection.boxes.tolist())]
     assert got == [expected for _, expected in CLIP_ROWS]
-    assert selection.labels.tolist() == [4] * 6 + [-1] * 6  # Car is label 4; objects not kept have none
+    assert selection.labels.tolist() == [4] * 6 + [-1] * 2 + [4] * 2 + [-1] * 4  # Car is label 4; objects not kept have none
 
 
 def test_a_configs_dataset_section_selects_folders_cameras_classes_and_the_label_map(tmp_path: Path):

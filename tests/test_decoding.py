@@ -242,5 +242,33 @@ def test_settings_reach_postprocess_and_presets_take_their_nms_threshold():
     for got, expected in zip(settings.decode(locs, confs, anchors, sizes), explicit):
         assert all(torch.equal(got[key], expected[key]) for key in ("boxes", "scores", "labels"))
     assert DecodeSettings.mlperf(0.45) == DecodeSettings(nms_threshold=0.45, max_detections=500)
+    assert DecodeSettings.reference() == DecodeSettings()
     assert DecodeSettings.reference(0.6) == DecodeSettings(nms_threshold=0.6)
     assert DecodeSettings.mlperf() == DecodeSettings(0.05, 0.5, 200, 500)
+
+
+def test_each_setting_decides_on_its_own():
+    """Boxes 0 and 1 overlap at IoU 0.4 (class 1); box 2 scores 0.2 (class 2); box 3 (class 1) is apart."""
+    boxes = torch.tensor([[0.0, 0.0, 0.5, 0.5], [0.0, 0.0, 0.5, 0.2], [0.6, 0.6, 0.8, 0.8], [0.6, 0.0, 0.9, 0.3]])
+    logits = torch.tensor([[3.0, 2.5, -9.0, 1.0], [-9.0, -9.0, math.log(0.2 / 0.8), -9.0]])
+    anchors, locs, confs = _exact_outputs(boxes, logits)
+
+    def labels_of(settings: DecodeSettings, sizes=None):
+        (result,) = settings.decode(locs, confs, anchors, sizes)
+        return result
+
+    assert len(labels_of(DecodeSettings())["scores"]) == 4  # IoU 0.4 < 0.5, score 0.2 > 0.05
+    assert len(labels_of(DecodeSettings(nms_threshold=0.4))["scores"]) == 3  # at IoU 0.4: suppressed
+    assert len(labels_of(DecodeSettings(score_threshold=0.2))["scores"]) == 3  # box 2 scores 0.19998
+    assert len(labels_of(DecodeSettings(max_per_class=1))["scores"]) == 2
+    assert len(labels_of(DecodeSettings(max_detections=2))["scores"]) == 2
+    assert labels_of(DecodeSettings(), [(10, 20)])["boxes"][0].tolist() == [0.0, 0.0, 10.0, 5.0]
+
+
+def test_variances_are_the_decoders():
+    anchors, locs, confs = _exact_outputs(torch.tensor([[0.25, 0.25, 0.75, 0.75]]), torch.tensor([[3.0]]))
+    locs[0, :, 0] = torch.tensor([1.0, 0.0, 0.0, 0.0])
+    (default,) = postprocess(locs, confs, anchors)
+    (other,) = postprocess(locs, confs, anchors, variances=(0.2, 0.2))
+    assert default["boxes"].tolist() == [[0.30000001192092896, 0.25, 0.800000011920929, 0.75]]  # 0.1 x 0.5 = 0.05 right
+    torch.testing.assert_close(other["boxes"], torch.tensor([[0.35, 0.25, 0.85, 0.75]]))

@@ -15,6 +15,7 @@ def test_labels_of_maps_ids_in_any_order_and_unknown_ids_below_between_and_above
     ids = np.array([7, 12, 30, 0, -5, 6, 8, 13, 29, 31, 1000])
     assert labels.labels_of(ids).tolist() == [2, 3, 1, 0, -1, -1, -1, -1, -1, -1, -1]
     assert labels.labels_of(np.array([], dtype=np.int64)).tolist() == []
+    assert labels.labels_of(ids).dtype == np.int64 and labels.labels_of([30, 7]).tolist() == [1, 2]
     assert labels.num_classes == 4 and labels.label_of_category == {0: 0, 30: 1, 7: 2, 12: 3}
 
 
@@ -35,7 +36,7 @@ def test_dict_round_trip_and_malformed_or_inconsistent_maps_are_errors():
     assert labels.to_dict()["category_ids"] == [0, 28, 29, 33, 8, 36, 13, 11, 35, 14, 9, 48, 10, 46, 44]
     with pytest.raises(DataError, match=r"^label map: expected category_ids and class_names lists, got \{'category_ids': \[0\]\}$"):
         LabelMap.from_dict({"category_ids": [0]})
-    with pytest.raises(DataError, match="same length"):
+    with pytest.raises(DataError, match="^label map: category ids and class names must be non-empty and of the same length$"):
         LabelMap((0, 1), ("background",))
     with pytest.raises(DataError, match="non-empty"):
         LabelMap((), ())

@@ -177,6 +177,8 @@ def test_matching_and_encoding_stay_on_the_anchors_device():
     assert offsets.device.type == anchor_labels.device.type == "meta" and offsets.shape == (50, 4)
     empty = TargetEncoder(anchors)(torch.zeros(0, 4), torch.zeros(0, dtype=torch.long))
     assert all(t.device.type == "meta" for t in empty)
+    unmatched = match_anchors(torch.zeros(0, 4, device="meta"), anchor_columns(cxcywh_to_xyxy(anchors)))
+    assert all(t.device.type == "meta" for t in unmatched)
 
 
 def test_targets_are_float32_offsets_zero_off_the_positives_and_long_labels_whatever_the_input_types():
