@@ -144,7 +144,7 @@ def measure_training(check: Check, amp: str | None, channels_last: bool, compile
     network = torch.compile(model) if compile_ else model
     precision = MixedPrecision(check.device, amp is not None, amp)
     optimizer = build_optimizer(model, lr=1e-4, momentum=0.9, weight_decay=5e-4, no_decay_bn=False, fused=check.device.type == "cuda")
-    best, size, limit = None, 1, 2 if check.dry_run else 64
+    best, size, limit = None, 1, 1 if check.dry_run else 64
     while size <= limit and time.monotonic() < check.deadline:
         try:
             check.reset_peak()
