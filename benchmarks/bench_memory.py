@@ -10,8 +10,9 @@ skipped with a note; the others run one SGD step (forward, MultiBoxLoss on ~40 r
 image, backward, update) in a fresh process, which reports its peak resident memory (``ru_maxrss``)
 and the step's wall time. The reference trains in float32 without checkpointing: its activations
 are the float32 "off" case's count, from which the last lines say how many 8 MP images fit on an
-80 GB GPU, ours (each mode) against the reference's. Not part of ``make bench`` (a case takes up to
-a minute on two cores); its figures are in the README.
+80 GB GPU, ours (each mode) against the reference's. Not part of ``make bench``: a float32 case takes
+about five minutes on two cores, and bfloat16 is far slower on a CPU without AVX-512 BF16 (it is
+emulated); ``--dtypes``, ``--modes`` and ``--batches`` pick cases. Its figures are in the README.
 """
 from __future__ import annotations
 

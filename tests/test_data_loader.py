@@ -86,3 +86,11 @@ def test_ranks_draw_their_augmentation_from_different_seeds(data_root: Path, tin
     assert len(padded) <= len(dataset) % 2
     assert {seed for _, seed in keys[0]} & {seed for _, seed in keys[1]} == {item_seed(7, 3, index) for index in padded}
     assert keys[0][0][1] == item_seed(7, 3, keys[0][0][0])
+
+
+def test_item_seeds_by_hand():
+    # (7 x 1,000,003) XOR 3 = 7,000,021 XOR 3 = 7,000,022; x 1,000,003 = 7,000,043,000,066; XOR the index
+    assert item_seed(7, 3, 0) == 7_000_043_000_066
+    assert item_seed(7, 3, 5) == 7_000_043_000_071
+    assert item_seed(7, 4, 5) == 7_000_038_000_054  # 7,000,021 XOR 4 = 7,000,017
+    assert item_seed(2**63 + 7, 3, 5) == item_seed(7, 3, 5) < 2**63  # seeds are kept to 63 bits
