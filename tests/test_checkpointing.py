@@ -108,6 +108,7 @@ def test_modes_are_checked_and_the_flag_reaches_the_options():
         set_activation_checkpointing(model, "some")
     with pytest.raises(CheckpointingError, match="Linear does not support activation checkpointing"):
         set_activation_checkpointing(torch.nn.Linear(2, 2), "all")
+    set_activation_checkpointing(torch.nn.Linear(2, 2), "off")  # a network without it trains as it is
     parser = build_parser()
     assert train_options(parser.parse_args(["train"])).activation_checkpointing == "off"
     assert train_options(parser.parse_args(["train", "--activation-checkpointing", "backbone"])).activation_checkpointing == "backbone"

@@ -62,6 +62,7 @@ def set_activation_checkpointing(model: nn.Module, mode: str) -> None:
     """Switch ``model`` (an SSD network, before DDP or ``torch.compile`` wrap it) to ``mode``."""
     if mode not in MODES:
         raise CheckpointingError(f"activation checkpointing {mode!r}: expected one of {', '.join(MODES)}")
-    if not hasattr(model, "activation_checkpointing"):
+    if hasattr(model, "activation_checkpointing"):
+        model.activation_checkpointing = mode
+    elif mode != "off":  # an architecture without it trains as it is
         raise CheckpointingError(f"{type(model).__name__} does not support activation checkpointing")
-    model.activation_checkpointing = mode
