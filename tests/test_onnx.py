@@ -16,7 +16,7 @@ from ssd import Detector
 from ssd.cli.main import main
 from ssd.data.labels import cognata_fixed
 from ssd.checkpoint import load_model
-from ssd.onnx_export import OnnxNetwork
+from ssd.onnx_export import OnnxError, OnnxNetwork
 
 
 @pytest.fixture(scope="module")
@@ -107,6 +107,10 @@ def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
 def test_onnx_runtime_runs_where_asked_or_says_why_not(exported, tiny_files: TinyFiles, tmp_path: Path, capsys):
     import onnxruntime
 
+    for bad in ("cuda:x", "tpu", "cpu:"):
+        with pytest.raises(OnnxError, match=f"--device {bad}: ONNX Runtime runs on cpu, cuda or cuda:N"):
+            OnnxNetwork(exported[0], bad)
+    assert OnnxNetwork(exported[0], "cpu:0").device == "cpu"
     for device in (None, "cpu"):
         detector = Detector.from_onnx(exported[0], tiny_files.config, device=device)
         assert detector.device.type == ("cuda" if device is None and "CUDAExecutionProvider" in onnxruntime.get_available_providers() else "cpu")

@@ -112,13 +112,15 @@ class OnnxNetwork:
         if not self.path.is_file():
             raise OnnxError(f"ONNX model not found: {self.path}")
         available = onnxruntime.get_available_providers()
-        if device is not None and device.split(":")[0] not in ("cpu", "cuda"):
-            raise OnnxError(f"--device {device}: ONNX Runtime runs on cpu or cuda")
-        wants_cuda = device is not None and device.startswith("cuda")
+        kind, colon, index = (device or "").partition(":")
+        if device is not None and (kind not in ("cpu", "cuda") or (colon and not index.isdigit())):
+            raise OnnxError(f"--device {device}: ONNX Runtime runs on cpu, cuda or cuda:N")
+        wants_cuda = kind == "cuda"
         if wants_cuda and "CUDAExecutionProvider" not in available:
             raise OnnxError(f"{self.path}: --device {device} but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)")
-        names = ("CPUExecutionProvider",) if device == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
-        providers = [p for p in names if p in available]
+        self.device_id = int(index) if wants_cuda and index else 0  # the CUDA device the session and its bindings use
+        names = ("CPUExecutionProvider",) if kind == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
+        providers = [(p, {"device_id": self.device_id}) if p == "CUDAExecutionProvider" else p for p in names if p in available]
         try:
             self.session = onnxruntime.InferenceSession(str(self.path), providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types for unreadable models
@@ -127,8 +129,7 @@ class OnnxNetwork:
         if wants_cuda and "CUDAExecutionProvider" not in running:
             raise OnnxError(f"{self.path}: ONNX Runtime's CUDA provider did not load (running on {', '.join(running)})")
         self.device = "cuda" if "CUDAExecutionProvider" in running else "cpu"
-        # ONNX Runtime's device id: the one asked for ("cuda:1"), else the provider's default, 0
-        self.device_id = int(device.split(":")[1]) if self.device == "cuda" and device and ":" in device else 0
+        self._tensor_device = torch.device(self.device, self.device_id) if self.device == "cuda" else torch.device("cpu")
         logger.info("%s runs on ONNX Runtime's %s", self.path.name, running[0])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
         if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(OUTPUT_NAMES):
@@ -157,8 +158,8 @@ class OnnxNetwork:
 
     def _run_bound(self, images: Tensor) -> tuple[Tensor, Tensor]:
         """One run with the input and outputs bound to torch tensors on the session's device."""
-        device = torch.device(self.device, self.device_id) if self.device == "cuda" else torch.device("cpu")
-        images = images.detach().to(device=device, dtype=torch.float32, memory_format=torch.contiguous_format).contiguous()
+        device = self._tensor_device
+        images = images.detach().to(device=device, dtype=torch.float32).contiguous()
         batch, anchors = images.shape[0], self.num_anchors
         outputs = (torch.empty(batch, 4, anchors, device=device), torch.empty(batch, self.num_classes, anchors, device=device))
         binding = self.session.io_binding()
