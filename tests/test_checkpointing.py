@@ -2,7 +2,6 @@
 less memory, eager or compiled, with autocast, channels-last and DDP."""
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch

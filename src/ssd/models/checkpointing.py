@@ -51,10 +51,15 @@ def run_checkpointed(block: nn.Module, x: Tensor) -> Tensor:
     return checkpoint(block, x, use_reentrant=False, context_fn=lambda: (contextlib.nullcontext(), _running_statistics_kept(block)))
 
 
+def run_block(block: nn.Module, x: Tensor, checkpointed: bool) -> Tensor:
+    """``block(x)``, through :func:`run_checkpointed` when ``checkpointed``."""
+    return run_checkpointed(block, x) if checkpointed else block(x)
+
+
 def run_blocks(blocks: nn.Sequential, x: Tensor, checkpointed: bool) -> Tensor:
     """The blocks in order, each checkpointed on its own when ``checkpointed``."""
     for block in blocks:
-        x = run_checkpointed(block, x) if checkpointed else block(x)
+        x = run_block(block, x, checkpointed)
     return x
 
 

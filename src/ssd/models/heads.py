@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from ssd.models.checkpointing import run_checkpointed
+from ssd.models.checkpointing import run_block
 
 
 def flatten_predictions(
@@ -16,11 +16,10 @@ def flatten_predictions(
     ``reshape`` rather than the reference's ``view`` so channels-last activations work too.
     ``checkpointed``: each head recomputed in the backward pass.
     """
-    run = run_checkpointed if checkpointed else (lambda head, feature: head(feature))
     locs, confs = [], []
     for feature, loc_head, conf_head in zip(features, loc, conf):
-        locs.append(run(loc_head, feature).reshape(feature.shape[0], 4, -1))
-        confs.append(run(conf_head, feature).reshape(feature.shape[0], num_classes, -1))
+        locs.append(run_block(loc_head, feature, checkpointed).reshape(feature.shape[0], 4, -1))
+        confs.append(run_block(conf_head, feature, checkpointed).reshape(feature.shape[0], num_classes, -1))
     return torch.cat(locs, dim=2).contiguous(), torch.cat(confs, dim=2).contiguous()
 
 

@@ -14,13 +14,13 @@ from ssd.architectures import Architecture
 from ssd.config import ArchitectureFields, FieldReader, ModelConfig, SharedModelFields
 from ssd.geometry import BackboneEdit, ExtraBlockSpec, resnet_specs
 from ssd.models.backbone_weights import load_backbone_weights
-from ssd.models.checkpointing import run_blocks, run_checkpointed
+from ssd.models.checkpointing import run_block, run_blocks, run_checkpointed
 from ssd.models.heads import flatten_predictions, xavier_init
 
 
 RESNET_OUT_CHANNELS = (1024, 512, 512, 256, 256, 256)
-STEM_MODULES = 4  # conv1, bn1, relu, maxpool; layer1..layer3 follow
 RESNET_MIDDLE_CHANNELS = (256, 256, 128, 128, 128)
+STEM_MODULES = 4  # conv1, bn1, relu, maxpool; layer1..layer3 follow
 
 
 @dataclass(frozen=True)
@@ -205,7 +205,7 @@ class SSD(nn.Module):
         x = self.feature_extractor(x, checkpointed=self.activation_checkpointing != "off")
         features = [x]
         for block in self.additional_blocks:
-            x = run_checkpointed(block, x) if self.activation_checkpointing == "all" else block(x)
+            x = run_block(block, x, checkpointed=self.activation_checkpointing == "all")
             features.append(x)
         return flatten_predictions(features, self.loc, self.conf, self.num_classes)
 

@@ -20,7 +20,7 @@ from ssd.architectures import Architecture
 from ssd.config import ArchitectureFields, FieldReader, HeadSpec, ModelConfig, SharedModelFields
 from ssd.geometry import ConvSpec
 from ssd.models.backbone_weights import load_backbone_weights
-from ssd.models.checkpointing import run_blocks, run_checkpointed
+from ssd.models.checkpointing import run_block, run_blocks
 from ssd.models.heads import flatten_predictions, xavier_init
 
 TAP_BLOCK = 14  # its expansion output (576 channels, stride 16) is the first prediction map
@@ -101,7 +101,7 @@ class SSDLite(nn.Module):
         tapped, x = self.feature_extractor(x, checkpointed=self.activation_checkpointing != "off")
         features = [tapped, x]
         for block in self.additional_blocks:
-            x = run_checkpointed(block, x) if everything else block(x)
+            x = run_block(block, x, everything)
             features.append(x)
         return flatten_predictions(features, self.loc, self.conf, self.num_classes, checkpointed=everything)
 
