@@ -6,6 +6,7 @@ import json
 import os
 import select
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -93,6 +94,63 @@ def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, c
     assert float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path)
     checkpoint = read_checkpoint(out / "last.pth")
     assert len(checkpoint["rng"]) == 2  # each rank's random state
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[str]) -> None:
+    """Run ``train.py`` as two torchrun "nodes" on this machine (one CPU process each, gloo),
+    node ``i`` launched with ``launch[i]`` and saving into ``folders[i]``."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *node_launch,
+             "train.py", *train_args, "--save-folder", str(folder)],
+            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        for node_launch, folder in zip(launch, folders)
+    ]
+    outputs = [node.communicate(timeout=300)[0] for node in nodes]
+    assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
+
+
+def test_two_torchrun_nodes_train_evaluate_checkpoint_and_resume_without_shared_storage(tmp_path, cognata, config_path):
+    """Two "nodes" (c10d rendezvous on 127.0.0.1), each with its own save folder as on machines
+    without shared storage: one checkpoint (on rank 0's node), evaluation gathered from both ranks,
+    and a resume where the node without the checkpoint has become rank 0 (fixed with a static
+    rendezvous) ends as the uninterrupted two-node run does, bitwise."""
+    train_args = ["--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path), "--multistep", "1", *TINY_TRAIN]
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "straight"]
+    straight = [tmp_path / "straight_a", tmp_path / "straight_b"]
+    _two_nodes([rendezvous, rendezvous], straight, [*train_args, "--epochs", "2"])
+    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "first"]
+    resumed = [tmp_path / "resumed_a", tmp_path / "resumed_b"]
+    _two_nodes([rendezvous, rendezvous], resumed, [*train_args, "--epochs", "1"])
+
+    (holder,) = [folder for folder in resumed if (folder / "last.pth").is_file()]  # rank 0's node only
+    (row,) = _metrics(holder)
+    assert not [path for folder in resumed if folder != holder for path in folder.glob("*.pth")]
+    val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
+    assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
+    assert float(row["mAP"]) == _evaluated_map(holder / "last.pth", cognata, config_path, tmp_path)
+    assert len(read_checkpoint(holder / "last.pth")["rng"]) == 2
+
+    empty = next(folder for folder in resumed if folder != holder)
+    port = str(_free_port())
+    static = [["--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", port] for rank in (0, 1)]
+    _two_nodes(static, [empty, holder], [*train_args, "--epochs", "2"])  # the node without it is rank 0 now
+
+    (finished,) = [folder for folder in straight if (folder / "last.pth").is_file()]
+    expected, got = read_checkpoint(finished / "last.pth"), read_checkpoint(empty / "last.pth")
+    assert got["epoch"] == expected["epoch"] == 1
+    assert read_checkpoint(holder / "last.pth")["epoch"] == 0  # rank 1 writes nothing
+    assert [(r["epoch"], r["loss"], r["mAP"]) for r in _metrics(empty)] == [(r["epoch"], r["loss"], r["mAP"]) for r in _metrics(finished)]
+    for key, value in expected["model_state_dict"].items():
+        assert torch.equal(value, got["model_state_dict"][key]), key
 
 
 def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) -> None:

@@ -101,12 +101,12 @@ def gather_objects_to_main(obj: Any) -> list[Any] | None:
     return gathered
 
 
-def broadcast_object(obj: Any) -> Any:
-    """Rank 0's ``obj`` on every rank."""
+def broadcast_object(obj: Any, src: int = 0) -> Any:
+    """Rank ``src``'s ``obj`` on every rank."""
     if not dist.is_initialized():
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=0)
+    dist.broadcast_object_list(holder, src=src)
     return holder[0]
 
 

@@ -20,7 +20,7 @@ from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
 from ssd.checkpoint import (
     BEST, LAST, CheckpointError, atomic_save, check_config_matches, epoch_checkpoint_name, load_checkpoint, load_model_state,
-    read_checkpoint, remove_stale_temporaries, training_checkpoint,
+    remove_stale_temporaries, training_checkpoint,
 )
 from ssd.config import load_config
 from ssd.data.kinds import dataset_kind
@@ -30,6 +30,7 @@ from ssd.distributed import DistributedContext, all_gather_objects, barrier, cle
 from ssd.device import configure_cudnn
 from ssd.engine.evaluate import Evaluation, Evaluator
 from ssd.engine.options import TrainOptions
+from ssd.engine.resume import ResumePoint, find_resume_point
 from ssd.engine.rng import rng_state, seed_everything, set_rng_state
 from ssd.engine.run_lock import RunLock
 from ssd.engine.run_log import RunLog
@@ -75,8 +76,8 @@ class Trainer:
         if context.is_main and options.save_folder.is_dir():
             for stale in remove_stale_temporaries(options.save_folder):
                 logger.info("removed %s, left by a run that was killed while writing it", stale.name)
-        resume_path = self._resume_path()
-        resumed = read_checkpoint(resume_path, map_location=self.device) if resume_path is not None else None
+        resume_point = find_resume_point(options.resume, options.save_folder, context)
+        resumed = resume_point.checkpoint if resume_point is not None else None
         kind = dataset_kind(options.dataset)
         data_options = {"strict": options.strict, "cache_dir": options.save_folder}
         saved_labels = resumed.get("label_map") if resumed is not None else None
@@ -121,8 +122,8 @@ class Trainer:
         self.start_epoch = 0
         self.best_map: float | None = None
         self.last_map: float | None = None  # of the last finished epoch
-        if resumed is not None:
-            self._resume(resume_path, resumed)
+        if resume_point is not None:
+            self._resume(resume_point)
         self.network = (
             DistributedDataParallel(self.model, device_ids=[self.device.index] if self.device.type == "cuda" else None)
             if context.is_distributed else self.model
@@ -135,15 +136,8 @@ class Trainer:
             self.log.restore(self.start_epoch, resumed.get("metrics_row"))
 
     # -- checkpoints --------------------------------------------------------------------------
-    def _resume_path(self) -> Path | None:
-        if self.options.resume is not None:
-            if not Path(self.options.resume).is_file():
-                raise CheckpointError(f"--resume: checkpoint not found: {self.options.resume}")
-            return Path(self.options.resume)
-        last = self.options.save_folder / LAST
-        return last if last.is_file() else None
-
-    def _resume(self, path: Path, checkpoint: dict[str, Any]) -> None:
+    def _resume(self, point: ResumePoint) -> None:
+        path, checkpoint = point.path, point.checkpoint
         if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
         load_model_state(self.model, checkpoint, str(path))  # other shapes: the more telling error
@@ -157,7 +151,8 @@ class Trainer:
         self.start_epoch = int(checkpoint["epoch"]) + 1
         self.best_map = checkpoint.get("best_map")
         self.last_map = checkpoint.get("map")
-        logger.info("resumed from %s at epoch %d", path, self.start_epoch)
+        where = f" (read by rank {point.rank})" if self.context.is_distributed else ""
+        logger.info("resumed from %s%s at epoch %d", path, where, self.start_epoch)
 
     def _checkpoint(self, epoch: int, mean_ap: float | None, row: dict[str, Any]) -> dict[str, Any]:
         training_state = {
