@@ -52,6 +52,8 @@ def test_accuracy_mode_writes_parses_and_scores_the_log(tiny_files: TinyFiles, t
         np.testing.assert_allclose(rows[index], detection_rows(result), rtol=1e-5, atol=1e-3)
     result, samples = score_accuracy_log(output / ACCURACY_LOG, dataset)
     assert samples == COUNT and f"accuracy: {COUNT} samples scored" in printed and f"mAP = {result.map:.5f}" in printed
+    report = (output / "accuracy.txt").read_text()  # what a submission's accuracy folder holds
+    assert report in printed and report.endswith(f"mAP = {result.map:.5f}\n") and result.table() in report
 
 
 def test_loaded_samples_are_staged_on_the_detectors_device(tiny_files: TinyFiles, monkeypatch):
@@ -69,13 +71,57 @@ def test_loaded_samples_are_staged_on_the_detectors_device(tiny_files: TinyFiles
     assert torch.equal(image, expected[0]) and size == expected[1]
 
 
-def test_performance_mode_reports_latency(tiny_files: TinyFiles, tmp_path: Path, capsys):
+def detail_settings(output: Path) -> dict[str, object]:
+    """The settings LoadGen logged in ``mlperf_log_detail.txt`` (its ``:::MLLOG`` JSON lines)."""
+    found = {}
+    for line in (output / "mlperf_log_detail.txt").read_text().splitlines():
+        if line.startswith(":::MLLOG "):
+            entry = json.loads(line[len(":::MLLOG "):])
+            found.setdefault(entry["key"], entry["value"])
+    return found
+
+
+def test_performance_mode_runs_under_the_benchmarks_settings_and_reports_the_999th_percentile(tiny_files: TinyFiles, tmp_path: Path, capsys):
     output = tmp_path / "performance"
     argv = [*loadgen_flags(tiny_files, output), "--count", "2", "--min-duration", "0", "--min-query-count", "4"]
     assert main(argv) == 0
     printed = capsys.readouterr().out
-    assert "Mode: PerformanceOnly" in printed and "90.0th percentile latency (ns)" in printed
-    assert "Result is" in (output / "mlperf_log_summary.txt").read_text()
+    summary = (output / "mlperf_log_summary.txt").read_text()
+    result_line = next(line for line in summary.splitlines() if line.startswith("99.9th percentile latency (ns)"))
+    assert "Mode: PerformanceOnly" in printed and f"99.9th percentile latency (ns): {result_line.split(':')[1].strip()}" in printed
+    assert "99.90 percentile latency (ns): " in printed and "Result is: " in printed
+    logged = detail_settings(output)
+    assert logged["requested_single_stream_target_latency_percentile"] == pytest.approx(0.999)
+    assert (logged["requested_qsl_rng_seed"], logged["requested_sample_index_rng_seed"], logged["requested_schedule_rng_seed"]) == (
+        1215947953, 295229089, 1380859451)
+    assert (logged["requested_min_duration_ms"], logged["requested_min_query_count"]) == (0, 4)  # the flags' overrides
+    assert logged["requested_performance_sample_count_override"] == 2  # 128, capped at the QSL's 2 samples
+
+
+def test_a_trial_run_of_a_given_time_and_a_user_conf(tiny_files: TinyFiles, tmp_path: Path):
+    user_conf = tmp_path / "user.conf"
+    user_conf.write_text("ssd.SingleStream.target_latency = 250  # ms, the expected latency\n*.*.performance_sample_count_override = 1\n")
+    output = tmp_path / "trial"
+    assert main([*loadgen_flags(tiny_files, output), "--count", "3", "--time", "0.25", "--user-conf", str(user_conf)]) == 0
+    logged = detail_settings(output)
+    assert (logged["requested_min_duration_ms"], logged["requested_min_query_count"]) == (250, 1)
+    assert logged["requested_single_stream_expected_latency_ns"] == pytest.approx(250e6)
+    assert logged["requested_performance_sample_count_override"] == 1
+    assert logged["requested_qsl_rng_seed"] == 1215947953  # still mlperf.conf's
+
+
+def test_settings_file_errors_are_one_line_before_any_work(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    bad = tmp_path / "user.conf"
+    bad.write_text("ssd.SingleStream.min_query_count = 10\n*.*.qsl_rng_seed = 1\n")
+    for flags, expected in [
+        (["--user-conf", str(bad)], "qsl_rng_seed may only be set in mlperf.conf"),
+        (["--mlperf-conf", str(tmp_path / "none.conf")], "LoadGen settings file not found"),
+        (["--time", "1", "--min-query-count", "3"], "--time sets the minimum duration"),
+    ]:
+        assert main([*loadgen_flags(tiny_files, tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err
+    assert not (tmp_path / "out").exists()
 
 
 def test_ground_truth_rows_score_perfectly(tiny_files: TinyFiles, tmp_path: Path):

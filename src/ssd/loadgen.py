@@ -17,7 +17,7 @@ import array
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import mlperf_loadgen as lg
@@ -32,13 +32,20 @@ from ssd.evaluation import EvalResult, detections_to_coco
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.evaluation import score_detections
 from ssd.inference import Detector
+from ssd.loadgen_conf import MODEL_NAME, ConfFiles, LoadgenConfError, apply_settings
 
 logger = logging.getLogger(__name__)
 
-# scenarios this SUT serves, as far as the installed LoadGen knows them (ConstantStream is newer)
+# scenarios this SUT serves, as far as the installed LoadGen knows them (ConstantStream: the automotive build)
 SCENARIOS = tuple(name for name in ("SingleStream", "ConstantStream") if hasattr(lg.TestScenario, name))
+AUTOMOTIVE_LOADGEN = (
+    "MLPerf Automotive's LoadGen (5.0.15, which has ConstantStream): pip install "
+    "'git+https://github.com/mlcommons/mlperf_automotive.git#subdirectory=loadgen'"
+)
 ACCURACY_LOG = "mlperf_log_accuracy.json"
 SUMMARY_LOG = "mlperf_log_summary.txt"
+DETAIL_LOG = "mlperf_log_detail.txt"
+ACCURACY_TXT = "accuracy.txt"
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
 NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
 
@@ -47,32 +54,49 @@ class LoadgenError(SSDError):
     """A LoadGen run that cannot be set up, or an accuracy log that cannot be read."""
 
 
+def _installed_loadgen() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"mlcommons-loadgen {version('mlcommons-loadgen')}"
+    except PackageNotFoundError:
+        return "the installed mlperf_loadgen"
+
+
 @dataclass(frozen=True)
 class LoadgenSettings:
-    """What to run: scenario, accuracy or performance mode, samples, and LoadGen overrides.
+    """What to run: scenario, accuracy or performance mode, samples, settings files and overrides.
 
-    ``count``: samples in the QSL (the first of the split; None = all). ``performance_sample_count``:
-    samples LoadGen keeps loaded in performance mode (each 2160x3840 sample is ~100 MB of float32).
-    ``min_duration_s`` / ``min_query_count``: LoadGen's minimums (None = its defaults or ``user_conf``'s).
-    ``user_conf``: a LoadGen user.conf read for ``model_name`` and the scenario before the overrides.
+    The settings files (``conf``: the benchmark's mlperf.conf by default, then a user.conf) give
+    LoadGen the benchmark's rules for ``model_name``; the other fields, when set, override them for
+    trial runs. ``count``: samples in the QSL (the first of the split; None = all).
+    ``performance_sample_count``: samples LoadGen keeps loaded in performance mode (None = the
+    files', 128; each 2160x3840 sample is ~100 MB of float32; at most ``count``).
+    ``min_duration_s`` / ``min_query_count``: LoadGen's minimums.
     """
 
     scenario: str = "SingleStream"
     accuracy: bool = False
     count: int | None = None
-    performance_sample_count: int = 64
+    performance_sample_count: int | None = None
     min_duration_s: float | None = None
     min_query_count: int | None = None
-    user_conf: Path | None = None
-    model_name: str = "ssd"  # the model name MLPerf Automotive's user.conf entries use
+    conf: ConfFiles = field(default_factory=ConfFiles)
+    model_name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
         if self.scenario not in SCENARIOS:
-            raise LoadgenError(f"scenario {self.scenario!r} is not available with this LoadGen (available: {', '.join(SCENARIOS)})")
-        if (self.count is not None and self.count < 1) or self.performance_sample_count < 1:
-            raise LoadgenError("--count and --performance-sample-count must be at least 1")
-        if self.user_conf is not None and not self.user_conf.is_file():
-            raise LoadgenError(f"LoadGen user config not found: {self.user_conf}")
+            if self.scenario == "ConstantStream":
+                raise LoadgenError(f"ConstantStream is not in {_installed_loadgen()}; it needs {AUTOMOTIVE_LOADGEN}")
+            raise LoadgenError(f"scenario {self.scenario!r} is not served (available: {', '.join(SCENARIOS)})")
+        if self.count is not None and self.count < 1:
+            raise LoadgenError("--count must be at least 1")
+        if self.performance_sample_count is not None and self.performance_sample_count < 1:
+            raise LoadgenError("--performance-sample-count must be at least 1")
+        if self.min_duration_s is not None and self.min_duration_s < 0:
+            raise LoadgenError("the minimum duration must not be negative")
+        if self.min_query_count is not None and self.min_query_count < 1:
+            raise LoadgenError("--min-query-count must be at least 1")
 
 
 @dataclass(frozen=True)
@@ -150,17 +174,24 @@ class DetectorSUT:
         """Nothing is queued: every query completes within :meth:`issue_queries`."""
 
 
-def _test_settings(settings: LoadgenSettings) -> lg.TestSettings:
+def _test_settings(settings: LoadgenSettings, count: int) -> tuple[lg.TestSettings, int]:
+    """LoadGen's settings for a run over ``count`` samples, and its performance sample count."""
     test = lg.TestSettings()
-    if settings.user_conf is not None:
-        test.FromConfig(str(settings.user_conf), settings.model_name, settings.scenario)
     test.scenario = getattr(lg.TestScenario, settings.scenario)
+    values = settings.conf.settings(settings.model_name, settings.scenario)
+    try:
+        apply_settings(test, values)
+    except LoadgenConfError as exc:
+        raise LoadgenError(f"{exc}; {AUTOMOTIVE_LOADGEN}") from exc
     test.mode = lg.TestMode.AccuracyOnly if settings.accuracy else lg.TestMode.PerformanceOnly
     if settings.min_duration_s is not None:
-        test.min_duration_ms = int(settings.min_duration_s * 1000)
+        test.min_duration_ms = int(round(settings.min_duration_s * 1000))
     if settings.min_query_count is not None:
         test.min_query_count = settings.min_query_count
-    return test
+    wanted = settings.performance_sample_count or values.get("performance_sample_count_override") or count
+    performance_samples = min(count, wanted)
+    test.performance_sample_count_override = performance_samples
+    return test, performance_samples
 
 
 def read_summary(path: Path) -> dict[str, str]:
@@ -177,7 +208,7 @@ def read_summary(path: Path) -> dict[str, str]:
 def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: LoadgenSettings, output_dir: str | Path) -> LoadgenRun:
     """Run one LoadGen test of ``detector`` on ``dataset``, writing LoadGen's logs to ``output_dir``."""
     count = len(dataset) if settings.count is None else min(settings.count, len(dataset))
-    test = _test_settings(settings)
+    test, performance_samples = _test_settings(settings, count)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
     log_output = lg.LogOutputSettings()
@@ -188,7 +219,7 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
 
     sut = DetectorSUT(detector, dataset)
     sut_handle = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)
-    qsl_handle = lg.ConstructQSL(count, min(count, settings.performance_sample_count), sut.load_samples, sut.unload_samples)
+    qsl_handle = lg.ConstructQSL(count, performance_samples, sut.load_samples, sut.unload_samples)
     try:
         logger.info("LoadGen %s, %s mode, %d samples", settings.scenario, "accuracy" if settings.accuracy else "performance", count)
         lg.StartTestWithLogSettings(sut_handle, qsl_handle, test, log_settings)
@@ -243,3 +274,8 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
     ]
     detections = detections_to_coco(outputs, image_ids, dataset.category_of_label)
     return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(indices)
+
+
+def accuracy_report(scored: EvalResult, samples: int, log: Path) -> str:
+    """The text of a run's ``accuracy.txt``: what was scored, the COCO table, and the ``mAP = `` line."""
+    return f"accuracy: {samples} samples scored from {log}\n{scored.table()}\nmAP = {scored.map:.5f}\n"

@@ -7,9 +7,10 @@ from pathlib import Path
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
-# summary lines worth printing, in order, when LoadGen wrote them
+# summary lines worth printing, in order, when LoadGen wrote them ("{result}": the line of the
+# target percentile, "99.9th percentile latency (ns)" under the benchmark's settings)
 SUMMARY_KEYS = (
-    "Scenario", "Mode", "Result is", "90.0th percentile latency (ns)", "QPS w/o loadgen overhead", "Mean latency (ns)",
+    "Scenario", "Mode", "Result is", "{result}", "99.90 percentile latency (ns)", "QPS w/o loadgen overhead", "Mean latency (ns)",
 )
 
 
@@ -25,10 +26,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--scenario", default="SingleStream", help="SingleStream, or ConstantStream where the installed LoadGen has it")
     parser.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score the accuracy log")
     parser.add_argument("--count", type=int, help="samples: the first N images of the split (default all)")
-    parser.add_argument("--performance-sample-count", type=int, default=64, help="samples kept in memory in performance mode (default 64)")
-    parser.add_argument("--min-duration", type=float, help="LoadGen minimum duration in seconds (default: LoadGen's)")
-    parser.add_argument("--min-query-count", type=int, help="LoadGen minimum number of queries (default: LoadGen's)")
-    parser.add_argument("--user-conf", type=Path, help="LoadGen user.conf, read before the flags above")
+    parser.add_argument("--performance-sample-count", type=int, help="samples kept in memory in performance mode (default: the settings', 128)")
+    parser.add_argument("--mlperf-conf", type=Path, help="LoadGen mlperf.conf with the benchmark's rules (default: MLPerf Automotive's, shipped)")
+    parser.add_argument("--user-conf", type=Path, help="LoadGen user.conf, read after --mlperf-conf")
+    parser.add_argument("--time", type=float, help="a trial run of about this many seconds (minimum duration, one query minimum)")
+    parser.add_argument("--min-duration", type=float, help="LoadGen minimum duration in seconds (default: the settings', 600)")
+    parser.add_argument("--min-query-count", type=int, help="LoadGen minimum number of queries (default: the settings', 6636)")
     parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
     parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass when a query holds several (default 1)")
@@ -47,14 +50,20 @@ def run(args: argparse.Namespace) -> int:
     from ssd.distributed import select_device
     from ssd.heap_retention import heap_retention_for
     from ssd.inference import Detector
-    from ssd.loadgen import LoadgenSettings, run_loadgen, score_accuracy_log
+    from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, score_accuracy_log
+    from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, MODEL_NAME, ConfFiles
     from ssd.decoding import DecodeSettings
 
     if args.batch_size < 1:
         raise SSDError("--batch-size must be at least 1")
+    if args.time is not None and (args.min_duration is not None or args.min_query_count is not None):
+        raise SSDError("--time sets the minimum duration and query count: give it alone, or --min-duration / --min-query-count")
+    conf = ConfFiles(args.mlperf_conf or DEFAULT_MLPERF_CONF, args.user_conf)
+    conf.settings(MODEL_NAME, args.scenario)  # a bad settings file is reported before the model loads
     settings = LoadgenSettings(
         scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
-        min_duration_s=args.min_duration, min_query_count=args.min_query_count, user_conf=args.user_conf,
+        min_duration_s=args.time if args.time is not None else args.min_duration,
+        min_query_count=1 if args.time is not None else args.min_query_count, conf=conf,
     )
     device = select_device(args.device, 0)
     configure_cudnn(device, args.cudnn_benchmark)
@@ -68,13 +77,15 @@ def run(args: argparse.Namespace) -> int:
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model))
     result = run_loadgen(detector, dataset, settings, args.output_dir)
+    result_key = next((key for key in result.summary if key.endswith("th percentile latency (ns)")), None)
     for key in SUMMARY_KEYS:
+        key = result_key if key == "{result}" else key
         if key in result.summary:
             print(f"{key}: {result.summary[key]}")
     print(f"LoadGen logs in {result.output_dir}")
     if args.accuracy:
         scored, samples = score_accuracy_log(result.accuracy_log, dataset)
-        print(f"accuracy: {samples} samples scored from {result.accuracy_log}")
-        print(scored.table())
-        print(f"mAP = {scored.map:.5f}")
+        report = accuracy_report(scored, samples, result.accuracy_log)
+        (result.output_dir / ACCURACY_TXT).write_text(report)
+        print(report, end="")
     return 0

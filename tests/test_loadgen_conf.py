@@ -1,0 +1,123 @@
+"""LoadGen settings files: the format, the precedence of entries, the benchmark's defaults, errors."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import mlperf_loadgen as lg
+import pytest
+
+from ssd.loadgen import SCENARIOS, LoadgenError, LoadgenSettings, _test_settings
+from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, LoadgenConfError, apply_settings, lookup, parse_conf, resolve
+
+
+def write(tmp_path: Path, text: str, name: str = "x.conf") -> Path:
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_the_most_specific_entry_wins_and_a_later_line_replaces_an_earlier_one(tmp_path):
+    entries = parse_conf(write(tmp_path, """
+        # a comment line
+        *.*.min_query_count = 1
+        ssd.*.min_query_count = 2      # a trailing comment
+        *.SingleStream.min_query_count = 3
+        ssd.SingleStream.min_query_count = 4
+        other.SingleStream.min_duration = 9
+        *.*.min_duration = 5
+        *.*.min_duration = 6
+    """))
+    assert lookup(entries, "ssd", "SingleStream", "min_query_count") == "4"
+    assert lookup(entries, "other", "SingleStream", "min_query_count") == "3"  # *.scenario before model.*
+    assert lookup(entries, "ssd", "Offline", "min_query_count") == "2"
+    assert lookup(entries, "other", "Offline", "min_query_count") == "1"
+    assert lookup(entries, "ssd", "SingleStream", "min_duration") == "6"
+    assert lookup(entries, "other", "SingleStream", "min_duration") == "9"
+    assert lookup(entries, "ssd", "SingleStream", "max_duration") is None
+
+
+def test_units_follow_loadgen(tmp_path):
+    values = resolve(parse_conf(write(tmp_path, """
+        *.SingleStream.target_latency_percentile = 99.9
+        *.SingleStream.target_latency = 12.5
+        *.*.min_duration = 0x10
+        *.*.accuracy_log_probability = 50
+    """)), "ssd", "SingleStream")
+    assert values == {
+        "single_stream_target_latency_percentile": pytest.approx(0.999), "single_stream_expected_latency_ns": pytest.approx(12.5e6),
+        "min_duration_ms": 16, "accuracy_log_probability": pytest.approx(0.5),
+    }
+
+
+def test_the_shipped_defaults_are_the_benchmarks():
+    single = ConfFiles().settings("ssd", "SingleStream")
+    assert single == {
+        "qsl_rng_seed": 1215947953, "sample_index_rng_seed": 295229089, "schedule_rng_seed": 1380859451,
+        "performance_sample_count_override": 128, "single_stream_target_latency_percentile": pytest.approx(0.999),
+        "min_duration_ms": 600000, "min_query_count": 6636, "single_stream_expected_latency_ns": pytest.approx(10e6),
+    }
+    constant = ConfFiles().settings("ssd", "ConstantStream")
+    assert {key: constant[key] for key in ("server_target_qps", "server_target_latency_percentile", "min_query_count", "min_duration_ms", "server_constant_gen")} == {
+        "server_target_qps": 15.0, "server_target_latency_percentile": pytest.approx(0.999), "min_query_count": 100000,
+        "min_duration_ms": 600000, "server_constant_gen": 1,
+    }
+    assert ConfFiles().settings("deeplabv3plus", "SingleStream").get("performance_sample_count_override") is None
+    assert DEFAULT_MLPERF_CONF.is_file()
+
+
+def test_applied_to_loadgens_settings():
+    test = lg.TestSettings()
+    apply_settings(test, ConfFiles().settings("ssd", "SingleStream"))
+    assert (test.qsl_rng_seed, test.min_query_count, test.performance_sample_count_override) == (1215947953, 6636, 128)
+    assert test.single_stream_target_latency_percentile == pytest.approx(0.999)
+    with pytest.raises(LoadgenConfError, match="no setting 'nonexistent'"):
+        apply_settings(test, {"nonexistent": 1})
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    ("ssd.SingleStream.min_query_count 5", "line 2: expected 'model.scenario.key = value'"),
+    ("ssd.min_query_count = 5", "line 2: expected"),
+    ("ssd.SingleStream.min_query_count =", "line 2: expected"),
+    ("ssd.SingleStream.min_querycount = 5", "line 2: unknown LoadGen setting 'min_querycount'"),
+    ("ssd.SingleStream.min_query_count = five", "line 2: ssd.SingleStream.min_query_count must be a number, got 'five'"),
+])
+def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
+    path = write(tmp_path, f"*.*.min_duration = 1\n{line}\n")
+    with pytest.raises(LoadgenConfError, match=message) as raised:
+        parse_conf(path)
+    assert str(path) in str(raised.value)
+
+
+def test_keys_of_other_models_and_loadgen_modes_are_accepted_and_ignored(tmp_path):
+    path = write(tmp_path, "bevformer.*.use_grouped_qsl = 1\nbevformer.*.group_sizes = 39, 40, 40\n*.ConstantStream.target_duration = 0\n")
+    assert resolve(parse_conf(path), "bevformer", "SingleStream") == {}
+
+
+def test_a_user_conf_may_not_set_seeds_but_may_override_the_rest(tmp_path):
+    user = write(tmp_path, "ssd.SingleStream.min_query_count = 10\n", "user.conf")
+    assert ConfFiles(user_conf=user).settings("ssd", "SingleStream")["min_query_count"] == 10
+    seeded = write(tmp_path, "ssd.*.schedule_rng_seed = 7\n", "seeded.conf")
+    with pytest.raises(LoadgenConfError, match="schedule_rng_seed may only be set in mlperf.conf"):
+        ConfFiles(user_conf=seeded).settings("ssd", "SingleStream")
+    other_model = write(tmp_path, "bevformer.*.schedule_rng_seed = 7\n", "other.conf")  # not this model's
+    assert ConfFiles(user_conf=other_model).settings("ssd", "SingleStream")["schedule_rng_seed"] == 1380859451
+    mlperf = write(tmp_path, "*.*.qsl_rng_seed = 11\n", "mlperf.conf")  # another mlperf.conf may
+    assert ConfFiles(mlperf, user).settings("ssd", "SingleStream") == {"qsl_rng_seed": 11, "min_query_count": 10}
+
+
+def test_performance_sample_count_is_the_settings_capped_at_the_samples():
+    assert _test_settings(LoadgenSettings(), 500)[1] == 128
+    assert _test_settings(LoadgenSettings(), 20)[1] == 20
+    test, samples = _test_settings(LoadgenSettings(performance_sample_count=7), 20)
+    assert samples == test.performance_sample_count_override == 7
+
+
+def test_constant_stream_is_offered_only_where_loadgen_has_it():
+    if hasattr(lg.TestScenario, "ConstantStream"):
+        assert "ConstantStream" in SCENARIOS
+        test, _ = _test_settings(LoadgenSettings(scenario="ConstantStream"), 200)
+        assert test.server_target_qps == 15.0 and test.server_constant_gen
+    else:
+        assert SCENARIOS == ("SingleStream",)
+        with pytest.raises(LoadgenError, match=r"ConstantStream is not in .*pip install .*mlperf_automotive.*loadgen"):
+            LoadgenSettings(scenario="ConstantStream")
