@@ -221,3 +221,17 @@ def test_annotation_and_list_files_starting_with_a_byte_order_mark_read_as_witho
     dataset = CognataDataset(root, "all", file_list=listing)
     assert len(dataset.problems) == 0 and dataset.annotations.paths == [f"{SCENARIO}/{CAMERA}_png/0000000001.png"]
     assert dataset.annotations.boxes.tolist() == [[10, 10, 40, 30]]
+
+
+def test_a_listed_frame_without_a_kept_object_stays_at_its_position_with_no_ground_truth(root: Path, tmp_path: Path):
+    """MLPerf numbers samples by the file list's rows: dropping an empty frame would shift every later one."""
+    write_frame(root, "0000000010", [["1", "2", "Pole", "[10, 10, 40, 30]", "20.5", "0"]])  # an ignored class only
+    listing = tmp_path / "val_set.csv"
+    frames = ["0000000001", "0000000010", "0000000002"]
+    listing.write_text("img\n" + "".join(f"{SCENARIO}/{CAMERA}_png/{frame}.png\n" for frame in frames))
+    dataset = CognataDataset(root, "all", file_list=listing)
+    assert [Path(p).stem for p in dataset.annotations.paths] == frames and list(dataset.annotations.image_ids) == [0, 1, 2]
+    assert [len(dataset.target_pixels(i)[0]) for i in range(3)] == [1, 0, 1]
+    assert "0000000010.png" not in [Path(p).name for p in CognataDataset(root, "all").annotations.paths]  # a split drops it
+    gt = dataset.coco_ground_truth()
+    assert [image["id"] for image in gt["images"]] == [0, 1, 2] and {a["image_id"] for a in gt["annotations"]} == {0, 2}

@@ -139,9 +139,12 @@ def test_file_list(synth_root: Path, tmp_path: Path):
             writer.writerow(["/" + path, path.replace("_png", "_ann").replace(".png", ".csv")])
         writer.writerow([f"{PNG}/9999999999.png", "x"])
     assert read_file_list(listing)[:4] == chosen
+    with pytest.raises(DataError, match=r"val_set.csv: entry 4 \(.*9999999999.png\) is not a frame of the dataset"):
+        CognataDataset(synth_root, file_list=listing)  # every later sample would shift against the list
+    listing.write_text("".join(f"{line}\n" for line in listing.read_text().splitlines()[:-1]))
     dataset = CognataDataset(synth_root, file_list=listing)
-    assert dataset.annotations.paths == chosen
-    assert [p.reason for p in dataset.problems] == [f"listed in {listing}: no such paired frame"]
+    assert dataset.annotations.paths == chosen and list(dataset.annotations.image_ids) == [0, 1, 2, 3]
+    assert len(dataset.problems) == 0
 
 
 def test_index_cache_hit_and_invalidation(root: Path, monkeypatch):

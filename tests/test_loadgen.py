@@ -159,3 +159,39 @@ def test_unreadable_sample_fails_cleanly_after_the_run(tiny_files: TinyFiles, tm
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: sample 1 ") and "no detections" in err[0]
     assert (tmp_path / "out" / ACCURACY_LOG).is_file()
+
+
+def test_sample_indices_follow_a_file_list_with_an_empty_frame(tiny_files: TinyFiles, tmp_path: Path):
+    """A listed frame without a kept object is a sample (no ground truth): the later samples keep their rows' indices."""
+    import csv
+
+    data = Path(shutil.copytree(tiny_files.data, tmp_path / "data"))
+    val = build_dataset("cognata", data, "val", load_config(tiny_files.config))
+    first, second = val.image_path(0), val.image_path(1)
+    empty = first.with_name("9999999999.png")
+    shutil.copyfile(first, empty)  # the same pixels as the first frame, annotated with an ignored class only
+    annotation = Path(str(first.parent).replace("_png", "_ann")) / f"{first.stem}.csv"
+    with open(annotation, newline="") as handle:
+        header, row = list(csv.reader(handle))[:2]
+    row[header.index("object_class")], row[header.index("object_class_name")] = "2", "Pole"
+    with open(annotation.with_name("9999999999.csv"), "w", newline="") as handle:
+        csv.writer(handle).writerows([header, row])
+    listing = tmp_path / "val_set.csv"
+    listing.write_text("img\n" + "".join(f"{p.relative_to(data).as_posix()}\n" for p in (first, empty, second)))
+    output = tmp_path / "out"
+    argv = [*loadgen_flags(tiny_files, output), "--accuracy", "--file-list", str(listing)]
+    argv[argv.index("--data-path") + 1] = str(data)
+    assert main(argv) == 0
+    rows = read_accuracy_log(output / ACCURACY_LOG)
+    assert sorted(rows) == [0, 1, 2] and len(rows[1]) > 0
+    np.testing.assert_array_equal(rows[1], rows[0])  # sample 1 is the empty frame (the first frame's pixels)
+    from dataclasses import asdict
+
+    from ssd import Detector
+    from ssd.decoding import DecodeSettings
+
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, **asdict(DecodeSettings.mlperf()))
+    np.testing.assert_allclose(rows[2], detection_rows(detector([second])[0]), rtol=1e-5, atol=1e-3)  # not shifted
+    listed = build_dataset("cognata", data, "val", load_config(tiny_files.config), file_list=listing)
+    scored, samples = score_accuracy_log(output / ACCURACY_LOG, listed)
+    assert samples == 3 and "mAP = " in (output / "accuracy.txt").read_text()

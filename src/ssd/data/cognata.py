@@ -225,12 +225,11 @@ class CognataDataset(DetectionDataset):
         selection = select_objects(index, ignore_classes, label_map)
         problems.report_all(selection.problems(index))
 
-        candidates = np.flatnonzero(selection.frames)
         if file_list is not None:
-            chosen = self._from_list(index, selection, file_list, problems)
+            chosen = self._from_list(index, selection, file_list)
         else:
-            chosen = [int(candidates[i]) for i in split_frames(len(candidates), split)]
-        chosen = [f for f in chosen if selection.usable[f]]
+            candidates = np.flatnonzero(selection.frames)
+            chosen = [int(candidates[i]) for i in split_frames(len(candidates), split) if selection.usable[candidates[i]]]
         if not chosen:
             raise DataError(
                 f"{index.root}: no usable frame ({split if file_list is None else file_list}; {len(index)} paired frames "
@@ -252,17 +251,24 @@ class CognataDataset(DetectionDataset):
         log.info("cognata %s at %s: %d frames, %d objects, %s", source, index.root, len(self), len(annotations.labels), problems.summary())
 
     @staticmethod
-    def _from_list(index: CognataIndex, selection: Selection, file_list: str | Path, problems: ProblemLog) -> list[int]:
+    def _from_list(index: CognataIndex, selection: Selection, file_list: str | Path) -> list[int]:
+        """The listed frames, in the list's order: sample ``i`` is the list's row ``i``, as MLPerf's
+        harness numbers them. A frame without a kept object stays (no ground truth: its detections
+        are false positives); a listed frame that is not in the dataset is an error, since every
+        later sample would shift against the list."""
         position = {path: i for i, path in enumerate(index.images)}
         chosen = []
-        for path in read_file_list(file_list):
+        for row, path in enumerate(read_file_list(file_list)):
             frame = position.get(path)
             if frame is None:
-                problems.report(Problem(str(index.root / path), f"listed in {file_list}: no such paired frame"))
-            elif not selection.usable[frame]:
-                problems.report(Problem(str(index.root / path), f"listed in {file_list}: frame has no kept object"))
-            else:
-                chosen.append(frame)
+                raise DataError(
+                    f"{file_list}: entry {row} ({index.root / path}) is not a frame of the dataset (image with its annotation CSV); "
+                    "sample indices follow the list, so every listed frame must be there"
+                )
+            chosen.append(frame)
+        empty = sum(not selection.usable[f] for f in chosen)
+        if empty:
+            log.info("%s: %d listed frames have no kept object; kept as samples without ground truth", Path(file_list).name, empty)
         return chosen
 
 
