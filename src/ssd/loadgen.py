@@ -140,7 +140,7 @@ class DetectorSUT:
             if index in self.loaded:
                 continue
             try:
-                image, size = self.detector.preprocess(self.dataset.image_path(index))
+                image, size = self.dataset.network_input(index, self.detector.preprocess)
                 self.loaded[index] = stage_on_device(image, self.detector.device), size
             except Exception as exc:  # see the class docstring
                 self.failures.append(f"sample {index} ({self.dataset.image_path(index)}): {exc}")

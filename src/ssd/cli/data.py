@@ -1,4 +1,5 @@
-"""``ssd data synth`` (synthetic datasets in the real formats) and ``ssd data stats`` (what a loader keeps and skips)."""
+"""``ssd data synth`` (synthetic datasets in the real formats), ``ssd data stats`` (what a loader keeps and skips) and
+``ssd data preprocess`` (Cognata frames in MLPerf Automotive's preprocessed format)."""
 from __future__ import annotations
 
 import argparse
@@ -54,13 +55,39 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                        help="decode every kept image (in threads, with a progress bar) and report those that fail, as training "
                        "would; default: only image headers and files are checked (fast)")
     stats.add_argument("--json", action="store_true", help="print one JSON object")
+
+    preprocess = actions.add_parser(
+        "preprocess", help="write Cognata frames in MLPerf Automotive's preprocessed format ({val,calib}_<i>.pkl)"
+    )
+    preprocess.add_argument("--data-path", "--data_path", required=True, type=Path, help="raw Cognata dataset root")
+    preprocess.add_argument("--out", required=True, type=Path, help="output folder (e.g. val_2d)")
+    preprocess.add_argument("--file-list", type=Path, help="CSV of the frames, in sample order (e.g. val_set.csv); default: --split")
+    preprocess.add_argument("--split", default="val", help="the split to write when no --file-list is given (default val)")
+    preprocess.add_argument("--config", default=None, help="config: the model's image size and the dataset selection (default: the MLPerf config)")
+    preprocess.add_argument("--calibration", action="store_true", help="name the files calib_<i>.pkl (a calibration set)")
+    preprocess.add_argument("--cache-dir", type=Path, help="index cache folder when the dataset folder is read-only")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.action == "synth":
         return _synth(args)
+    if args.action == "preprocess":
+        return _preprocess(args)
     return _stats(args)
+
+
+def _preprocess(args: argparse.Namespace) -> int:
+    from ssd.config import load_config
+    from ssd.data.preprocessed import write_preprocessed
+    from ssd.engine.options import DEFAULT_CONFIG
+
+    config = load_config(args.config or DEFAULT_CONFIG)
+    dataset = dataset_kind("cognata").build(args.data_path, args.split, config, file_list=args.file_list, cache_dir=args.cache_dir)
+    prefix = "calib" if args.calibration else "val"
+    frames = write_preprocessed(dataset, args.out, prefix, config.model.image_size, show_progress=True)
+    print(f"wrote {frames} preprocessed frames ({prefix}_0.pkl .. {prefix}_{frames - 1}.pkl) to {args.out}")
+    return 0
 
 
 def _synth(args: argparse.Namespace) -> int:

@@ -202,6 +202,11 @@ class DetectionDataset(Dataset):
         """Decoded uint8 ``[3, H, W]`` image; raises :class:`CorruptImageError`."""
         return read_image(self.image_path(index), self.orig_size(index))
 
+    def network_input(self, index: int, preprocess: Callable[[Path], tuple[Tensor, tuple[int, int]]]) -> tuple[Tensor, tuple[int, int]]:
+        """Image ``index`` as a network takes it, ``preprocess(path)`` (e.g. ``Detector.preprocess``),
+        and the size its boxes are reported in; a dataset stored preprocessed returns its own."""
+        return preprocess(self.image_path(index))
+
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[Tensor | None, dict[str, Any]]:
         """Item ``key``, or ``(index, seed)``: the item with its random augmentation drawn from ``seed``
         (:class:`ssd.data.loader.AugmentationSampler`), leaving the process's random state as it was."""

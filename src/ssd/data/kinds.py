@@ -118,6 +118,10 @@ DATASET_KINDS = {
         "cognata", "Cognata", builder="ssd.data.cognata:build_cognata", stats="ssd.data.stats:cognata_stats",
         synth="ssd.data.synth:synth_cognata", decode_preset="mlperf",
     ),
+    "cognata-preprocessed": DatasetKind(
+        "cognata-preprocessed", "Cognata-preprocessed", builder="ssd.data.preprocessed:build_preprocessed",
+        stats="ssd.data.preprocessed:preprocessed_stats", synth="ssd.data.preprocessed:synth_preprocessed", decode_preset="mlperf",
+    ),
 }
 
 

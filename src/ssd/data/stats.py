@@ -42,7 +42,7 @@ class DatasetStats:
         return asdict(self)
 
 
-def _size_summary(stats: DatasetStats, boxes: np.ndarray) -> None:
+def summarise_sizes(stats: DatasetStats, boxes: np.ndarray) -> None:
     """Fill the size buckets and side percentiles from kept boxes ``[K, 4]`` (xyxy pixels)."""
     area = (boxes[:, 2] - boxes[:, 0]).astype(np.float64) * (boxes[:, 3] - boxes[:, 1])
     stats.sizes = {
@@ -55,7 +55,7 @@ def _size_summary(stats: DatasetStats, boxes: np.ndarray) -> None:
         stats.side_px = {"min": float(side.min()), "median": float(np.median(side)), "max": float(side.max())}
 
 
-def _per_class(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
+def per_class_counts(labels: np.ndarray, class_names: Sequence[str]) -> dict[str, int]:
     counts = np.bincount(labels, minlength=len(class_names))
     return {class_names[label]: int(counts[label]) for label in range(1, len(class_names))}
 
@@ -109,8 +109,8 @@ def cognata_stats(
     kept = (selection.reasons == KEPT) & usable[index.frame_of_object]
     stats.images = int(usable.sum())
     stats.objects = int(kept.sum())
-    stats.per_class = _per_class(selection.labels[kept], selection.label_map.class_names)
-    _size_summary(stats, selection.boxes[kept])
+    stats.per_class = per_class_counts(selection.labels[kept], selection.label_map.class_names)
+    summarise_sizes(stats, selection.boxes[kept])
     stats.skipped = [{"path": p.path, "reason": p.reason} for p in problems]
     frame_of = index.frame_of_object
     for k in np.flatnonzero((selection.reasons != KEPT) & ~np.isin(selection.reasons, PROBLEM_CODES)):
@@ -163,8 +163,8 @@ def coco_stats(
             stats.images += 1
             labels = ann.labels[part][~crowd]
             stats.objects += len(labels)
-            per_class.update(_per_class(labels, dataset.class_names))
+            per_class.update(per_class_counts(labels, dataset.class_names))
             kept_boxes.append(ann.boxes[part][~crowd])
     stats.per_class = dict(per_class)
-    _size_summary(stats, np.concatenate(kept_boxes) if kept_boxes else np.zeros((0, 4), np.float32))
+    summarise_sizes(stats, np.concatenate(kept_boxes) if kept_boxes else np.zeros((0, 4), np.float32))
     return stats

@@ -275,11 +275,11 @@ def synth_coco(
     annotation_id = 0
     for name in ("train", "val"):
         data = {"info": {"description": "ssd synthetic COCO-format data", "version": "1.0"}, "licenses": [], "images": [], "annotations": [], "categories": categories}
-        for (entry, annotations), split in zip(results, split_of):
+        for (entry, image_annotations), split in zip(results, split_of):
             if split != name:
                 continue
             data["images"].append(entry)
-            for annotation in annotations:
+            for annotation in image_annotations:
                 annotation_id += 1
                 data["annotations"].append({"id": annotation_id, **annotation})
         (root / "annotations" / f"instances_{name}2017.json").write_text(json.dumps(data))

@@ -1,0 +1,158 @@
+"""MLPerf Automotive's preprocessed Cognata format: written from raw frames, read back, hostile files refused."""
+from __future__ import annotations
+
+import json
+import os
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+
+from ssd.cli.main import main
+from ssd.config import load_config
+from ssd.data import build_dataset
+from ssd.data.preprocessed import PreprocessedCognata, UnsafePickleError, load_frame
+from ssd.data.problems import DataError
+from ssd.data.synth import synth_cognata
+from ssd.loadgen import ACCURACY_LOG, read_accuracy_log
+
+
+@pytest.fixture(scope="module")
+def raw(tiny_files: TinyFiles, tmp_path_factory) -> Path:
+    """Raw Cognata frames at the tiny config's model size (the format keeps no original size)."""
+    return synth_cognata(tmp_path_factory.mktemp("raw"), 24, size=tuple(load_config(tiny_files.config).model.image_size), seed=4).root
+
+
+@pytest.fixture(scope="module")
+def preprocessed(raw: Path, tiny_files: TinyFiles, tmp_path_factory) -> tuple[Path, Path]:
+    """``ssd data preprocess`` of a file list in shuffled order: (list, output folder)."""
+    folder = tmp_path_factory.mktemp("pre")
+    every = build_dataset("cognata", raw, "all", load_config(tiny_files.config))
+    paths = [every.annotations.paths[i] for i in (2, 0, 3, 1)]
+    listing = folder / "val_set.csv"
+    listing.write_text("img,ann\n" + "".join(f"/{p},{p.replace('_png', '_ann').replace('.png', '.csv')}\n" for p in paths))
+    out = folder / "val_2d"
+    assert main(["data", "preprocess", "--data-path", str(raw), "--file-list", str(listing), "--out", str(out),
+                 "--config", str(tiny_files.config)]) == 0
+    return listing, out
+
+
+def test_preprocess_writes_the_benchmarks_format(preprocessed, raw: Path, tiny_files: TinyFiles):
+    listing, out = preprocessed
+    assert sorted(p.name for p in out.glob("*.pkl")) == ["val_0.pkl", "val_1.pkl", "val_2.pkl", "val_3.pkl"]
+    with open(out / "val_1.pkl", "rb") as handle:
+        frame = pickle.load(handle)  # a plain pickle, as the harness reads it
+    listed = build_dataset("cognata", raw, "val", load_config(tiny_files.config), file_list=listing)
+    image, _ = listed[1]  # the validation transform's output for the list's second row
+    assert set(frame) == {"img", "gt_boxes"} and frame["img"].dtype == np.float32 and frame["img"].shape == (1, *image.shape)
+    assert np.array_equal(frame["img"][0], image.numpy())
+    boxes, labels = listed.target_pixels(1)
+    expected = np.zeros((len(labels), 7), np.float32)
+    expected[:, :4], expected[:, 4] = boxes.numpy(), labels.numpy()
+    assert frame["gt_boxes"].dtype == np.float32 and np.array_equal(frame["gt_boxes"], expected) and len(labels) > 0
+
+
+def test_loadgen_and_evaluate_on_preprocessed_frames_equal_the_raw_path(preprocessed, raw: Path, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    listing, out = preprocessed
+    common = ["--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--device", "cpu"]
+    assert main(["loadgen", *common, "--dataset", "cognata-preprocessed", "--data-path", str(out), "--accuracy",
+                 "--output-dir", str(tmp_path / "pre")]) == 0
+    assert main(["loadgen", *common, "--dataset", "cognata", "--data-path", str(raw), "--file-list", str(listing), "--accuracy",
+                 "--output-dir", str(tmp_path / "raw")]) == 0
+    pre_rows, raw_rows = read_accuracy_log(tmp_path / "pre" / ACCURACY_LOG), read_accuracy_log(tmp_path / "raw" / ACCURACY_LOG)
+    assert sorted(pre_rows) == sorted(raw_rows) == [0, 1, 2, 3]
+    for index in raw_rows:
+        assert np.array_equal(pre_rows[index], raw_rows[index]), index
+    assert (tmp_path / "pre" / "accuracy.txt").read_text().splitlines()[1:] == (tmp_path / "raw" / "accuracy.txt").read_text().splitlines()[1:]
+    metrics = {}
+    for name, data in (("pre", ["--dataset", "cognata-preprocessed", "--data-path", str(out)]),
+                       ("raw", ["--dataset", "cognata", "--data-path", str(raw), "--file-list", str(listing)])):
+        assert main(["evaluate", *common, *data, "--mlperf", "--num-workers", "0", "--output-dir", str(tmp_path / f"eval_{name}")]) == 0
+        metrics[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())
+    assert metrics["pre"]["stats"] == metrics["raw"]["stats"] and metrics["pre"]["images"] == 4
+
+
+class RunsCode:
+    """What a malicious pickle holds: loading it would call os.system."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_malicious_pickle_is_refused_without_running_it(tmp_path: Path, capsys):
+    marker = tmp_path / "pwned"
+    folder = tmp_path / "val_2d"
+    folder.mkdir()
+    (folder / "val_0.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 4, 4), np.float32), "gt_boxes": RunsCode(marker)}))
+    with pytest.raises(UnsafePickleError, match=r"val_0.pkl: refused to load: the pickle asks for (posix|os)\.system"):
+        load_frame(folder / "val_0.pkl")
+    assert main(["data", "stats", "--dataset", "cognata-preprocessed", "--data-path", str(folder)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "refused to load" in err[0] and "val_0.pkl" in err[0]
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("protocol", [2, 4, 5])
+def test_frames_pickled_with_any_protocol_load(tmp_path: Path, protocol: int):
+    image = np.arange(2 * 3 * 4, dtype=np.float32).reshape(1, 3, 2, 4)
+    gt = np.array([[0, 0, 2, 1, 3, 0, 0]], np.float32)
+    (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": image, "gt_boxes": gt}, protocol=protocol))
+    frame = load_frame(tmp_path / "val_0.pkl")
+    assert np.array_equal(frame["img"], image) and np.array_equal(frame["gt_boxes"], gt)
+    dataset = PreprocessedCognata(tmp_path)
+    assert len(dataset) == 1 and dataset.orig_size(0) == (2, 4) and dataset.annotations.labels.tolist() == [3]
+    assert torch.equal(dataset.load_image(0), torch.from_numpy(image[0]))
+
+
+@pytest.mark.parametrize(("payload", "message"), [
+    ({"img": np.zeros((1, 3, 2, 2), np.float32)}, "expected a dict with 'img' and 'gt_boxes'"),
+    ([1, 2], "expected a dict with 'img' and 'gt_boxes', got list"),
+    ({"img": np.zeros((1, 3, 2, 2), np.float64), "gt_boxes": np.zeros((0, 7), np.float32)}, "'img' must be a float32 array"),
+    ({"img": np.zeros((3, 2, 2), np.float32), "gt_boxes": np.zeros((0, 7), np.float32)}, r"'img' must be a float32 array \[1, 3, H, W\], got float32 array \[3, 2, 2\]"),
+    ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.zeros((1, 6), np.float32)}, r"'gt_boxes' must be a float array \[G, 7\]"),
+    ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.full((1, 7), np.nan, np.float32)}, "not finite"),
+])
+def test_a_malformed_frame_is_an_error_naming_the_file(tmp_path: Path, payload, message):
+    (tmp_path / "val_0.pkl").write_bytes(pickle.dumps(payload))
+    with pytest.raises(DataError, match=message) as raised:
+        load_frame(tmp_path / "val_0.pkl")
+    assert "val_0.pkl" in str(raised.value)
+
+
+def test_folder_errors(tmp_path: Path):
+    frame = pickle.dumps({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.zeros((0, 7), np.float32)})
+    with pytest.raises(DataError, match="no val_<i>.pkl files"):
+        PreprocessedCognata(tmp_path)
+    for i in (0, 1, 3):
+        (tmp_path / f"val_{i}.pkl").write_bytes(frame)
+    with pytest.raises(DataError, match="val_2.pkl is missing"):  # every later sample would shift
+        PreprocessedCognata(tmp_path)
+    (tmp_path / "val_2.pkl").write_bytes(frame[: len(frame) // 2])
+    with pytest.raises(DataError, match="val_2.pkl: not a readable pickle"):
+        PreprocessedCognata(tmp_path)
+    with pytest.raises(DataError, match="splits val and calib"):
+        PreprocessedCognata(tmp_path, "train")
+    (tmp_path / "val_2.pkl").write_bytes(frame)
+    assert len(PreprocessedCognata(tmp_path)) == 4
+
+
+def test_preprocessing_refuses_what_the_format_cannot_hold(raw: Path, tiny_files: TinyFiles, preprocessed, tmp_path: Path, capsys):
+    other = synth_cognata(tmp_path / "other", 4, size=(72, 120), seed=1).root
+    argv = ["data", "preprocess", "--data-path", str(other), "--split", "all", "--out", str(tmp_path / "a"), "--config", str(tiny_files.config)]
+    assert main(argv) == 2
+    assert "72x120, but the format keeps no original size" in capsys.readouterr().err
+    _, out = preprocessed  # four frames there; writing two would leave val_2 and val_3 of another list
+    listing = tmp_path / "two.csv"
+    listing.write_text("".join(line + "\n" for line in (preprocessed[0].read_text().splitlines()[1:3])))
+    assert main(["data", "preprocess", "--data-path", str(raw), "--file-list", str(listing), "--out", str(out),
+                 "--config", str(tiny_files.config)]) == 2
+    assert "already holds val_2.pkl and others beyond the 2 frames" in capsys.readouterr().err
+    config = load_config(tiny_files.config)
+    with pytest.raises(DataError, match="for evaluation and LoadGen"):
+        build_dataset("cognata-preprocessed", out, "val", config, train=True)
