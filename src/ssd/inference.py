@@ -48,11 +48,12 @@ class InferenceError(SSDError):
 def to_image_tensor(image: ImageInput) -> Tensor:
     """An image as ``[3, H, W]``: uint8 from files and arrays, float tensors (values in [0, 1]) as given.
 
-    Accepts a path (decoded RGB), a numpy ``[H, W, 3]`` uint8 array (RGB), or a ``[3, H, W]`` tensor.
+    Accepts a path (decoded RGB and turned as its EXIF orientation says, so boxes refer to the image
+    as displayed), a numpy ``[H, W, 3]`` uint8 array (RGB), or a ``[3, H, W]`` tensor.
     """
     if isinstance(image, (str, Path)):
         try:
-            return read_image(image)
+            return read_image(image, orient=True)
         except CorruptImageError as exc:
             raise InferenceError(f"{image}: {exc}") from exc
     if isinstance(image, np.ndarray):

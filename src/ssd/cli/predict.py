@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # the heavy imports wait until a command runs
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # read, and written (Pillow)
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")  # the containers of ssd.video.CODECS (written)
 DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
 T = TypeVar("T")
 
@@ -79,19 +80,52 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError(f"input not found: {args.input}")
     if args.input is not None and not (args.input.is_file() or args.input.is_dir()):  # a FIFO would block forever
         raise SSDError(f"input {args.input}: not a regular file or a folder")
-    detector = build_detector(args)
     if args.dataset is not None:
-        return predict_dataset(detector, args)
+        if args.data_path is None:
+            raise SSDError("--dataset needs --data-path DIR")
+        if args.dataset == "cognata-preprocessed":
+            raise SSDError("--dataset cognata-preprocessed holds network inputs, not pictures to draw on; predict on the raw Cognata frames")
+        output = check_folder_output(args.output or Path(f"{args.data_path.resolve().name}_{args.split}_prediction"))
+        return predict_dataset(build_detector(args), output, args)
     if args.input.is_dir():
         images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
             raise SSDError(f"{args.input}: no images ({', '.join(IMAGE_SUFFIXES)})")
-        output = args.output or args.input.with_name(f"{args.input.name}_prediction")
-        return predict_images(detector, [(p, output / f"{p.stem}.jpg") for p in images], output / "detections.json", args)
+        output = check_folder_output(args.output or args.input.with_name(f"{args.input.name}_prediction"))
+        return predict_images(build_detector(args), list(zip(images, output_names(images, output))), output / "detections.json", args)
     if args.input.suffix.lower() in IMAGE_SUFFIXES:
-        output = args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg")
-        return predict_images(detector, [(args.input, output)], output.with_suffix(".json"), args)
-    return predict_video(detector, args.input, args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), args)
+        output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg"), IMAGE_SUFFIXES, "image")
+        return predict_images(build_detector(args), [(args.input, output)], output.with_suffix(".json"), args)
+    output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), VIDEO_SUFFIXES, "video")
+    return predict_video(build_detector(args), args.input, output, args)
+
+
+def check_file_output(path: Path, suffixes: Sequence[str], kind: str) -> Path:
+    """``path`` when it can take the ``kind`` written (checked before any work); else :class:`SSDError`."""
+    if path.is_dir():
+        raise SSDError(f"--output {path}: is a folder; name the {kind} file to write")
+    if path.suffix.lower() not in suffixes:
+        raise SSDError(f"--output {path}: cannot write {'an' if kind == 'image' else 'a'} {kind} as {path.suffix or 'a file without a suffix'}; "
+                       f"use {', '.join(suffixes)}")
+    return path
+
+
+def check_folder_output(path: Path) -> Path:
+    """``path`` when it can be the folder of outputs (checked before any work); else :class:`SSDError`."""
+    if path.exists() and not path.is_dir():
+        raise SSDError(f"--output {path}: exists and is not a folder; several images write a folder of images and detections.json")
+    if not path.exists() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
+        raise SSDError(f"--output {path}: several images write a folder of images and detections.json, not one {path.suffix} file")
+    return path
+
+
+def output_names(images: Sequence[Path], folder: Path) -> list[Path]:
+    """``folder/<stem>.jpg`` per image; ``<name>.jpg`` (suffix kept) for images whose stems collide
+    (a.png and a.jpg), so no output overwrites another."""
+    from collections import Counter
+
+    stems = Counter(p.stem for p in images)
+    return [folder / (f"{p.stem}.jpg" if stems[p.stem] == 1 else f"{p.name}.jpg") for p in images]
 
 
 def build_detector(args: argparse.Namespace) -> Detector:
@@ -185,15 +219,12 @@ def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path:
     return 0
 
 
-def predict_dataset(detector: Detector, args: argparse.Namespace) -> int:
-    """Every image of a dataset split, drawn into the output folder under its dataset-relative path."""
+def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) -> int:
+    """Every image of a dataset split, drawn into the ``output`` folder under its dataset-relative path."""
     from ssd.data.kinds import dataset_kind
 
-    if args.data_path is None:
-        raise SSDError("--dataset needs --data-path DIR")
     label_map = detector.metadata.get("label_map")
     dataset = dataset_kind(args.dataset).build(args.data_path, args.split, detector.config, label_map=label_map)
-    output = args.output or Path(f"{args.data_path.resolve().name}_{args.split}_prediction")
     jobs = []
     for index in range(len(dataset)):
         source = dataset.image_path(index)

@@ -35,6 +35,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
+from ssd.data.image_files import apply_orientation, decode_with_pillow, exif_orientation, needs_pillow
 from ssd.data.labels import LabelMap
 from ssd.data.problems import CorruptImageError, Problem, ProblemLog
 from ssd.data.transforms import ColorNormalize
@@ -46,10 +47,13 @@ MAX_SUBSTITUTES = 16
 Transform = Callable[[tv_tensors.Image, dict[str, Any]], tuple[Tensor, dict[str, Any]]]
 
 
-def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -> Tensor:
+def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *, orient: bool = False) -> Tensor:
     """Decode an image file to a uint8 RGB tensor ``[3, H, W]``.
 
-    Raises :class:`CorruptImageError` when the file cannot be read or decoded, or its size is not
+    JPEG, PNG, WebP and GIF through torchvision; BMP and TIFF through Pillow
+    (:mod:`ssd.data.image_files`). ``orient``: apply the file's EXIF orientation (images given for
+    prediction; never dataset images, whose annotations refer to the stored layout). Raises
+    :class:`CorruptImageError` when the file cannot be read or decoded, or its size is not
     ``expected_size`` (H, W) (annotations would not fit it).
     """
     try:
@@ -58,14 +62,20 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None) -
         raise CorruptImageError(f"cannot read: {exc.strerror or exc}") from exc
     if data.numel() == 0:
         raise CorruptImageError("empty file")
-    try:
-        with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
-            warnings.simplefilter("ignore", DeprecationWarning)
-            image = decode_image(data, mode=ImageReadMode.RGB)
-    except RuntimeError as exc:
-        raise CorruptImageError(f"cannot decode: {re.sub(r'^.*?[.]cpp:[0-9]+, ', '', str(exc))}") from exc
-    if image.dtype != torch.uint8:  # 16-bit PNG
-        image = F.to_dtype(image, torch.uint8, scale=True)
+    header = data[:4].numpy().tobytes()
+    if needs_pillow(header):
+        image = decode_with_pillow(data.numpy().tobytes())
+    else:
+        try:
+            with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
+                warnings.simplefilter("ignore", DeprecationWarning)
+                image = decode_image(data, mode=ImageReadMode.RGB)
+        except RuntimeError as exc:
+            raise CorruptImageError(f"cannot decode: {re.sub(r'^.*?[.]cpp:[0-9]+, ', '', str(exc))}") from exc
+        if image.dtype != torch.uint8:  # 16-bit PNG
+            image = F.to_dtype(image, torch.uint8, scale=True)
+    if orient:
+        image = apply_orientation(image, exif_orientation(data.numpy().tobytes()))
     size = (image.shape[-2], image.shape[-1])
     if expected_size is not None and size != tuple(expected_size):
         raise CorruptImageError(f"decoded size {size[0]}x{size[1]} differs from the annotated {expected_size[0]}x{expected_size[1]}")
