@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import json
 import os
+from fractions import Fraction
 import runpy
+import signal
+import subprocess
 import sys
+import time
 from pathlib import Path
 
+import av
 import numpy as np
 import pytest
 from PIL import Image
@@ -41,9 +46,10 @@ def run_script(name: str, argv: list[str]) -> int:
     return 0
 
 
-def api_records(files: TinyFiles, images: list[Path], **decode) -> list[list[dict]]:
-    """The Python API's detections of ``images`` as ``ssd predict`` writes them (JSON round trip)."""
-    detector = Detector.from_checkpoint(files.checkpoint, files.config, device="cpu", **decode)
+def api_records(files: TinyFiles, images: list[Path], batch_size: int = 4, **decode) -> list[list[dict]]:
+    """The Python API's detections of ``images`` as ``ssd predict`` writes them (JSON round trip),
+    in batches of the command's size (a batch's composition moves float rounding)."""
+    detector = Detector.from_checkpoint(files.checkpoint, files.config, device="cpu", batch_size=batch_size, **decode)
     return json.loads(json.dumps([detection_records(result) for result in detector(images)]))
 
 
@@ -100,18 +106,52 @@ def test_video_frames_in_frames_out(tiny_files: TinyFiles, tmp_path: Path, capsy
     assert [frame["detections"] for frame in record["frames"]] == expected and any(expected)
 
 
-def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path):
+@pytest.mark.parametrize("workers", ["0", "2"])
+def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path, workers: str):
     folder = tmp_path / "shots"
     folder.mkdir()
     write_image(folder / "a.png", (70, 110), seed=1)
     write_image(folder / "b.jpg", (50, 80), seed=2)
+    write_image(folder / "c.png", (60, 60), seed=3)
     (folder / "notes.txt").write_text("not an image")
-    assert main(["predict", *model_flags(tiny_files), "--input", str(folder), "--batch-size", "2"]) == 0
+    assert main(["predict", *model_flags(tiny_files), "--input", str(folder), "--batch-size", "2", "--num-workers", workers]) == 0
     output = tmp_path / "shots_prediction"
-    assert sorted(p.name for p in output.iterdir()) == ["a.jpg", "b.jpg", "detections.json"]
+    assert sorted(p.name for p in output.iterdir()) == ["a.jpg", "b.jpg", "c.jpg", "detections.json", "detections.jsonl"]
     records = json.loads((output / "detections.json").read_text())
-    assert [(r["height"], r["width"]) for r in records] == [(70, 110), (50, 80)]
-    assert [r["detections"] for r in records] == api_records(tiny_files, [folder / "a.png", folder / "b.jpg"], score_threshold=0.3, max_detections=100)
+    assert [(r["height"], r["width"]) for r in records] == [(70, 110), (50, 80), (60, 60)]
+    images = [folder / "a.png", folder / "b.jpg", folder / "c.png"]
+    assert [r["detections"] for r in records] == api_records(tiny_files, images, 2, score_threshold=0.3, max_detections=100)
+    lines = [json.loads(line) for line in (output / "detections.jsonl").read_text().splitlines()]
+    assert sorted(lines, key=lambda r: r["image"]) == records  # the same records, written as they came
+
+
+def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    folder, output = tmp_path / "many", tmp_path / "out"
+    folder.mkdir()
+    images = [folder / f"{k:02d}.png" for k in range(14)]
+    for k, path in enumerate(images):
+        write_image(path, (60, 90), seed=k)
+    command = [str(Path(sys.executable).with_name("ssd")), "predict", *model_flags(tiny_files), "--input", str(folder),
+               "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # this process's threads: its rounding
+    log, deadline = output / "detections.jsonl", time.monotonic() + 120
+    while process.poll() is None and time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    finished = [json.loads(line) for line in log.read_text().splitlines()]
+    assert 3 <= len(finished) < len(images), "the run was not killed midway"
+    assert not (output / "detections.json").exists() and all(Path(r["output"]).is_file() for r in finished)
+    kept = {r["output"]: Path(r["output"]).stat().st_mtime_ns for r in finished}
+    with log.open("a") as handle:
+        handle.write('{"image": "cut short by the ki')  # a line the kill could have cut
+    assert main([*command[1:], "--resume"]) == 0
+    assert f"({len(finished)} from the interrupted run)" in capsys.readouterr().out
+    records = json.loads((output / "detections.json").read_text())
+    assert [r["image"] for r in records] == [str(p) for p in images]
+    assert [r["detections"] for r in records] == api_records(tiny_files, images, 1, score_threshold=0.3, max_detections=100)
+    assert all(Path(output_path).stat().st_mtime_ns == mtime for output_path, mtime in kept.items())  # not redone
+    assert not list(output.glob(".*.tmp"))
 
 
 def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles, tmp_path: Path):
@@ -177,3 +217,78 @@ def test_bad_input_is_one_error_line(problem: str, tiny_files: TinyFiles, tmp_pa
     assert main(["predict", *flags]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0]
+
+
+def _frames(rng: np.random.Generator, count: int, height: int, width: int) -> list[np.ndarray]:
+    return [draw_frame(rng, height, width, COGNATA_CLASSES, (1, 3))[0] for _ in range(count)]
+
+
+def test_a_variable_frame_rate_video_keeps_its_timestamps(tiny_files: TinyFiles, tmp_path: Path):
+    source, output = tmp_path / "vfr.mp4", tmp_path / "out.mp4"
+    times_ms = [0, 40, 100, 130, 250, 251, 400]  # irregular, as a phone records when the light changes
+    with VideoWriter(source, 96, 64, fps=10, time_base=Fraction(1, 1000)) as writer:
+        for pixels, ms in zip(_frames(np.random.default_rng(1), len(times_ms), 64, 96), times_ms):
+            writer.write(pixels, ms)
+    assert main(["predict", *model_flags(tiny_files), "--input", str(source), "--output", str(output), "--cls-threshold", "0.2"]) == 0
+    expected_times = [ms / 1000 for ms in times_ms]
+    with VideoReader(output) as reader:
+        assert [frame.time for frame in reader.frames()] == pytest.approx(expected_times, abs=1e-3)
+    lines = [json.loads(line) for line in output.with_suffix(".jsonl").read_text().splitlines()]
+    assert [line["time"] for line in lines] == pytest.approx(expected_times, abs=1e-3) and [line["frame"] for line in lines] == list(range(7))
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert [frame["detections"] for frame in record["frames"]] == [line["detections"] for line in lines]
+
+
+def test_a_rotated_video_with_audio_is_predicted_upright(tiny_files: TinyFiles, tmp_path: Path):
+    """A phone's portrait video: stored landscape with a display matrix (FFmpeg's rotate=90) and an audio track."""
+    source, output = tmp_path / "portrait.mp4", tmp_path / "out.mp4"
+    upright = _frames(np.random.default_rng(2), 4, 96, 64)  # as displayed: 96 high, 64 wide
+    container = av.open(str(source), "w")
+    video = container.add_stream("libx264", rate=10)
+    video.width, video.height, video.pix_fmt = 96, 64, "yuv420p"
+    video.set_display_rotation(-90)  # av_display_rotation_get -90: shown turned 90 degrees clockwise
+    audio = container.add_stream("aac", rate=44100)
+    for k, pixels in enumerate(upright):
+        stored = np.ascontiguousarray(np.rot90(pixels, k=1))  # turned left in the file
+        frame = av.VideoFrame.from_ndarray(stored, format="rgb24").reformat(format="yuv420p")
+        frame.pts = k
+        container.mux(video.encode(frame))
+    for k in range(8):
+        sound = av.AudioFrame.from_ndarray(np.zeros((1, 1024), np.float32), format="fltp", layout="mono")
+        sound.sample_rate, sound.pts = 44100, k * 1024
+        container.mux(audio.encode(sound))
+    container.mux(video.encode(None))
+    container.mux(audio.encode(None))
+    container.close()
+    assert main(["predict", *model_flags(tiny_files), "--input", str(source), "--output", str(output), "--cls-threshold", "0.2"]) == 0
+    with VideoReader(output) as reader:
+        assert (reader.info.width, reader.info.height, reader.info.rotation) == (64, 96, 0)
+    with av.open(str(output)) as written:
+        assert [stream.type for stream in written.streams] == ["video"]  # audio is not copied
+    record = json.loads(output.with_suffix(".json").read_text())
+    assert record["rotation"] == 90
+    with VideoReader(source) as reader:
+        decoded = [frame.pixels for frame in reader.frames()]
+    assert decoded[0].shape == (96, 64, 3)
+    assert np.abs(decoded[0].astype(int) - upright[0]).mean() < 8  # upright again (up to the codec's loss)
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, device="cpu", score_threshold=0.2, max_detections=100)
+    expected = json.loads(json.dumps([detection_records(result) for result in detector(decoded)]))
+    assert [frame["detections"] for frame in record["frames"]] == expected
+
+
+def test_an_odd_sized_video_is_predicted_at_its_size(tiny_files: TinyFiles, tmp_path: Path):
+    source, output = tmp_path / "odd.mkv", tmp_path / "out.mkv"
+    container = av.open(str(source), "w")
+    stream = container.add_stream("mjpeg", rate=5)
+    stream.width, stream.height, stream.pix_fmt = 63, 47, "yuvj420p"
+    for k, pixels in enumerate(_frames(np.random.default_rng(3), 3, 47, 63)):
+        frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuvj420p")
+        frame.pts = k
+        container.mux(stream.encode(frame))
+    container.mux(stream.encode(None))
+    container.close()
+    assert main(["predict", *model_flags(tiny_files), "--input", str(source), "--output", str(output)]) == 0
+    with VideoReader(output) as reader:
+        assert (reader.info.width, reader.info.height) == (62, 46)  # the encoder's even size, rescaled
+        assert len(list(reader)) == 3
+    assert len(json.loads(output.with_suffix(".json").read_text())["frames"]) == 3

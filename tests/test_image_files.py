@@ -132,7 +132,7 @@ def test_images_whose_names_differ_only_in_suffix_get_outputs_of_their_own(tiny_
     Image.fromarray(write_image(folder / "b.png", (40, 60), seed=2)).save(folder / "a.bmp")
     write_image(folder / "c.png", (40, 60), seed=3)
     assert main(["predict", *model_flags(tiny_files), "--input", str(folder), "--output", str(tmp_path / "out")]) == 0
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bmp.jpg", "a.png.jpg", "b.jpg", "c.jpg", "detections.json"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.bmp.jpg", "a.png.jpg", "b.jpg", "c.jpg", "detections.json", "detections.jsonl"]
     records = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert len({r["output"] for r in records}) == 4 and all(Path(r["output"]).is_file() for r in records)
     assert set(IMAGE_SUFFIXES) >= {".bmp", ".tif", ".tiff"}

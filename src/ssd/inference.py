@@ -69,6 +69,11 @@ def to_image_tensor(image: ImageInput) -> Tensor:
     raise InferenceError(f"expected a path, numpy array or tensor, got {type(image).__name__}")
 
 
+def prepare(image: Tensor, transform: Any) -> tuple[Tensor, tuple[int, int]]:
+    """``image [3, H, W]`` -> (``transform``'s network input, its original (height, width))."""
+    return transform(tv_tensors.Image(image)).as_subclass(Tensor), (int(image.shape[1]), int(image.shape[2]))
+
+
 class Detector:
     """Images of any size in, detections in their pixels out.
 
@@ -198,9 +203,7 @@ class Detector:
 
     def preprocess(self, image: ImageInput) -> tuple[Tensor, tuple[int, int]]:
         """One image -> (network input ``[3, H, W]`` float32 at the config's size, original (height, width))."""
-        tensor = to_image_tensor(image)
-        size = (int(tensor.shape[1]), int(tensor.shape[2]))
-        return self.transform(tv_tensors.Image(tensor)).as_subclass(Tensor), size
+        return prepare(to_image_tensor(image), self.transform)
 
     def detect(self, batch: Tensor, image_sizes: Sequence[tuple[int, int]]) -> list[dict[str, Any]]:
         """Forward a preprocessed ``batch [N, 3, H, W]`` and decode; boxes in pixels of ``image_sizes``."""

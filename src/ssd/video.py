@@ -7,6 +7,7 @@ naming the file.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -30,12 +31,38 @@ class VideoError(SSDError):
 
 @dataclass(frozen=True)
 class VideoInfo:
-    """What a video stream holds: frame size in pixels, frame rate, and frame count (0 when unknown)."""
+    """What a video stream holds: frame size in pixels as displayed (after its rotation), average
+    frame rate, frame count (0 when unknown), the time base of its timestamps, and the clockwise
+    turn in degrees its display matrix asks for."""
 
     width: int
     height: int
     fps: Fraction
     frames: int
+    time_base: Fraction | None = None
+    rotation: int = 0
+
+
+@dataclass(frozen=True)
+class Frame:
+    """One decoded frame: RGB ``[H, W, 3]`` uint8 as displayed, its timestamp in the stream's time
+    base (None when the stream has none) and in seconds."""
+
+    pixels: np.ndarray
+    pts: int | None
+    time: float | None
+
+
+def display_turn(rotation: float) -> int:
+    """The clockwise turn (0, 90, 180 or 270 degrees) that displays a frame whose display matrix
+    gives ``rotation`` (FFmpeg's ``av_display_rotation_get``, counterclockwise), as FFmpeg's
+    autorotate does: ``-rotation``, rounded to a quarter turn."""
+    return int(round(-rotation / 90.0)) % 4 * 90
+
+
+def turn(pixels: np.ndarray, clockwise: int) -> np.ndarray:
+    """``[H, W, C]`` pixels turned clockwise by 0, 90, 180 or 270 degrees."""
+    return np.ascontiguousarray(np.rot90(pixels, k=-(clockwise // 90))) if clockwise else pixels
 
 
 class VideoReader:
@@ -58,19 +85,44 @@ class VideoReader:
         self._stream = self._container.streams.video[0]
         self._stream.thread_type = "AUTO"
         rate = self._stream.average_rate or self._stream.guessed_rate
+        width, height = self._stream.codec_context.width, self._stream.codec_context.height
+        rotation = display_turn(self._first_rotation())
         self.info = VideoInfo(
-            width=self._stream.codec_context.width,
-            height=self._stream.codec_context.height,
+            width=height if rotation in (90, 270) else width,
+            height=width if rotation in (90, 270) else height,
             fps=Fraction(rate) if rate else DEFAULT_FPS,
             frames=int(self._stream.frames or 0),
+            time_base=Fraction(self._stream.time_base) if self._stream.time_base else None,
+            rotation=rotation,
         )
 
-    def __iter__(self) -> Iterator[np.ndarray]:
+    def _first_rotation(self) -> float:
+        """The display rotation of the stream, read from its first frame (kept for :meth:`frames`)."""
+        self._decoded = self._container.decode(self._stream)
         try:
-            for frame in self._container.decode(self._stream):
-                yield frame.to_ndarray(format="rgb24")
+            self._first = next(self._decoded, None)
+        except av.FFmpegError as exc:
+            self._container.close()
+            raise VideoError(f"{self.path}: cannot decode video: {exc}") from exc
+        return float(self._first.rotation or 0) if self._first is not None else 0.0
+
+    def frames(self) -> Iterator[Frame]:
+        """The frames in presentation order, turned upright as the display matrix says, with
+        timestamps. A reader decodes its file once."""
+        if self._first is None:
+            return
+        first, self._first = self._first, None
+        try:
+            for frame in itertools.chain([first], self._decoded):
+                pixels = turn(frame.to_ndarray(format="rgb24"), self.info.rotation)
+                time = float(frame.pts * frame.time_base) if frame.pts is not None and frame.time_base else None
+                yield Frame(pixels, frame.pts, time)
         except av.FFmpegError as exc:
             raise VideoError(f"{self.path}: cannot decode video: {exc}") from exc
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        """The frames' pixels (see :meth:`frames`)."""
+        return (frame.pixels for frame in self.frames())
 
     def close(self) -> None:
         """Release the file."""
@@ -91,7 +143,10 @@ class VideoWriter:
     rescaled, not cropped). Use as a context manager: closing flushes the encoder.
     """
 
-    def __init__(self, path: str | Path, width: int, height: int, fps: Fraction | int = DEFAULT_FPS, codec: str | None = None):
+    def __init__(
+        self, path: str | Path, width: int, height: int, fps: Fraction | int = DEFAULT_FPS, codec: str | None = None,
+        time_base: Fraction | None = None,
+    ):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         codec = codec or CODECS.get(self.path.suffix.lower(), FALLBACK_CODEC)
@@ -105,13 +160,22 @@ class VideoWriter:
             raise VideoError(f"{self.path}: cannot write video with codec {codec}: {exc}") from exc
         self._stream.width, self._stream.height = self.width, self.height
         self._stream.pix_fmt = "yuv420p"
+        if time_base is not None:
+            self._stream.time_base = self._stream.codec_context.time_base = time_base
         self.frames = 0
+        self._last_pts: int | None = None
 
-    def write(self, frame: np.ndarray) -> None:
-        """Append one RGB ``[H, W, 3]`` uint8 frame (of the size given at construction, up to rounding)."""
+    def write(self, frame: np.ndarray, pts: int | None = None) -> None:
+        """Append one RGB ``[H, W, 3]`` uint8 frame (of the size given at construction, up to rounding).
+
+        ``pts``: its timestamp in the ``time_base`` given at construction (a source's, so variable
+        frame rates keep their timing); None, or one not after the last, takes the next tick.
+        """
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
         video_frame = video_frame.reformat(width=self.width, height=self.height, format="yuv420p")
-        video_frame.pts = self.frames
+        if pts is None or (self._last_pts is not None and pts <= self._last_pts):
+            pts = self.frames if self._last_pts is None else self._last_pts + 1
+        video_frame.pts = self._last_pts = pts
         try:
             self._container.mux(self._stream.encode(video_frame))
         except av.FFmpegError as exc:

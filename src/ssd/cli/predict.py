@@ -50,6 +50,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", type=dataset_name, help=f"instead of --input: every image of a dataset split ({DATASET_HELP})")
     source.add_argument("--data-path", "--data_path", type=Path, help="dataset root for --dataset")
     source.add_argument("--split", default="val", help="dataset split for --dataset (default val)")
+    source.add_argument("--num-workers", "--num_workers", type=int, default=2,
+                        help="processes decoding and resizing images ahead of the network (folders, datasets; default 2; 0: none)")
+    source.add_argument("--resume", action="store_true",
+                        help="folders and datasets: skip the images an interrupted run into the same --output finished")
     source.add_argument(
         "--output", type=Path,
         help="output image, video or folder (default: beside the input, named <input>_prediction; "
@@ -76,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError("give either --input PATH or --dataset KIND --data-path DIR")
     if args.batch_size < 1 or args.max_boxes < 1:
         raise SSDError("--batch-size and --max-boxes must be at least 1")
+    if args.num_workers < 0:
+        raise SSDError("--num-workers must not be negative")
     if args.input is not None and not args.input.exists():
         raise SSDError(f"input not found: {args.input}")
     if args.input is not None and not (args.input.is_file() or args.input.is_dir()):  # a FIFO would block forever
@@ -181,41 +187,88 @@ def draw(image: Tensor, result: dict[str, Any], class_names: Sequence[str], args
 def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path: Path, args: argparse.Namespace) -> int:
     """Draw detections on each (input, output) image pair; one JSON file for all of them.
 
-    With several images, an unreadable one is reported and skipped; a single one is an error.
+    One image: an unreadable file is an error. Several: decoded and preprocessed in loader workers
+    ahead of the network, drawn and saved in a thread behind it, each finished image's record
+    appended to ``detections.jsonl`` (``--resume`` skips them), an unreadable one reported and skipped.
     """
-    from PIL import Image
+    if len(jobs) == 1:
+        return _predict_one(detector, *jobs[0], json_path, args)
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
     from tqdm import tqdm
 
-    from ssd.inference import InferenceError, detection_records, to_image_tensor
+    from ssd.image_stream import load_images
+    from ssd.inference import detection_records
+    from ssd.prediction_log import PredictionLog, write_atomically
 
-    records, skipped = [], 0
-    progress = tqdm(total=len(jobs), desc="predicting", unit="image", disable=len(jobs) == 1)
-    for chunk in chunks(jobs, detector.batch_size):
-        loaded = []
-        for source, target in chunk:
-            try:
-                loaded.append((source, target, to_image_tensor(source)))
-            except InferenceError as exc:
-                if len(jobs) == 1:
-                    raise
-                logger.warning("skipped: %s", exc)
-                skipped += 1
-        for (source, target, image), result in zip(loaded, detector([image for _, _, image in loaded])):
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(draw(image, result, detector.class_names, args)).save(target, quality=95)
-            records.append({
-                "image": str(source), "output": str(target), "height": int(image.shape[1]), "width": int(image.shape[2]),
-                "detections": detection_records(result),
-            })
-        progress.update(len(chunk))
+    log = PredictionLog(json_path.with_suffix(".jsonl"), resume=args.resume)
+    targets = dict(jobs)
+    todo = [source for source, _ in jobs if str(source) not in log.finished]
+    records = dict(log.finished)
+    skipped = 0
+
+    def finish(source: Path, image: Tensor, result: dict[str, Any]) -> None:  # in the writer thread
+        write_atomically(targets[source], encode_image(draw(image, result, detector.class_names, args), targets[source]))
+        record = {"image": str(source), "output": str(targets[source]), "height": int(image.shape[1]), "width": int(image.shape[2]),
+                  "detections": detection_records(result)}
+        log.append(record)
+        records[str(source)] = record
+
+    progress = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="predicting", unit="image", dynamic_ncols=True)
+    with ThreadPoolExecutor(max_workers=1) as writer:
+        pending = []
+        for batch in load_images(todo, detector.transform, detector.batch_size, args.num_workers):
+            for item in batch:
+                if item.error is not None:
+                    logger.warning("skipped: %s", item.error)
+                    skipped += 1
+            ready = [item for item in batch if item.error is None]
+            if ready:
+                results = detector.detect(torch.stack([item.network_input for item in ready]), [item.size for item in ready])
+                pending += [writer.submit(finish, item.path, item.image, result) for item, result in zip(ready, results)]
+            while len(pending) > 2 * detector.batch_size:  # the writer is behind: wait rather than hold every image
+                pending.pop(0).result()
+            for future in [future for future in pending if future.done()]:
+                future.result()  # a failed write stops the run here
+            pending = [future for future in pending if not future.done()]
+            progress.update(len(batch))
+        for future in pending:
+            future.result()
     progress.close()
+    log.close()
     if not records:
         raise SSDError(f"none of the {len(jobs)} images could be read")
-    json_path.parent.mkdir(parents=True, exist_ok=True)
-    json_path.write_text(json.dumps(records[0] if len(jobs) == 1 else records, indent=1))
-    target = jobs[0][1] if len(jobs) == 1 else json_path.parent
-    print(f"wrote {len(records)} image{'s' if len(records) != 1 else ''} with detections to {target}, detections to {json_path}"
-          + (f"; skipped {skipped} unreadable" if skipped else ""))
+    ordered = [records[str(source)] for source, _ in jobs if str(source) in records]
+    write_atomically(json_path, json.dumps(ordered, indent=1).encode())
+    resumed = len(jobs) - len(todo)
+    print(f"wrote {len(ordered)} images with detections to {json_path.parent}, detections to {json_path}"
+          + (f" ({resumed} from the interrupted run)" if resumed else "") + (f"; skipped {skipped} unreadable" if skipped else ""))
+    return 0
+
+
+def encode_image(pixels: np.ndarray, target: Path) -> bytes:
+    """``[H, W, 3]`` uint8 pixels in the format of ``target``'s suffix."""
+    import io
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=Image.registered_extensions()[target.suffix.lower()], quality=95)
+    return buffer.getvalue()
+
+
+def _predict_one(detector: Detector, source: Path, target: Path, json_path: Path, args: argparse.Namespace) -> int:
+    from ssd.inference import detection_records, to_image_tensor
+    from ssd.prediction_log import write_atomically
+
+    image = to_image_tensor(source)
+    (result,) = detector([image])
+    write_atomically(target, encode_image(draw(image, result, detector.class_names, args), target))
+    record = {"image": str(source), "output": str(target), "height": int(image.shape[1]), "width": int(image.shape[2]),
+              "detections": detection_records(result)}
+    write_atomically(json_path, json.dumps(record, indent=1).encode())
+    print(f"wrote 1 image with detections to {target}, detections to {json_path}")
     return 0
 
 
@@ -233,31 +286,43 @@ def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) 
 
 
 def predict_video(detector: Detector, source: Path, output: Path, args: argparse.Namespace) -> int:
-    """Decode, detect, draw and encode frame by frame; print the frame rate achieved."""
+    """Decode (in a thread, ahead), detect, draw and encode frame by frame, keeping the source's
+    timestamps and turning rotated frames upright; detections go to ``<output>.jsonl`` as they come
+    (a line per frame, with its time) and to ``<output>.json`` at the end. Audio is not copied."""
+    import contextlib
+
     import torch
     from tqdm import tqdm
 
+    from ssd.image_stream import prefetch
     from ssd.inference import detection_records
+    from ssd.prediction_log import write_atomically
     from ssd.video import VideoReader, VideoWriter
 
-    frames = []
+    frames: list[dict[str, Any]] = []
+    lines = output.with_suffix(".jsonl")
     with VideoReader(source) as reader:
         info = reader.info
         start = time.perf_counter()
-        with VideoWriter(output, info.width, info.height, info.fps) as writer:
-            progress = tqdm(total=info.frames or None, desc="predicting", unit="frame")
-            for chunk in chunks(reader, detector.batch_size):
-                images = [torch.from_numpy(frame).permute(2, 0, 1) for frame in chunk]
-                for image, result in zip(images, detector(images)):
-                    writer.write(draw(image, result, detector.class_names, args))
-                    frames.append({"frame": len(frames), "detections": detection_records(result)})
+        with VideoWriter(output, info.width, info.height, info.fps, time_base=info.time_base) as writer, \
+                lines.open("w", encoding="utf-8") as log, contextlib.closing(prefetch(reader.frames(), 2 * detector.batch_size)) as decoded:
+            progress = tqdm(total=info.frames or None, desc="predicting", unit="frame", dynamic_ncols=True)
+            for chunk in chunks(decoded, detector.batch_size):
+                images = [torch.from_numpy(frame.pixels).permute(2, 0, 1) for frame in chunk]
+                for frame, image, result in zip(chunk, images, detector(images)):
+                    writer.write(draw(image, result, detector.class_names, args), frame.pts)
+                    record = {"frame": len(frames), "time": frame.time, "pts": frame.pts, "detections": detection_records(result)}
+                    log.write(json.dumps(record) + "\n")
+                    frames.append(record)
+                log.flush()
                 progress.update(len(chunk))
             progress.close()
         elapsed = time.perf_counter() - start
     if not frames:
         raise SSDError(f"{source}: no frame could be decoded")
     json_path = output.with_suffix(".json")
-    json_path.write_text(json.dumps({"video": str(source), "output": str(output), "fps": float(info.fps), "frames": frames}, indent=1))
-    print(f"wrote {len(frames)} frames to {output}, detections to {json_path}")
+    summary = {"video": str(source), "output": str(output), "fps": float(info.fps), "rotation": info.rotation, "frames": frames}
+    write_atomically(json_path, json.dumps(summary, indent=1).encode())
+    print(f"wrote {len(frames)} frames to {output}, detections to {json_path} and {lines}")
     print(f"{len(frames)} frames in {elapsed:.1f} s: {len(frames) / elapsed:.2f} frames/s")
     return 0

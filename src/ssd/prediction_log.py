@@ -1,0 +1,55 @@
+"""The detections of a many-image prediction run, written as they come and read back to resume.
+
+Each finished image appends one JSON line (its record) to ``detections.jsonl`` after its drawn
+output was written (atomically), so a killed run keeps every image it finished and the line that
+says so; ``--resume`` reads the lines back (a last line cut by the kill is ignored) and skips the
+images whose record and output are both there. At the end the records, in input order, also go to
+``detections.json``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+
+def write_atomically(path: Path, data: bytes) -> None:
+    """``data`` to ``path`` through a temporary file and a rename: never half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
+
+
+class PredictionLog:
+    """``detections.jsonl`` of a run: :meth:`finished` records (``resume``) and :meth:`append`."""
+
+    def __init__(self, path: Path, resume: bool):
+        self.path = path
+        self.finished: dict[str, dict[str, Any]] = self._read() if resume else {}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        if not resume or not path.is_file():
+            path.write_text("")
+        self._handle = path.open("a", encoding="utf-8")
+
+    def _read(self) -> dict[str, dict[str, Any]]:
+        records: dict[str, dict[str, Any]] = {}
+        if not self.path.is_file():
+            return records
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line a kill cut short
+            if isinstance(record, dict) and Path(str(record.get("output", ""))).is_file():
+                records[str(record.get("image"))] = record
+        return records
+
+    def append(self, record: dict[str, Any]) -> None:
+        """Add one finished image's record (flushed, so a kill right after keeps it)."""
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+
+    def close(self) -> None:
+        self._handle.close()
