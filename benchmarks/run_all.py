@@ -1,6 +1,6 @@
 """`make bench`: run every benchmark script in turn (each prints its own details), then one summary table.
 
-Run: .venv/bin/python benchmarks/run_all.py [name ...]   (names: cli, core, data, eval, inference, train)
+Run: .venv/bin/python benchmarks/run_all.py [name ...]   (names: cli, core, data, eval, inference, predict, train)
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from common import TABLE_ENV
 HERE = Path(__file__).resolve().parent
 SCRIPTS = {
     "cli": "bench_cli.py", "core": "bench_core.py", "data": "bench_data.py", "eval": "bench_eval.py",
-    "inference": "bench_inference.py", "train": "bench_train.py",
+    "inference": "bench_inference.py", "predict": "bench_predict.py", "train": "bench_train.py",
 }
 
 
