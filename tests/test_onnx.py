@@ -1,10 +1,11 @@
-"""``ssd export`` on the tiny config: graph interface, ONNX Runtime equal to PyTorch, ``predict --backend onnxruntime``."""
+"""``ssd export`` on the tiny config: graph interface, ONNX Runtime and OpenVINO equal to PyTorch, ``predict --backend``."""
 from __future__ import annotations
 
 import contextlib
 import io
 import json
 import re
+import sys
 from pathlib import Path
 
 import onnx
@@ -17,6 +18,7 @@ from ssd.cli.main import main
 from ssd.data.labels import cognata_fixed
 from ssd.checkpoint import load_model
 from ssd.onnx_export import OnnxError, OnnxNetwork
+from ssd.openvino_network import OpenVinoNetwork
 
 
 @pytest.fixture(scope="module")
@@ -74,10 +76,23 @@ def test_io_binding_gives_the_plain_runs_outputs_without_copies(exported, monkey
         assert written[-2:] == [locs.data_ptr(), confs.data_ptr()]
 
 
-def test_predict_with_onnxruntime(exported, tiny_files: TinyFiles, tmp_path: Path):
+def test_openvino_matches_pytorch_in_float32(exported, tiny_files: TinyFiles):
+    model, _ = load_model(tiny_files.checkpoint, tiny_files.config)
+    network = OpenVinoNetwork(exported[0])
+    assert network.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "f32"  # never bf16 unasked
+    assert network.class_names == tuple(cognata_fixed().class_names) and network.input_shape == ["batch", 3, 64, 128]
+    images = torch.randn(3, 3, 64, 128, generator=torch.Generator().manual_seed(1))
+    with torch.inference_mode():
+        expected = model(images)
+    for actual, reference in zip(network(images), expected):
+        torch.testing.assert_close(actual, reference, rtol=1e-3, atol=1e-3 * float(reference.abs().max()))
+
+
+@pytest.mark.parametrize("backend", ["onnxruntime", "openvino"])
+def test_predict_with_an_exported_model(exported, tiny_files: TinyFiles, tmp_path: Path, backend: str):
     write_image(tmp_path / "street.png", (80, 140))
     flags = ["--config", str(tiny_files.config), "--input", str(tmp_path / "street.png"), "--cls-threshold", "0.3", "--max-boxes", "500"]
-    assert main(["predict", *flags, "--backend", "onnxruntime", "--onnx", str(exported[0]), "--output", str(tmp_path / "onnx.jpg")]) == 0
+    assert main(["predict", *flags, "--backend", backend, "--onnx", str(exported[0]), "--output", str(tmp_path / "onnx.jpg")]) == 0
     assert main(["predict", *flags, "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "torch.jpg")]) == 0
     onnx_records, torch_records = (json.loads((tmp_path / f"{name}.json").read_text())["detections"] for name in ("onnx", "torch"))
     assert onnx_records and len(onnx_records) == len(torch_records)
@@ -86,7 +101,15 @@ def test_predict_with_onnxruntime(exported, tiny_files: TinyFiles, tmp_path: Pat
         "labels": torch.tensor([r["label"] for r in records]),
     }
     assert_same_detections(as_result(onnx_records), as_result(torch_records), atol=0.05)
-    assert {r["name"] for r in onnx_records} <= set(Detector.from_onnx(exported[0], tiny_files.config).class_names)
+    assert {r["name"] for r in onnx_records} <= set(Detector.from_onnx(exported[0], tiny_files.config, engine=backend).class_names)
+
+
+def test_openvino_missing_or_asked_for_a_gpu_is_one_error(exported, monkeypatch):
+    with pytest.raises(OnnxError, match="the OpenVINO backend runs on the CPU"):
+        OpenVinoNetwork(exported[0], "cuda")
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    with pytest.raises(OnnxError, match=r"needs OpenVINO: pip install"):
+        OpenVinoNetwork(exported[0])
 
 
 def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
@@ -122,3 +145,18 @@ def test_onnx_runtime_runs_where_asked_or_says_why_not(exported, tiny_files: Tin
             "--onnx", str(exported[0]), "--device", "cuda"]
     assert main(argv) == 2
     assert capsys.readouterr().err.strip() == f"error: {exported[0]}: --device cuda but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)"
+
+
+def test_loadgen_with_openvino_logs_the_pytorch_paths_detections(exported, tiny_files: TinyFiles, tmp_path: Path):
+    from ssd.loadgen import ACCURACY_LOG, read_accuracy_log
+
+    common = ["loadgen", "--config", str(tiny_files.config), "--data-path", str(tiny_files.data), "--device", "cpu", "--accuracy", "--count", "3"]
+    assert main([*common, "--backend", "openvino", "--onnx", str(exported[0]), "--output-dir", str(tmp_path / "ov")]) == 0
+    assert main([*common, "--pretrained-model", str(tiny_files.checkpoint), "--output-dir", str(tmp_path / "torch")]) == 0
+    ours, reference = read_accuracy_log(tmp_path / "ov" / ACCURACY_LOG), read_accuracy_log(tmp_path / "torch" / ACCURACY_LOG)
+    assert sorted(ours) == sorted(reference) == [0, 1, 2]
+    for index in ours:
+        as_result = lambda rows: {"boxes": torch.from_numpy(rows[:, :4].copy()), "scores": torch.from_numpy(rows[:, 5].copy()),  # noqa: E731
+                                  "labels": torch.from_numpy(rows[:, 4].copy())}
+        assert len(ours[index]) == len(reference[index]) > 0
+        assert_same_detections(as_result(ours[index]), as_result(reference[index]), atol=0.05)

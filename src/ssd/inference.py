@@ -179,19 +179,25 @@ class Detector:
         batch_size: int = 4,
         device: str | None = None,
         after_batch: StepHook = no_step_hook,
+        engine: str = "onnxruntime",
         **decode_settings: Any,
     ) -> "Detector":
-        """A detector running a model exported by ``ssd export`` with ONNX Runtime.
+        """A detector running a model exported by ``ssd export`` with ONNX Runtime, or OpenVINO
+        (``engine="openvino"``, on the CPU).
 
-        ``device``: ``cpu``, ``cuda`` (its CUDA provider must load) or None (CUDA when it loads,
-        else the CPU); :attr:`device` is where it runs. Class names: ``class_names``, else those
-        saved in the model by ``ssd export``, else :func:`default_class_names` for the model's
+        ``device``: ``cpu``, ``cuda`` (ONNX Runtime's CUDA provider must load) or None (CUDA when it
+        loads, else the CPU); :attr:`device` is where it runs. Class names: ``class_names``, else
+        those saved in the model by ``ssd export``, else :func:`default_class_names` for the model's
         number of classes.
         """
-        from ssd.onnx_export import OnnxNetwork
-
         config = config if isinstance(config, Config) else load_config(config)
-        network = OnnxNetwork(path, device)
+        if engine == "openvino":
+            from ssd.openvino_network import OpenVinoNetwork as Engine
+        elif engine == "onnxruntime":
+            from ssd.onnx_export import OnnxNetwork as Engine
+        else:
+            raise InferenceError(f"unknown inference engine {engine!r}: onnxruntime or openvino")
+        network = Engine(path, device)
         network.check_input_size(config.model.image_size)
         names = class_names or network.class_names or default_class_names(network.num_classes)
         if len(names) != network.num_classes:

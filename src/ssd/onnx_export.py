@@ -1,4 +1,4 @@
-"""ONNX export of the network and an ONNX Runtime stand-in for it.
+"""ONNX export of the network, and the exported network run by ONNX Runtime (OpenVINO: :mod:`ssd.openvino_network`).
 
 The exported graph is the network alone, like MLPerf's ``ssd_resnet50.onnx``: input ``image
 [N, 3, H, W]`` (normalised), outputs ``locs [N, 4, A]`` and ``confs [N, C, A]`` (raw logits);
@@ -94,8 +94,57 @@ def class_names_metadata(class_names: Sequence[str]) -> dict[str, str]:
     return {CLASS_NAMES_KEY: json.dumps(list(class_names))}
 
 
-class OnnxNetwork:
-    """An ONNX Runtime session behaving like the network: ``images [N, 3, H, W] -> (locs, confs)`` tensors.
+class ExportedNetwork:
+    """An exported model run by an inference engine, behaving like the network:
+    ``images [N, 3, H, W] -> (locs, confs)`` tensors. Subclasses open the engine and fill
+    ``input_shape``, ``num_classes``, ``num_anchors`` and ``metadata`` (then :meth:`_check_io`),
+    and implement :meth:`_run` for one batch of the size the model takes."""
+
+    path: Path
+    device: str
+    input_shape: list  # [N, 3, H, W]; N is a name when the batch is free
+    num_classes: int
+    num_anchors: int
+    metadata: dict[str, str]
+
+    @staticmethod
+    def _existing(path: str | Path) -> Path:
+        path = Path(path)
+        if not path.is_file():
+            raise OnnxError(f"ONNX model not found: {path}")
+        return path
+
+    def _check_io(self, inputs: Sequence[str], outputs: Sequence[str]) -> None:
+        if list(inputs) != [INPUT_NAME] or list(outputs) != list(OUTPUT_NAMES):
+            raise OnnxError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, not an ssd export")
+
+    @property
+    def class_names(self) -> tuple[str, ...] | None:
+        """The class names ``ssd export`` saved in the model, if any."""
+        names = self.metadata.get(CLASS_NAMES_KEY)
+        return tuple(json.loads(names)) if names else None
+
+    def check_input_size(self, image_size: tuple[int, int]) -> None:
+        """Raise :class:`OnnxError` unless the model takes ``image_size`` (H, W) inputs."""
+        if tuple(self.input_shape[2:]) != tuple(image_size):
+            raise OnnxError(f"{self.path}: model input is {self.input_shape[2]}x{self.input_shape[3]}, the config's {image_size[0]}x{image_size[1]}")
+
+    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        """``images [N, 3, H, W]`` (normalised) -> ``locs [N, 4, A]``, ``confs [N, C, A]`` float32 tensors."""
+        fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
+        if fixed_batch == 1 and images.shape[0] > 1:  # exported without --dynamic-batch: one image per run
+            parts = [self(image) for image in images.split(1)]
+            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+        if fixed_batch is not None and images.shape[0] != fixed_batch:
+            raise OnnxError(f"{self.path}: the model takes batches of {fixed_batch}, got {images.shape[0]} images")
+        return self._run(images)
+
+    def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        raise NotImplementedError
+
+
+class OnnxNetwork(ExportedNetwork):
+    """An ONNX Runtime session behaving like the network (:class:`ExportedNetwork`).
 
     ``device``: ``cpu``, or ``cuda`` (ONNX Runtime's CUDA provider, which must then be installed and
     must load: a session that fell back to the CPU is an error rather than a silent slowdown); None:
@@ -108,9 +157,7 @@ class OnnxNetwork:
     def __init__(self, path: str | Path, device: str | None = None):
         import onnxruntime
 
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise OnnxError(f"ONNX model not found: {self.path}")
+        self.path = self._existing(path)
         available = onnxruntime.get_available_providers()
         kind, colon, index = (device or "").partition(":")
         if device is not None and (kind not in ("cpu", "cuda") or (colon and not index.isdigit())):
@@ -132,28 +179,13 @@ class OnnxNetwork:
         self._tensor_device = torch.device(self.device, self.device_id) if self.device == "cuda" else torch.device("cpu")
         logger.info("%s runs on ONNX Runtime's %s", self.path.name, running[0])
         inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
-        if [i.name for i in inputs] != [INPUT_NAME] or [o.name for o in outputs] != list(OUTPUT_NAMES):
-            raise OnnxError(f"{self.path}: expected input {INPUT_NAME!r} and outputs {list(OUTPUT_NAMES)}, not an ssd export")
-        self.input_shape = inputs[0].shape  # [N, 3, H, W]; N is a name when the batch is free
+        self._check_io([i.name for i in inputs], [o.name for o in outputs])
+        self.input_shape = inputs[0].shape
         self.num_classes = int(outputs[1].shape[1])
         self.num_anchors = int(outputs[1].shape[2])
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        names = self.metadata.get(CLASS_NAMES_KEY)
-        self.class_names: tuple[str, ...] | None = tuple(json.loads(names)) if names else None
 
-    def check_input_size(self, image_size: tuple[int, int]) -> None:
-        """Raise :class:`OnnxError` unless the model takes ``image_size`` (H, W) inputs."""
-        if tuple(self.input_shape[2:]) != tuple(image_size):
-            raise OnnxError(f"{self.path}: model input is {self.input_shape[2]}x{self.input_shape[3]}, the config's {image_size[0]}x{image_size[1]}")
-
-    def __call__(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        """``images [N, 3, H, W]`` (normalised) -> ``locs [N, 4, A]``, ``confs [N, C, A]`` float32 CPU tensors."""
-        fixed_batch = self.input_shape[0] if isinstance(self.input_shape[0], int) else None
-        if fixed_batch == 1 and images.shape[0] > 1:  # exported without --dynamic-batch: one image per run
-            parts = [self(image) for image in images.split(1)]
-            return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
-        if fixed_batch is not None and images.shape[0] != fixed_batch:
-            raise OnnxError(f"{self.path}: the model takes batches of {fixed_batch}, got {images.shape[0]} images")
+    def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
         return self._run_bound(images)
 
     def _run_bound(self, images: Tensor) -> tuple[Tensor, Tensor]:

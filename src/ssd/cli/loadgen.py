@@ -4,6 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ssd.cli.predict import BACKENDS, build_detector
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
@@ -17,8 +18,10 @@ SUMMARY_KEYS = (
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadgen", help="run MLPerf LoadGen (performance or accuracy) over a dataset split")
     parser.add_argument("--config", required=True, help="config name or path")
-    parser.add_argument("--pretrained-model", "--pretrained_model", required=True, type=Path, help="checkpoint")
+    parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (for --backend torch)")
     parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
+    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="PyTorch (default), ONNX Runtime or OpenVINO (CPU)")
+    parser.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime or openvino)")
     parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
     parser.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
     parser.add_argument("--split", default="val", help="dataset split (default val)")
@@ -46,10 +49,6 @@ def run(args: argparse.Namespace) -> int:
 
     from ssd.checkpoint import check_dataset_fits
     from ssd.data.kinds import dataset_kind
-    from ssd.device import configure_cudnn
-    from ssd.distributed import select_device
-    from ssd.heap_retention import heap_retention_for
-    from ssd.inference import Detector
     from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, score_accuracy_log
     from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, MODEL_NAME, ConfFiles
     from ssd.decoding import DecodeSettings
@@ -65,17 +64,11 @@ def run(args: argparse.Namespace) -> int:
         min_duration_s=args.time if args.time is not None else args.min_duration,
         min_query_count=1 if args.time is not None else args.min_query_count, conf=conf,
     )
-    device = select_device(args.device, 0)
-    configure_cudnn(device, args.cudnn_benchmark)
-    detector = Detector.from_checkpoint(
-        args.pretrained_model, args.config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
-        allow_other_config=args.allow_other_config,
-        **asdict(DecodeSettings.mlperf()),  # 500 detections, score > 0.05, NMS 0.5
-    )
+    detector = build_detector(args, asdict(DecodeSettings.mlperf()))  # 500 detections, score > 0.05, NMS 0.5
     dataset = dataset_kind(args.dataset).build(
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
-    check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model))
+    check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
     result = run_loadgen(detector, dataset, settings, args.output_dir)
     result_key = next((key for key in result.summary if key.endswith("th percentile latency (ns)")), None)
     for key in SUMMARY_KEYS:

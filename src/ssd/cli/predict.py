@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # read, and written (Pillow)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")  # the containers of ssd.video.CODECS (written)
 DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
+BACKENDS = ("torch", "onnxruntime", "openvino")
 T = TypeVar("T")
 
 
@@ -37,8 +38,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--config", default=DEFAULT_CONFIG, help=f"config name or path (default {DEFAULT_CONFIG})")
     model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (for --backend torch)")
     model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
-    model.add_argument("--backend", choices=("torch", "onnxruntime"), default="torch", help="run the network with PyTorch or ONNX Runtime")
-    model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime)")
+    model.add_argument("--backend", choices=BACKENDS, default="torch",
+                       help="run the network with PyTorch, ONNX Runtime or OpenVINO (CPU; the fastest at 8 MP on a CPU)")
+    model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime or openvino)")
     model.add_argument("--device", default=None,
                        help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
@@ -145,8 +147,9 @@ def default_workers() -> int:
     return 2 if len(os.sched_getaffinity(0)) > 2 else 0
 
 
-def build_detector(args: argparse.Namespace) -> Detector:
-    """The :class:`ssd.inference.Detector` the flags describe."""
+def build_detector(args: argparse.Namespace, decode: dict[str, Any] | None = None) -> Detector:
+    """The :class:`ssd.inference.Detector` the flags describe (``--backend``, ``--onnx``,
+    ``--pretrained-model``...), decoding with ``decode`` (default: the drawing flags')."""
     from ssd.config import load_config
     from ssd.device import configure_cudnn
     from ssd.distributed import select_device
@@ -154,17 +157,18 @@ def build_detector(args: argparse.Namespace) -> Detector:
     from ssd.inference import Detector
 
     config = load_config(args.config)
-    decode = {"score_threshold": args.cls_threshold, "nms_threshold": args.nms_threshold, "max_detections": args.max_boxes}
-    if args.backend == "onnxruntime":
+    if decode is None:
+        decode = {"score_threshold": args.cls_threshold, "nms_threshold": args.nms_threshold, "max_detections": args.max_boxes}
+    if args.backend != "torch":
         if args.onnx is None:
-            raise SSDError("--backend onnxruntime needs --onnx MODEL.onnx")
+            raise SSDError(f"--backend {args.backend} needs --onnx MODEL.onnx")
         if args.pretrained_model is not None or args.num_classes is not None:
-            raise SSDError("--backend onnxruntime takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
-        detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, **decode)
+            raise SSDError(f"--backend {args.backend} takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
+        detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, engine=args.backend, **decode)
         detector.after_batch = heap_retention_for(detector.device)  # the CPU's memory policy only when it runs there
         return detector
     if args.pretrained_model is None:
-        raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime --onnx MODEL.onnx)")
+        raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime|openvino --onnx MODEL.onnx)")
     device = select_device(args.device, 0)
     configure_cudnn(device, args.cudnn_benchmark)
     return Detector.from_checkpoint(
