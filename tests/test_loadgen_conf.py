@@ -36,6 +36,15 @@ def test_the_most_specific_entry_wins_and_a_later_line_replaces_an_earlier_one(t
     assert lookup(entries, "ssd", "SingleStream", "max_duration") is None
 
 
+def test_the_largest_seed_fits(tmp_path):
+    values = resolve(parse_conf(write(tmp_path, "*.*.qsl_rng_seed = 18446744073709551615\n*.*.schedule_rng_seed = 2085463073848966841\n")),
+                     "ssd", "SingleStream")
+    assert values == {"qsl_rng_seed": 2**64 - 1, "schedule_rng_seed": 2085463073848966841}  # exact: not through a float
+    test = lg.TestSettings()
+    apply_settings(test, values)
+    assert (test.qsl_rng_seed, test.schedule_rng_seed) == (2**64 - 1, 2085463073848966841)
+
+
 def test_units_follow_loadgen(tmp_path):
     values = resolve(parse_conf(write(tmp_path, """
         *.SingleStream.target_latency_percentile = 99.9
@@ -79,7 +88,10 @@ def test_applied_to_loadgens_settings():
     ("ssd.min_query_count = 5", "line 2: expected"),
     ("ssd.SingleStream.min_query_count =", "line 2: expected"),
     ("ssd.SingleStream.min_querycount = 5", "line 2: unknown LoadGen setting 'min_querycount'"),
-    ("ssd.SingleStream.min_query_count = five", "line 2: ssd.SingleStream.min_query_count must be a number, got 'five'"),
+    ("ssd.SingleStream.min_query_count = five", "line 2: ssd.SingleStream.min_query_count must be a number from 0 to 2\\^64 - 1, got 'five'"),
+    ("ssd.SingleStream.min_query_count = -5", "line 2: .* got '-5'"),
+    ("*.*.qsl_rng_seed = 18446744073709551616", "line 2: .* got '18446744073709551616'"),  # 2^64
+    ("ssd.SingleStream.min_duration = 1e30", "line 2: .* got '1e30'"),
 ])
 def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
     path = write(tmp_path, f"*.*.min_duration = 1\n{line}\n")

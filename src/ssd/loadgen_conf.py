@@ -25,7 +25,8 @@ from ssd.errors import SSDError
 DEFAULT_MLPERF_CONF = Path(__file__).with_name("mlperf.conf")
 MODEL_NAME = "ssd"  # MLPerf Automotive's name for this benchmark in its conf files
 _KEY = re.compile(r"^([A-Za-z0-9_\-]+|\*)\.([A-Za-z]+|\*)\.([a-z0-9_]+)$")
-_NUMBER = re.compile(r"^[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^0[xX][0-9a-fA-F]+$")
+_NUMBER = re.compile(r"^(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$|^0[xX][0-9a-fA-F]+$")  # LoadGen's values are never negative
+LIMIT = 2**64  # LoadGen's integer settings are uint64
 
 
 class LoadgenConfError(SSDError):
@@ -119,8 +120,8 @@ def parse_conf(path: str | Path) -> dict[str, str]:
         name = match.group(3)
         if name not in SETTINGS and name not in SCENARIO_KEYS and name not in IGNORED_KEYS:
             raise LoadgenConfError(f"{path}, line {number}: unknown LoadGen setting {name!r}")
-        if name not in IGNORED_KEYS and not _NUMBER.match(value):
-            raise LoadgenConfError(f"{path}, line {number}: {key} must be a number, got {value!r}")
+        if name not in IGNORED_KEYS and not (_NUMBER.match(value) and _value(value) < LIMIT):
+            raise LoadgenConfError(f"{path}, line {number}: {key} must be a number from 0 to 2^64 - 1, got {value!r}")
         entries[key] = value
     return entries
 
@@ -133,9 +134,19 @@ def lookup(entries: Mapping[str, str], model: str, scenario: str, key: str) -> s
     return None
 
 
+def _value(text: str) -> int | float:
+    """A value as written: integers exactly (64-bit seeds do not fit a float), others as floats."""
+    if text.isdigit():
+        return int(text)
+    return int(text, 16) if text.lower().startswith("0x") else float(text)
+
+
 def _number(text: str, setting: Setting) -> Any:
-    value = float(int(text, 0)) if text.lower().startswith(("0x", "+0x", "-0x")) else float(text)
-    value *= setting.scale
+    value = _value(text)
+    if setting.scale != 1.0:
+        value *= setting.scale
+    if setting.integer and value >= LIMIT:
+        raise LoadgenConfError(f"{text} for {setting.attribute} is beyond LoadGen's range once in its unit (x{setting.scale:g})")
     return int(value) if setting.integer else value
 
 
