@@ -140,6 +140,11 @@ def test_folder_errors(tmp_path: Path):
         PreprocessedCognata(tmp_path, "train")
     (tmp_path / "val_2.pkl").write_bytes(frame)
     assert len(PreprocessedCognata(tmp_path)) == 4
+    for label, shown in ((15.0, "15"), (0.0, "0"), (2.5, "2.5")):  # 14 classes: 1..14; 0 is the background
+        gt = np.array([[0, 0, 1, 1, 3, 0, 0], [0, 0, 1, 1, label, 0, 0]], np.float32)
+        (tmp_path / "val_1.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": gt}))
+        with pytest.raises(DataError, match=rf"val_1.pkl: ground-truth label {shown} is not one of the 14 classes"):
+            PreprocessedCognata(tmp_path)
 
 
 def test_preprocessing_refuses_what_the_format_cannot_hold(raw: Path, tiny_files: TinyFiles, preprocessed, tmp_path: Path, capsys):

@@ -124,9 +124,11 @@ class PreprocessedCognata(DetectionDataset):
         files = frame_files(root, split)
         sizes, offsets, gt = _ground_truth(root, split, files, cache_dir)
         labels = np.rint(gt[:, 4]).astype(np.int64)
-        bad = labels[(labels < 1) | (labels >= label_map.num_classes)]
+        bad = np.flatnonzero((labels < 1) | (labels >= label_map.num_classes) | (labels != gt[:, 4]))
         if len(bad):
-            raise DataError(f"{root}: ground-truth label {int(bad[0])} is outside the {label_map.num_classes - 1} classes of the label map")
+            frame = int(np.searchsorted(offsets, bad[0], side="right")) - 1
+            raise DataError(f"{files[frame]}: ground-truth label {gt[bad[0], 4]:g} is not one of the {label_map.num_classes - 1} "
+                            f"classes of the label map (1 to {label_map.num_classes - 1})")
         annotations = Annotations.from_lists(
             paths=[f.name for f in files], sizes=[tuple(s) for s in sizes.tolist()], image_ids=range(len(files)),
             boxes=[gt[offsets[i] : offsets[i + 1], :4] for i in range(len(files))],
