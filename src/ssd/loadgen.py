@@ -44,7 +44,6 @@ AUTOMOTIVE_LOADGEN = (
 )
 ACCURACY_LOG = "mlperf_log_accuracy.json"
 SUMMARY_LOG = "mlperf_log_summary.txt"
-DETAIL_LOG = "mlperf_log_detail.txt"
 ACCURACY_TXT = "accuracy.txt"
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
 NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
