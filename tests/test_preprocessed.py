@@ -158,6 +158,9 @@ def test_preprocessing_refuses_what_the_format_cannot_hold(raw: Path, tiny_files
     assert main(["data", "preprocess", "--data-path", str(raw), "--file-list", str(listing), "--out", str(out),
                  "--config", str(tiny_files.config)]) == 2
     assert "already holds val_2.pkl and others beyond the 2 frames" in capsys.readouterr().err
+    (tmp_path / "a_file").write_text("x")
+    assert main(["data", "preprocess", "--data-path", str(raw), "--out", str(tmp_path / "a_file"), "--config", str(tiny_files.config)]) == 2
+    assert f"--out {tmp_path / 'a_file'}: exists and is not a folder" in capsys.readouterr().err
     config = load_config(tiny_files.config)
     with pytest.raises(DataError, match="for evaluation and LoadGen"):
         build_dataset("cognata-preprocessed", out, "val", config, train=True)

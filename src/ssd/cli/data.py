@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ssd.data.kinds import DATASET_KINDS, dataset_kind
+from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
     from ssd.data.stats import DatasetStats
@@ -82,6 +83,8 @@ def _preprocess(args: argparse.Namespace) -> int:
     from ssd.data.preprocessed import write_preprocessed
     from ssd.engine.options import DEFAULT_CONFIG
 
+    if args.out.exists() and not args.out.is_dir():  # before the scan of the raw dataset
+        raise SSDError(f"--out {args.out}: exists and is not a folder")
     config = load_config(args.config or DEFAULT_CONFIG)
     dataset = dataset_kind("cognata").build(args.data_path, args.split, config, file_list=args.file_list, cache_dir=args.cache_dir)
     prefix = "calib" if args.calibration else "val"

@@ -196,6 +196,8 @@ def write_preprocessed(dataset: DetectionDataset, out: str | Path, prefix: str, 
     if prefix not in PREFIXES:
         raise DataError(f"the preprocessed format's prefixes are {' and '.join(PREFIXES)}, not {prefix!r}")
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out}: exists and is not a folder (the preprocessed frames are written into a folder)")
     out.mkdir(parents=True, exist_ok=True)
     extra = sorted(p.name for p in out.iterdir() if (m := _FILE.match(p.name)) and m.group(1) == prefix and int(m.group(2)) >= len(dataset))
     if extra:
