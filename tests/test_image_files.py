@@ -136,3 +136,25 @@ def test_images_whose_names_differ_only_in_suffix_get_outputs_of_their_own(tiny_
     records = json.loads((tmp_path / "out" / "detections.json").read_text())
     assert len({r["output"] for r in records}) == 4 and all(Path(r["output"]).is_file() for r in records)
     assert set(IMAGE_SUFFIXES) >= {".bmp", ".tif", ".tiff"}
+
+
+def test_predict_on_a_dataset_reads_its_images_as_stored(tiny_files: TinyFiles, tmp_path: Path):
+    """A dataset image with an EXIF turn is predicted in the layout its annotations (and ssd evaluate) use."""
+    import shutil
+
+    from ssd.config import load_config
+    from ssd.data import build_dataset
+
+    data = Path(shutil.copytree(tiny_files.data, tmp_path / "data"))
+    val = build_dataset("cognata", data, "val", load_config(tiny_files.config))
+    victim = val.image_path(0)
+    with_orientation(victim, 6, Image.open(victim).copy())  # the same stored pixels, now tagged "turn 90"
+    height, width = val.orig_size(0)
+    assert height != width and tuple(to_image_tensor(victim).shape[1:]) == (width, height)  # as given to predict: turned
+    output = tmp_path / "drawn"
+    assert main(["predict", *model_flags(tiny_files), "--dataset", "cognata", "--data-path", str(data), "--output", str(output)]) == 0
+    records = {Path(r["image"]).name: r for r in json.loads((output / "detections.json").read_text())}
+    assert (records[victim.name]["height"], records[victim.name]["width"]) == (height, width)
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, device="cpu", score_threshold=0.3, max_detections=100)
+    (expected,) = detector([read_image(victim)])  # the stored layout, as the loaders read it
+    assert [d["box"] for d in records[victim.name]["detections"]] == [[round(v, 2) for v in box] for box in expected["boxes"].tolist()]

@@ -35,9 +35,10 @@ class LoadedImage:
 
 
 class _ImageFiles(Dataset):
-    def __init__(self, paths: Sequence[Path], transform: Any):
+    def __init__(self, paths: Sequence[Path], transform: Any, orient: bool):
         self.paths = list(paths)
         self.transform = transform
+        self.orient = orient
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -45,7 +46,7 @@ class _ImageFiles(Dataset):
     def __getitem__(self, index: int) -> LoadedImage:
         path = self.paths[index]
         try:
-            image = to_image_tensor(path)
+            image = to_image_tensor(path, self.orient)
         except InferenceError as exc:
             return LoadedImage(path, error=str(exc))
         network_input, size = prepare(image, self.transform)
@@ -57,10 +58,13 @@ def _one_thread(_: int) -> None:
     torch.set_num_threads(1)
 
 
-def load_images(paths: Sequence[Path], transform: Any, batch_size: int, num_workers: int) -> Iterator[list[LoadedImage]]:
-    """``paths`` in batches of :class:`LoadedImage`, in order; ``num_workers`` 0 decodes in this process."""
+def load_images(
+    paths: Sequence[Path], transform: Any, batch_size: int, num_workers: int, orient: bool = True
+) -> Iterator[list[LoadedImage]]:
+    """``paths`` in batches of :class:`LoadedImage`, in order; ``num_workers`` 0 decodes in this
+    process; ``orient``: apply EXIF orientation (not for a dataset's images)."""
     loader = DataLoader(
-        _ImageFiles(paths, transform), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
+        _ImageFiles(paths, transform, orient), batch_size=batch_size, num_workers=num_workers, collate_fn=list,
         worker_init_fn=_one_thread if num_workers else None, prefetch_factor=2 if num_workers else None,
     )
     yield from loader

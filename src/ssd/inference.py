@@ -45,15 +45,16 @@ class InferenceError(SSDError):
     """An input the detector cannot use (unreadable file, wrong array shape or type)."""
 
 
-def to_image_tensor(image: ImageInput) -> Tensor:
+def to_image_tensor(image: ImageInput, orient: bool = True) -> Tensor:
     """An image as ``[3, H, W]``: uint8 from files and arrays, float tensors (values in [0, 1]) as given.
 
-    Accepts a path (decoded RGB and turned as its EXIF orientation says, so boxes refer to the image
-    as displayed), a numpy ``[H, W, 3]`` uint8 array (RGB), or a ``[3, H, W]`` tensor.
+    Accepts a path (decoded RGB and, with ``orient``, turned as its EXIF orientation says, so boxes
+    refer to the image as displayed; a dataset's image is read as stored, as its annotations are), a
+    numpy ``[H, W, 3]`` uint8 array (RGB), or a ``[3, H, W]`` tensor.
     """
     if isinstance(image, (str, Path)):
         try:
-            return read_image(image, orient=True)
+            return read_image(image, orient=orient)
         except CorruptImageError as exc:
             raise InferenceError(f"{image}: {exc}") from exc
     if isinstance(image, np.ndarray):

@@ -199,15 +199,18 @@ def draw(image: Tensor, result: dict[str, Any], class_names: Sequence[str], args
     return drawn.permute(1, 2, 0).numpy()
 
 
-def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path: Path, args: argparse.Namespace) -> int:
-    """Draw detections on each (input, output) image pair; one JSON file for all of them.
+def predict_images(
+    detector: Detector, jobs: list[tuple[Path, Path]], json_path: Path, args: argparse.Namespace, orient: bool = True
+) -> int:
+    """Draw detections on each (input, output) image pair; one JSON file for all of them. ``orient``:
+    apply EXIF orientation (images given to predict on; a dataset's are read as stored).
 
     One image: an unreadable file is an error. Several: decoded and preprocessed in loader workers
     ahead of the network, drawn and saved in a thread behind it, each finished image's record
     appended to ``detections.jsonl`` (``--resume`` skips them), an unreadable one reported and skipped.
     """
     if len(jobs) == 1:
-        return _predict_one(detector, *jobs[0], json_path, args)
+        return _predict_one(detector, *jobs[0], json_path, args, orient)
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
@@ -230,7 +233,7 @@ def predict_images(detector: Detector, jobs: list[tuple[Path, Path]], json_path:
     progress = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc="predicting", unit="image", dynamic_ncols=True)
     with ThreadPoolExecutor(max_workers=1) as writer:
         pending = []
-        for batch in load_images(todo, detector.transform, detector.batch_size, args.num_workers):
+        for batch in load_images(todo, detector.transform, detector.batch_size, args.num_workers, orient):
             for item in batch:
                 if item.error is not None:
                     logger.warning("skipped: %s", item.error)
@@ -281,11 +284,11 @@ def save_prediction(source: Path, target: Path, image: Tensor, result: dict[str,
             "detections": detection_records(result)}
 
 
-def _predict_one(detector: Detector, source: Path, target: Path, json_path: Path, args: argparse.Namespace) -> int:
+def _predict_one(detector: Detector, source: Path, target: Path, json_path: Path, args: argparse.Namespace, orient: bool) -> int:
     from ssd.inference import to_image_tensor
     from ssd.prediction_log import write_atomically
 
-    image = to_image_tensor(source)
+    image = to_image_tensor(source, orient)
     (result,) = detector([image])
     record = save_prediction(source, target, image, result, detector, args)
     write_atomically(json_path, json.dumps(record, indent=1).encode())
@@ -303,7 +306,7 @@ def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) 
     for index in range(len(dataset)):
         source = dataset.image_path(index)
         jobs.append((source, (output / source.relative_to(dataset.root)).with_suffix(".jpg")))
-    return predict_images(detector, jobs, output / "detections.json", args)
+    return predict_images(detector, jobs, output / "detections.json", args, orient=False)  # as the annotations see them
 
 
 def predict_video(detector: Detector, source: Path, output: Path, args: argparse.Namespace) -> int:
