@@ -62,9 +62,10 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *
         raise CorruptImageError(f"cannot read: {exc.strerror or exc}") from exc
     if data.numel() == 0:
         raise CorruptImageError("empty file")
-    header = data[:4].numpy().tobytes()
-    if needs_pillow(header):
-        image = decode_with_pillow(data.numpy().tobytes())
+    pillow = needs_pillow(data[:4].numpy().tobytes())
+    raw = data.numpy().tobytes() if pillow or orient else b""  # the file's bytes for Pillow, copied once
+    if pillow:
+        image = decode_with_pillow(raw)
     else:
         try:
             with warnings.catch_warnings():  # torchvision 0.29 deprecates its decoders in favour of torchcodec
@@ -75,7 +76,7 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *
         if image.dtype != torch.uint8:  # 16-bit PNG
             image = F.to_dtype(image, torch.uint8, scale=True)
     if orient:
-        image = apply_orientation(image, exif_orientation(data.numpy().tobytes()))
+        image = apply_orientation(image, exif_orientation(raw))
     size = (image.shape[-2], image.shape[-1])
     if expected_size is not None and size != tuple(expected_size):
         raise CorruptImageError(f"decoded size {size[0]}x{size[1]} differs from the annotated {expected_size[0]}x{expected_size[1]}")
