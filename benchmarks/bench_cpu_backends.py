@@ -1,13 +1,16 @@
 """8 MP latency on the CPU, one engine against another: plain eager PyTorch fp32, our ``Detector``
-(channels-last, BatchNorm folded), ONNX Runtime and OpenVINO on our export (``--backend``).
+(channels-last, BatchNorm folded), ONNX Runtime and OpenVINO on our float32 export, and both on
+our INT8 export (``ssd export --int8``, calibrated on ``--calibration`` other generated frames).
 
 Each engine runs in a process of its own on the same generated frames, already preprocessed (the
 MLPerf harness's preprocessed arrays), batch 1, forward and decoding with MLPerf's settings: latency
 p50 and p99.9 over ``--frames`` frames after one warm-up, peak resident memory, and the fraction of
 the plain fp32 run's detections each engine reproduces (same label, every box side within 1 px).
-The weights are randomly initialised (seeded), the same for every engine.
+The weights are randomly initialised (seeded), the same for every engine, so the reproduced
+fraction measures agreement, not accuracy (``bench_quantized_accuracy.py`` measures mAP on a trained
+model). The fastest engines run first, plain eager last.
 
-Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--config baseline_8MP_ss_scales_fm1_5x5_all]
+Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--calibration 4] [--engines ...] [--config baseline_8MP_ss_scales_fm1_5x5_all]
 """
 from __future__ import annotations
 
@@ -26,11 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENGINES = ("eager", "detector", "onnxruntime", "openvino")
+ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino", "detector", "onnxruntime", "eager")
+REFERENCE = "eager"
 NUM_CLASSES = 15
 
 
-def frames(config_name: str, count: int) -> Iterator[torch.Tensor]:
+def frames(config_name: str, count: int, seed: int = 0) -> Iterator[torch.Tensor]:
     """``count`` generated frames at the config's size, normalised as the validation transform does
     (made one at a time: 8 MP frames are 100 MB each)."""
     from ssd.config import load_config
@@ -39,14 +43,15 @@ def frames(config_name: str, count: int) -> Iterator[torch.Tensor]:
     from torchvision import tv_tensors
 
     size = tuple(load_config(config_name).model.image_size)
-    transform, rng = eval_transform(size), np.random.default_rng(0)
+    transform, rng = eval_transform(size), np.random.default_rng(seed)
     for _ in range(count):
         pixels = torch.from_numpy(draw_frame(rng, *size, COGNATA_CLASSES, (10, 40))[0]).permute(2, 0, 1)
         yield transform(tv_tensors.Image(pixels)).as_subclass(torch.Tensor)
 
 
 def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
-    """One engine: print a JSON line of latencies, detections and peak memory."""
+    """One engine (an ``-int8`` engine runs ``onnx_path`` with ``.int8`` before its suffix): print a
+    JSON line of latencies, detections and peak memory."""
     from ssd.config import load_config
     from ssd.decoding import DecodeSettings
     from ssd.inference import Detector
@@ -61,7 +66,9 @@ def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
         detector = Detector(model, config, [str(k) for k in range(NUM_CLASSES)], settings=DecodeSettings(**settings), batch_size=1,
                             channels_last=not plain, fold_bn=not plain)
     else:
-        detector = Detector.from_onnx(onnx_path, config, batch_size=1, device="cpu", engine=engine, **settings)
+        name, _, precision = engine.partition("-")
+        path = Path(onnx_path).with_suffix(".int8.onnx") if precision else onnx_path
+        detector = Detector.from_onnx(path, config, batch_size=1, device="cpu", engine=name, **settings)
     inputs = frames(config_name, count + 1)
     size = tuple(config.model.image_size)
     latencies, detections = [], []
@@ -76,21 +83,11 @@ def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
     print(json.dumps({"latencies": latencies, "detections": detections, "peak_gib": peak}))
 
 
-def matched_fraction(reference: list, other: list) -> float:
-    """Of the reference's detections, the fraction another run has too (same label, sides within 1 px)."""
-    total = found = 0
-    for ref_frame, other_frame in zip(reference, other):
-        ref, oth = np.asarray(ref_frame).reshape(-1, 5), np.asarray(other_frame).reshape(-1, 5)
-        total += len(ref)
-        if len(ref) and len(oth):
-            close = (np.abs(ref[:, None, :4] - oth[None, :, :4]).max(axis=2) <= 1.0) & (ref[:, None, 4] == oth[None, :, 4])
-            found += int(close.any(axis=1).sum())
-    return found / total if total else 1.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
+    parser.add_argument("--calibration", type=int, default=4, help="generated frames to calibrate the INT8 model on")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to run (plain eager always runs)")
     parser.add_argument("--config", default="baseline_8MP_ss_scales_fm1_5x5_all")
     parser.add_argument("--side", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -99,26 +96,43 @@ def main() -> None:
         side(args.side, args.config, args.onnx, args.frames)
         return
     from ssd.config import load_config
+    from ssd.evaluation.agreement import reproduced_fraction
     from ssd.models import build_model
     from ssd.onnx_export import export_onnx
+    from ssd.quantize import export_int8
 
+    engines = [engine for engine in ENGINES if engine in args.engines or engine == REFERENCE]
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         config = load_config(args.config)
-        onnx_path = export_onnx(build_model(config, NUM_CLASSES).eval(), tuple(config.model.image_size), Path(folder) / "model.onnx")
+        model, size = build_model(config, NUM_CLASSES).eval(), tuple(config.model.image_size)
+        onnx_path = export_onnx(model, size, Path(folder) / "model.onnx")
+        if any(engine.endswith("-int8") for engine in engines):
+            start = time.perf_counter()
+            export_int8(model, size, onnx_path.with_suffix(".int8.onnx"), frames(args.config, args.calibration, seed=1))
+            print(f"INT8 export calibrated on {args.calibration} frames in {time.perf_counter() - start:.0f} s", flush=True)
         results = {}
-        for engine in ENGINES:
+        for engine in engines:
             results[engine] = run_side(__file__, ["--side", engine, "--config", args.config, "--onnx", str(onnx_path), "--frames", str(args.frames)],
-                                       huge_pages=engine != "eager")
+                                       huge_pages=engine != REFERENCE)
             latencies = np.asarray(results[engine]["latencies"])
-            print(f"{engine:<12} p50 {np.percentile(latencies, 50):7.2f} s  p99.9 {np.percentile(latencies, 99.9):7.2f} s  "
-                  f"peak {results[engine]['peak_gib']:5.2f} GiB  detections of plain fp32 reproduced "
-                  f"{matched_fraction(results['eager']['detections'], results[engine]['detections']):.4f}", flush=True)
-        eager = float(np.percentile(results["eager"]["latencies"], 50))
-        for engine in ENGINES[1:]:
+            print(f"{engine:<17} p50 {np.percentile(latencies, 50):7.2f} s  p99.9 {np.percentile(latencies, 99.9):7.2f} s  "
+                  f"peak {results[engine]['peak_gib']:5.2f} GiB", flush=True)
+        reference = [_as_results(frame) for frame in results[REFERENCE]["detections"]]
+        eager = float(np.percentile(results[REFERENCE]["latencies"], 50))
+        for engine in engines:
+            if engine == REFERENCE:
+                continue
+            fraction = reproduced_fraction(reference, [_as_results(frame) for frame in results[engine]["detections"]])
+            print(f"{engine:<17} detections of plain fp32 reproduced (same label, box within 1 px): {fraction:.4f}")
             report(f"{args.config} b1 p50 latency, {engine}", float(np.percentile(results[engine]["latencies"], 50)), eager,
-                   "plain eager PyTorch fp32, NCHW, no folding")
+                   "plain eager PyTorch fp32, NCHW, no folding", target=4.0)
 
+
+def _as_results(rows: list) -> dict[str, torch.Tensor]:
+    """A side's ``[x1, y1, x2, y2, label]`` rows as a detection result."""
+    table = torch.tensor(rows, dtype=torch.float64).reshape(-1, 5)
+    return {"boxes": table[:, :4], "labels": table[:, 4].long()}
 
 if __name__ == "__main__":
     sys.exit(main())

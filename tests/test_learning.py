@@ -15,7 +15,6 @@ passed) and are the oracle tests' to catch (test_box_ops, test_decoding).
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
 

@@ -160,3 +160,29 @@ def test_loadgen_with_openvino_logs_the_pytorch_paths_detections(exported, tiny_
                                   "labels": torch.from_numpy(rows[:, 4].copy())}
         assert len(ours[index]) == len(reference[index]) > 0
         assert_same_detections(as_result(ours[index]), as_result(reference[index]), atol=0.05)
+
+
+def test_auto_runs_an_export_with_openvino_on_the_cpu_else_onnx_runtime(exported, tiny_files: TinyFiles, monkeypatch):
+    from ssd.inference import fastest_engine
+
+    assert fastest_engine("cpu") == "openvino" and fastest_engine("cuda") == "onnxruntime" and fastest_engine("cuda:1") == "onnxruntime"
+    assert type(Detector.from_onnx(exported[0], tiny_files.config, device="cpu").network) is OpenVinoNetwork
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU, but this ONNX Runtime has no CUDA provider
+    assert fastest_engine(None) == "openvino"
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
+    assert fastest_engine("cpu") == "onnxruntime"
+    assert type(Detector.from_onnx(exported[0], tiny_files.config, device="cpu").network) is OnnxNetwork
+
+
+def test_backend_flags_that_contradict_each_other_are_one_error(exported, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    base = ["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config)]
+    cases = [
+        (["--onnx", str(exported[0]), "--pretrained-model", str(tiny_files.checkpoint)], "not both"),
+        (["--backend", "torch", "--onnx", str(exported[0])], "drop --onnx"),
+        ([], "--pretrained-model CKPT (PyTorch) or --onnx MODEL.onnx (an export) is required"),
+        (["--backend", "openvino", "--pretrained-model", str(tiny_files.checkpoint)], "--backend openvino needs --onnx"),
+    ]
+    for flags, expected in cases:
+        assert main(base + flags) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and expected in err[0], err

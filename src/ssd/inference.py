@@ -75,6 +75,25 @@ def prepare(image: Tensor, transform: Any) -> tuple[Tensor, tuple[int, int]]:
     return transform(tv_tensors.Image(image)).as_subclass(Tensor), (int(image.shape[1]), int(image.shape[2]))
 
 
+def fastest_engine(device: str | None = None) -> str:
+    """The engine ``engine="auto"`` (``--backend auto``) runs an exported model with: OpenVINO on the
+    CPU when it is installed (the fastest CPU engine measured, float32 equal to PyTorch's detections;
+    README, Performance), else ONNX Runtime, which also runs CUDA (``device`` cuda, or None with a
+    GPU and ONNX Runtime's CUDA provider)."""
+    if device is not None and not str(device).startswith("cpu"):
+        return "onnxruntime"
+    if device is None:
+        import onnxruntime
+
+        if torch.cuda.is_available() and "CUDAExecutionProvider" in onnxruntime.get_available_providers():
+            return "onnxruntime"
+    try:
+        import openvino  # noqa: F401
+    except ImportError:
+        return "onnxruntime"
+    return "openvino"
+
+
 class Detector:
     """Images of any size in, detections in their pixels out.
 
@@ -180,11 +199,12 @@ class Detector:
         batch_size: int = 4,
         device: str | None = None,
         after_batch: StepHook = no_step_hook,
-        engine: str = "onnxruntime",
+        engine: str = "auto",
         **decode_settings: Any,
     ) -> "Detector":
-        """A detector running a model exported by ``ssd export`` with ONNX Runtime, or OpenVINO
-        (``engine="openvino"``, on the CPU).
+        """A detector running a model exported by ``ssd export`` (float32 or INT8) with ONNX Runtime
+        (``engine="onnxruntime"``) or OpenVINO (``"openvino"``, on the CPU); ``"auto"``:
+        :func:`fastest_engine` for ``device``.
 
         ``device``: ``cpu``, ``cuda`` (ONNX Runtime's CUDA provider must load) or None (CUDA when it
         loads, else the CPU); :attr:`device` is where it runs. Class names: ``class_names``, else
@@ -192,12 +212,14 @@ class Detector:
         number of classes.
         """
         config = config if isinstance(config, Config) else load_config(config)
+        if engine == "auto":
+            engine = fastest_engine(device)
         if engine == "openvino":
             from ssd.openvino_network import OpenVinoNetwork as Engine
         elif engine == "onnxruntime":
             from ssd.onnx_export import OnnxNetwork as Engine
         else:
-            raise InferenceError(f"unknown inference engine {engine!r}: onnxruntime or openvino")
+            raise InferenceError(f"unknown inference engine {engine!r}: auto, onnxruntime or openvino")
         network = Engine(path, device)
         network.check_input_size(config.model.image_size)
         names = class_names or network.class_names or default_class_names(network.num_classes)

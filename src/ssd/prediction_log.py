@@ -9,17 +9,8 @@ images whose record and output are both there. At the end the records, in input 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
-
-
-def write_atomically(path: Path, data: bytes) -> None:
-    """``data`` to ``path`` through a temporary file and a rename: never half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    temporary.write_bytes(data)
-    temporary.replace(path)
 
 
 class PredictionLog:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.cli.predict import BACKENDS, build_detector
+from ssd.cli.predict import BACKEND_HELP, BACKENDS, build_detector
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
@@ -18,10 +18,10 @@ SUMMARY_KEYS = (
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadgen", help="run MLPerf LoadGen (performance or accuracy) over a dataset split")
     parser.add_argument("--config", required=True, help="config name or path")
-    parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (for --backend torch)")
+    parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
     parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
-    parser.add_argument("--backend", choices=BACKENDS, default="torch", help="PyTorch (default), ONNX Runtime or OpenVINO (CPU)")
-    parser.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime or openvino)")
+    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    parser.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
     parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
     parser.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
     parser.add_argument("--split", default="val", help="dataset split (default val)")

@@ -28,7 +28,9 @@ logger = logging.getLogger(__name__)
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # read, and written (Pillow)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")  # the containers of ssd.video.CODECS (written)
 DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
-BACKENDS = ("torch", "onnxruntime", "openvino")
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
+BACKEND_HELP = ("run the network with PyTorch, ONNX Runtime or OpenVINO (CPU); auto (default): PyTorch for --pretrained-model, "
+                "for --onnx OpenVINO on the CPU when installed (the fastest there), else ONNX Runtime")
 T = TypeVar("T")
 
 
@@ -36,11 +38,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Model, input, decoding and drawing flags (the seed scripts' spellings included)."""
     model = parser.add_argument_group("model")
     model.add_argument("--config", default=DEFAULT_CONFIG, help=f"config name or path (default {DEFAULT_CONFIG})")
-    model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (for --backend torch)")
+    model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
     model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
-    model.add_argument("--backend", choices=BACKENDS, default="torch",
-                       help="run the network with PyTorch, ONNX Runtime or OpenVINO (CPU; the fastest at 8 MP on a CPU)")
-    model.add_argument("--onnx", type=Path, help="model exported by `ssd export` (for --backend onnxruntime or openvino)")
+    model.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
+    model.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
     model.add_argument("--device", default=None,
                        help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
@@ -159,7 +160,9 @@ def build_detector(args: argparse.Namespace, decode: dict[str, Any] | None = Non
     config = load_config(args.config)
     if decode is None:
         decode = {"score_threshold": args.cls_threshold, "nms_threshold": args.nms_threshold, "max_detections": args.max_boxes}
-    if args.backend != "torch":
+    if args.backend == "auto" and args.onnx is not None and args.pretrained_model is not None:
+        raise SSDError("give --pretrained-model CKPT (PyTorch) or --onnx MODEL.onnx (an export), not both")
+    if args.backend in ("onnxruntime", "openvino") or (args.backend == "auto" and args.onnx is not None):
         if args.onnx is None:
             raise SSDError(f"--backend {args.backend} needs --onnx MODEL.onnx")
         if args.pretrained_model is not None or args.num_classes is not None:
@@ -167,8 +170,10 @@ def build_detector(args: argparse.Namespace, decode: dict[str, Any] | None = Non
         detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, engine=args.backend, **decode)
         detector.after_batch = heap_retention_for(detector.device)  # the CPU's memory policy only when it runs there
         return detector
+    if args.onnx is not None:
+        raise SSDError("--backend torch runs --pretrained-model CKPT: drop --onnx (or give --backend auto, onnxruntime or openvino)")
     if args.pretrained_model is None:
-        raise SSDError("--pretrained-model CKPT is required (or --backend onnxruntime|openvino --onnx MODEL.onnx)")
+        raise SSDError("--pretrained-model CKPT (PyTorch) or --onnx MODEL.onnx (an export) is required")
     device = select_device(args.device, 0)
     configure_cudnn(device, args.cudnn_benchmark)
     return Detector.from_checkpoint(
@@ -217,7 +222,8 @@ def predict_images(
     from tqdm import tqdm
 
     from ssd.image_stream import load_images
-    from ssd.prediction_log import PredictionLog, write_atomically
+    from ssd.atomic_file import write_atomically
+    from ssd.prediction_log import PredictionLog
 
     log = PredictionLog(json_path.with_suffix(".jsonl"), resume=args.resume)
     targets = dict(jobs)
@@ -277,7 +283,7 @@ def save_prediction(source: Path, target: Path, image: Tensor, result: dict[str,
                     args: argparse.Namespace) -> dict[str, Any]:
     """Write ``image`` with ``result`` drawn to ``target`` (atomically) and return its JSON record."""
     from ssd.inference import detection_records
-    from ssd.prediction_log import write_atomically
+    from ssd.atomic_file import write_atomically
 
     write_atomically(target, encode_image(draw(image, result, detector.class_names, args), target))
     return {"image": str(source), "output": str(target), "height": int(image.shape[1]), "width": int(image.shape[2]),
@@ -286,7 +292,7 @@ def save_prediction(source: Path, target: Path, image: Tensor, result: dict[str,
 
 def _predict_one(detector: Detector, source: Path, target: Path, json_path: Path, args: argparse.Namespace, orient: bool) -> int:
     from ssd.inference import to_image_tensor
-    from ssd.prediction_log import write_atomically
+    from ssd.atomic_file import write_atomically
 
     image = to_image_tensor(source, orient)
     (result,) = detector([image])
@@ -320,7 +326,7 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
 
     from ssd.image_stream import prefetch
     from ssd.inference import detection_records
-    from ssd.prediction_log import write_atomically
+    from ssd.atomic_file import write_atomically
     from ssd.video import VideoReader, VideoWriter
 
     frames: list[dict[str, Any]] = []

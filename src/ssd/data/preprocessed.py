@@ -29,6 +29,7 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from ssd.atomic_file import write_atomically
 from ssd.data.dataset import Annotations, DetectionDataset
 from ssd.data.index_cache import IndexCache, fingerprint
 from ssd.data.labels import LabelMap, cognata_fixed
@@ -212,10 +213,7 @@ def write_preprocessed(dataset: DetectionDataset, out: str | Path, prefix: str, 
         if image is None:
             raise DataError(f"{target['unreadable'].path}: {target['unreadable'].reason}")
         boxes, labels = dataset.target_pixels(index)
-        destination = out / f"{prefix}_{index}.pkl"
-        temporary = destination.with_name(f".{destination.name}.tmp")
-        temporary.write_bytes(dumps(frame_payload(image, boxes, labels)))
-        temporary.replace(destination)
+        write_atomically(out / f"{prefix}_{index}.pkl", dumps(frame_payload(image, boxes, labels)))
     return len(dataset)
 
 

@@ -2,12 +2,12 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from ssd.atomic_file import atomic_write
 from ssd.errors import SSDError
 
 
@@ -56,12 +56,10 @@ def restore_rows(path: Path, finished_epochs: int, last_row: dict[str, Any] | No
         by_epoch[finished_epochs - 1] = last_row
     if not header or [by_epoch[e] for e in sorted(by_epoch)] == rows:
         return
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with temporary.open("w", newline="") as handle:
+    with atomic_write(path, "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=header)
         writer.writeheader()
         writer.writerows(by_epoch[e] for e in sorted(by_epoch))
-    os.replace(temporary, path)
 
 
 class RunLog:
