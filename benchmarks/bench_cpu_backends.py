@@ -1,6 +1,9 @@
 """8 MP latency on the CPU, one engine against another: plain eager PyTorch fp32, our ``Detector``
 (channels-last, BatchNorm folded), ONNX Runtime and OpenVINO on our float32 export, and both on
-our INT8 export (``ssd export --int8``, calibrated on ``--calibration`` other generated frames).
+our INT8 export (``ssd export --int8``, calibrated on ``--calibration`` other generated frames);
+``Detector`` under bfloat16 autocast and OpenVINO in bf16 where the CPU runs bfloat16 natively
+(AVX-512 BF16 or AMX; elsewhere it is emulated, which measures nothing useful, so they are skipped
+unless named in ``--engines``).
 
 Each engine runs in a process of its own on the same generated frames, already preprocessed (the
 MLPerf harness's preprocessed arrays), batch 1, forward and decoding with MLPerf's settings: latency
@@ -10,7 +13,8 @@ The weights are randomly initialised (seeded), the same for every engine, so the
 fraction measures agreement, not accuracy (``bench_quantized_accuracy.py`` measures mAP on a trained
 model). The fastest engines run first, plain eager last.
 
-Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--calibration 4] [--engines ...] [--config baseline_8MP_ss_scales_fm1_5x5_all]
+Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--frames-of eager=5 ...] [--calibration 4] [--engines ...]
+     [--config baseline_8MP_ss_scales_fm1_5x5_all]
 """
 from __future__ import annotations
 
@@ -29,7 +33,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino", "detector", "onnxruntime", "eager")
+ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino-bf16", "detector-bf16", "openvino", "detector", "onnxruntime", "eager")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that run bfloat16 natively
 REFERENCE = "eager"
 NUM_CLASSES = 15
 
@@ -50,8 +55,8 @@ def frames(config_name: str, count: int, seed: int = 0) -> Iterator[torch.Tensor
 
 
 def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
-    """One engine (an ``-int8`` engine runs ``onnx_path`` with ``.int8`` before its suffix): print a
-    JSON line of latencies, detections and peak memory."""
+    """One engine (``-int8``: the model ``onnx_path`` with ``.int8`` before its suffix; ``-bf16``: that
+    precision): print a JSON line of latencies, detections and peak memory."""
     from ssd.config import load_config
     from ssd.decoding import DecodeSettings
     from ssd.inference import Detector
@@ -59,16 +64,17 @@ def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
 
     config = load_config(config_name)
     settings = asdict(DecodeSettings.mlperf())
-    if engine in ("eager", "detector"):
+    name, _, precision = engine.partition("-")
+    if name in ("eager", "detector"):
         torch.manual_seed(0)
         model = build_model(config, NUM_CLASSES).eval()
-        plain = engine == "eager"
+        plain = name == "eager"
         detector = Detector(model, config, [str(k) for k in range(NUM_CLASSES)], settings=DecodeSettings(**settings), batch_size=1,
-                            channels_last=not plain, fold_bn=not plain)
+                            channels_last=not plain, fold_bn=not plain, precision=precision or "fp32")
     else:
-        name, _, precision = engine.partition("-")
-        path = Path(onnx_path).with_suffix(".int8.onnx") if precision else onnx_path
-        detector = Detector.from_onnx(path, config, batch_size=1, device="cpu", engine=name, **settings)
+        path = Path(onnx_path).with_suffix(".int8.onnx") if precision == "int8" else onnx_path
+        detector = Detector.from_onnx(path, config, batch_size=1, device="cpu", engine=name, precision="bf16" if precision == "bf16" else "fp32",
+                                      **settings)
     inputs = frames(config_name, count + 1)
     size = tuple(config.model.image_size)
     latencies, detections = [], []
@@ -87,7 +93,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=20)
     parser.add_argument("--calibration", type=int, default=4, help="generated frames to calibrate the INT8 model on")
-    parser.add_argument("--engines", nargs="+", choices=ENGINES, default=list(ENGINES), help="engines to run (plain eager always runs)")
+    parser.add_argument("--engines", nargs="+", choices=ENGINES, help="engines to run (plain eager always runs; default: all, "
+                        "the bf16 ones only on a CPU with native bfloat16)")
+    parser.add_argument("--frames-of", nargs="+", default=[], metavar="ENGINE=N", help="another number of frames for these engines")
     parser.add_argument("--config", default="baseline_8MP_ss_scales_fm1_5x5_all")
     parser.add_argument("--side", choices=ENGINES, help=argparse.SUPPRESS)
     parser.add_argument("--onnx", help=argparse.SUPPRESS)
@@ -101,7 +109,18 @@ def main() -> None:
     from ssd.onnx_export import export_onnx
     from ssd.quantize import export_int8
 
-    engines = [engine for engine in ENGINES if engine in args.engines or engine == REFERENCE]
+    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
+    native_bf16 = any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    chosen = args.engines or [engine for engine in ENGINES if native_bf16 or not engine.endswith("-bf16")]
+    if not args.engines and not native_bf16:
+        print("bf16 engines skipped: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag)")
+    engines = [engine for engine in ENGINES if engine in chosen or engine == REFERENCE]
+    frame_counts = {engine: args.frames for engine in engines}
+    for entry in args.frames_of:
+        engine, _, count = entry.partition("=")
+        if engine not in frame_counts or not count.isdigit():
+            raise SystemExit(f"--frames-of {entry}: expected ENGINE=N for one of {', '.join(engines)}")
+        frame_counts[engine] = int(count)
     with tempfile.TemporaryDirectory() as folder:
         torch.manual_seed(0)
         config = load_config(args.config)
@@ -113,18 +132,20 @@ def main() -> None:
             print(f"INT8 export calibrated on {args.calibration} frames in {time.perf_counter() - start:.0f} s", flush=True)
         results = {}
         for engine in engines:
-            results[engine] = run_side(__file__, ["--side", engine, "--config", args.config, "--onnx", str(onnx_path), "--frames", str(args.frames)],
+            results[engine] = run_side(__file__, ["--side", engine, "--config", args.config, "--onnx", str(onnx_path), "--frames", str(frame_counts[engine])],
                                        huge_pages=engine != REFERENCE)
             latencies = np.asarray(results[engine]["latencies"])
             print(f"{engine:<17} p50 {np.percentile(latencies, 50):7.2f} s  p99.9 {np.percentile(latencies, 99.9):7.2f} s  "
-                  f"peak {results[engine]['peak_gib']:5.2f} GiB", flush=True)
+                  f"over {len(latencies)} frames  peak {results[engine]['peak_gib']:5.2f} GiB", flush=True)
         reference = [_as_results(frame) for frame in results[REFERENCE]["detections"]]
         eager = float(np.percentile(results[REFERENCE]["latencies"], 50))
         for engine in engines:
             if engine == REFERENCE:
                 continue
-            fraction = reproduced_fraction(reference, [_as_results(frame) for frame in results[engine]["detections"]])
-            print(f"{engine:<17} detections of plain fp32 reproduced (same label, box within 1 px): {fraction:.4f}")
+            other = [_as_results(frame) for frame in results[engine]["detections"]]
+            shared = min(len(reference), len(other))  # every side runs the same frames, from the first
+            fraction = reproduced_fraction(reference[:shared], other[:shared])
+            print(f"{engine:<17} detections of plain fp32 reproduced (same label, box within 1 px) on {shared} frames: {fraction:.4f}")
             report(f"{args.config} b1 p50 latency, {engine}", float(np.percentile(results[engine]["latencies"], 50)), eager,
                    "plain eager PyTorch fp32, NCHW, no folding", target=4.0)
 

@@ -13,6 +13,8 @@ evaluation's; models are loaded by :func:`ssd.checkpoint.load_model`.
 """
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -23,6 +25,7 @@ import torch
 from torch import Tensor, nn
 from torchvision import tv_tensors
 
+from ssd.amp import AMP_DTYPES
 from ssd.anchors import default_boxes
 from ssd.checkpoint import METADATA_KEYS, load_model
 from ssd.config import Config, load_config
@@ -39,6 +42,7 @@ from ssd.predictor import Network, Predictor
 logger = logging.getLogger(__name__)
 
 ImageInput = Union[np.ndarray, Tensor, str, Path]
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class InferenceError(SSDError):
@@ -112,6 +116,8 @@ class Detector:
             the module given is used, put in eval mode and converted to ``channels_last`` in place).
         after_batch: called after each forward pass (the CLI passes
             :func:`ssd.heap_retention.heap_retention_for`'s hook: 1.2x on repeated 8 MP images).
+        precision: ``fp32``, or ``bf16`` / ``fp16``: an ``nn.Module`` network under that autocast
+            (an exported network runs at the precision :meth:`from_onnx` compiled it for).
     """
 
     def __init__(
@@ -127,10 +133,15 @@ class Detector:
         channels_last: bool = True,
         fold_bn: bool = True,
         after_batch: StepHook = no_step_hook,
+        precision: str = "fp32",
     ):
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         is_module = isinstance(network, nn.Module)
+        if precision not in PRECISIONS:
+            raise InferenceError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
+        if precision != "fp32" and not is_module:
+            raise InferenceError(f"precision {precision} is an autocast of a PyTorch network; an export runs at the precision its engine compiled it for")
         self.memory_format = torch.channels_last if channels_last and is_module else torch.contiguous_format
         if is_module:
             network = (fold_batchnorm(network) if fold_bn else network.eval()).to(memory_format=self.memory_format)
@@ -139,7 +150,9 @@ class Detector:
         self.device = torch.device(device)
         self.predictor = Predictor(
             network, default_boxes(config), settings, self.device, channels_last=self.memory_format == torch.channels_last,
+            autocast=contextlib.nullcontext if precision == "fp32" else functools.partial(torch.autocast, self.device.type, dtype=AMP_DTYPES[precision]),
         )
+        self.precision = precision
         self.batch_size = batch_size
         self.metadata = dict(metadata or {})
         self.transform = eval_transform(config.model.image_size)
@@ -171,6 +184,7 @@ class Detector:
         fold_bn: bool = True,
         after_batch: StepHook = no_step_hook,
         allow_other_config: bool = False,
+        precision: str = "fp32",
         **decode_settings: Any,
     ) -> "Detector":
         """A detector from a checkpoint (ours, the reference's, or a bare state dict).
@@ -186,7 +200,7 @@ class Detector:
         return cls(
             model, config, class_names_for(checkpoint, model.num_classes), settings=DecodeSettings(**decode_settings),
             device=device, batch_size=batch_size, metadata=metadata, channels_last=channels_last, fold_bn=fold_bn,
-            after_batch=after_batch,
+            after_batch=after_batch, precision=precision,
         )
 
     @classmethod
@@ -200,11 +214,13 @@ class Detector:
         device: str | None = None,
         after_batch: StepHook = no_step_hook,
         engine: str = "auto",
+        precision: str = "fp32",
         **decode_settings: Any,
     ) -> "Detector":
         """A detector running a model exported by ``ssd export`` (float32 or INT8) with ONNX Runtime
         (``engine="onnxruntime"``) or OpenVINO (``"openvino"``, on the CPU); ``"auto"``:
-        :func:`fastest_engine` for ``device``.
+        :func:`fastest_engine` for ``device``. ``precision``: ``fp32``, or ``bf16`` with OpenVINO on a
+        CPU that runs bfloat16 natively (the INT8 file's quantized layers stay INT8 either way).
 
         ``device``: ``cpu``, ``cuda`` (ONNX Runtime's CUDA provider must load) or None (CUDA when it
         loads, else the CPU); :attr:`device` is where it runs. Class names: ``class_names``, else
@@ -220,7 +236,7 @@ class Detector:
             from ssd.onnx_export import OnnxNetwork as Engine
         else:
             raise InferenceError(f"unknown inference engine {engine!r}: auto, onnxruntime or openvino")
-        network = Engine(path, device)
+        network = Engine(path, device, precision)
         network.check_input_size(config.model.image_size)
         names = class_names or network.class_names or default_class_names(network.num_classes)
         if len(names) != network.num_classes:

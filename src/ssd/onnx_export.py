@@ -154,10 +154,13 @@ class OnnxNetwork(ExportedNetwork):
     and its outputs stay on the GPU for decoding.
     """
 
-    def __init__(self, path: str | Path, device: str | None = None):
+    def __init__(self, path: str | Path, device: str | None = None, precision: str = "fp32"):
         import onnxruntime
 
         self.path = self._existing(path)
+        if precision != "fp32":
+            raise OnnxError(f"{self.path}: ONNX Runtime runs the export as stored (float32 or INT8); --precision {precision} is for "
+                            "--backend torch, or openvino on a CPU with bfloat16")
         available = onnxruntime.get_available_providers()
         kind, colon, index = (device or "").partition(":")
         if device is not None and (kind not in ("cpu", "cuda") or (colon and not index.isdigit())):

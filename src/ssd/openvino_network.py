@@ -4,7 +4,8 @@ OpenVINO compiles ``ssd export``'s ONNX file for the CPU it runs on; at 8 MP it 
 model 1.9x as fast as plain PyTorch eager on two AVX2 cores, ahead of our PyTorch path (1.56x) and
 ONNX Runtime (1.28x) (README, Performance). Its CPU plugin would run in bfloat16 on processors with
 AVX-512 BF16 or AMX unless told otherwise, so the inference precision is pinned to float32: a
-faster, less exact mode is a choice to measure, not a default.
+faster, less exact mode is a choice to measure, not a default (``--precision bf16``, refused on a
+CPU without native bfloat16, where OpenVINO would quietly run float32 instead).
 """
 from __future__ import annotations
 
@@ -20,15 +21,17 @@ from ssd.onnx_export import ExportedNetwork, OnnxError
 logger = logging.getLogger(__name__)
 
 INSTALL = "pip install 'ssd[openvino]' (or: pip install openvino)"
-CONFIG = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"}
+INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # --precision -> OpenVINO's INFERENCE_PRECISION_HINT
 
 
 class OpenVinoNetwork(ExportedNetwork):
     """An OpenVINO-compiled ``ssd export`` model behaving like the network, on the CPU."""
 
-    def __init__(self, path: str | Path, device: str | None = None):
+    def __init__(self, path: str | Path, device: str | None = None, precision: str = "fp32"):
         if device not in (None, "cpu"):
             raise OnnxError(f"--device {device}: the OpenVINO backend runs on the CPU here")
+        if precision not in INFERENCE_PRECISION:
+            raise OnnxError(f"--precision {precision}: OpenVINO runs {' or '.join(INFERENCE_PRECISION)} here")
         try:
             import openvino
         except ImportError:
@@ -36,8 +39,14 @@ class OpenVinoNetwork(ExportedNetwork):
         import onnx
 
         self.path = self._existing(path)
+        core = openvino.Core()
+        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        if precision == "bf16" and "BF16" not in capabilities:
+            raise OnnxError(f"--precision bf16: this CPU has no native bfloat16 (OpenVINO's CPU capabilities: {', '.join(capabilities)}); "
+                            "it needs AVX-512 BF16 or AMX")
+        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
         try:
-            self.compiled = openvino.Core().compile_model(str(self.path), "CPU", CONFIG)
+            self.compiled = core.compile_model(str(self.path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types for unreadable models
             raise OnnxError(f"{self.path}: OpenVINO cannot load the model: {exc}") from exc
         self.device = "cpu"
@@ -49,7 +58,8 @@ class OpenVinoNetwork(ExportedNetwork):
         self.num_classes, self.num_anchors = confs[1].get_length(), confs[2].get_length()
         self.metadata = {entry.key: entry.value for entry in onnx.load(str(self.path), load_external_data=False).metadata_props}
         self._request = self.compiled.create_infer_request()
-        logger.info("%s runs on OpenVINO %s (CPU, float32)", self.path.name, openvino.__version__)
+        self.precision = precision
+        logger.info("%s runs on OpenVINO %s (CPU, %s)", self.path.name, openvino.__version__, precision)
 
     def _run(self, images: Tensor) -> tuple[Tensor, Tensor]:
         batch = np.ascontiguousarray(images.detach().to(device="cpu", dtype=torch.float32).numpy())

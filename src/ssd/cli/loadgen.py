@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.cli.predict import BACKEND_HELP, BACKENDS, build_detector
+from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
@@ -22,6 +22,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
+    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
     parser.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
     parser.add_argument("--split", default="val", help="dataset split (default val)")

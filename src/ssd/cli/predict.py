@@ -31,6 +31,9 @@ DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 BACKEND_HELP = ("run the network with PyTorch, ONNX Runtime or OpenVINO (CPU); auto (default): PyTorch for --pretrained-model, "
                 "for --onnx OpenVINO on the CPU when installed (the fastest there), else ONNX Runtime")
+PRECISIONS = ("fp32", "bf16", "fp16")  # ssd.inference.PRECISIONS (not imported here: the CLI's imports stay light)
+PRECISION_HELP = ("fp32 (default); bf16 or fp16: PyTorch autocast; bf16 also OpenVINO on a CPU with native bfloat16. "
+                  "INT8 is a file: ssd export --int8")
 T = TypeVar("T")
 
 
@@ -42,6 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
+    model.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     model.add_argument("--device", default=None,
                        help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
     model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
@@ -167,7 +171,8 @@ def build_detector(args: argparse.Namespace, decode: dict[str, Any] | None = Non
             raise SSDError(f"--backend {args.backend} needs --onnx MODEL.onnx")
         if args.pretrained_model is not None or args.num_classes is not None:
             raise SSDError(f"--backend {args.backend} takes the weights and class names from --onnx: drop --pretrained-model / --num-classes")
-        detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, engine=args.backend, **decode)
+        detector = Detector.from_onnx(args.onnx, config, batch_size=args.batch_size, device=args.device, engine=args.backend,
+                                      precision=args.precision, **decode)
         detector.after_batch = heap_retention_for(detector.device)  # the CPU's memory policy only when it runs there
         return detector
     if args.onnx is not None:
@@ -178,7 +183,7 @@ def build_detector(args: argparse.Namespace, decode: dict[str, Any] | None = Non
     configure_cudnn(device, args.cudnn_benchmark)
     return Detector.from_checkpoint(
         args.pretrained_model, config, args.num_classes, device, batch_size=args.batch_size, after_batch=heap_retention_for(device),
-        allow_other_config=args.allow_other_config, **decode,
+        allow_other_config=args.allow_other_config, precision=args.precision, **decode,
     )
 
 

@@ -1,4 +1,5 @@
-"""INT8 export (``ssd export --int8``, :mod:`ssd.quantize`) and the detection agreement measure."""
+"""Reduced precision: the INT8 export (``ssd export --int8``, :mod:`ssd.quantize`), bfloat16 autocast
+and OpenVINO's bf16 (``--precision``), and the detection agreement measure."""
 from __future__ import annotations
 
 import contextlib
@@ -78,9 +79,7 @@ def test_the_int8_file_is_an_ssd_export_with_int8_convolution_weights(int8_expor
 def test_both_engines_run_the_int8_model_close_to_pytorch_fp32(int8_export, tiny_files: TinyFiles):
     """On held-out frames (the val split; calibration read the train split)."""
     model, _ = load_model(tiny_files.checkpoint, tiny_files.config)
-    held_out = build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config))
-    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config)
-    images = torch.stack([held_out.network_input(index, detector.preprocess)[0] for index in range(2)])
+    images, _ = _held_out_batch(tiny_files)
     with torch.inference_mode():
         expected = model(images)
     runs = {engine: network(images) for engine, network in (("ort", OnnxNetwork(int8_export[0])), ("ov", OpenVinoNetwork(int8_export[0])))}
@@ -117,7 +116,7 @@ def test_quantization_without_usable_frames_fails_and_writes_nothing(fp32_export
     fp32 = fp32_export
     with pytest.raises(OnnxError, match="at least one calibration frame"):
         quantize_onnx(fp32, tmp_path / "int8.onnx", [])
-    with pytest.raises(OnnxError, match="quantization failed"):  # frames of the wrong size
+    with pytest.raises(OnnxError, match="calibration failed"):  # frames of the wrong size
         quantize_onnx(fp32, tmp_path / "int8.onnx", [torch.zeros(3, 32, 32)])
     assert list(tmp_path.iterdir()) == []
 
@@ -165,3 +164,63 @@ def test_reproduced_fraction_counts_same_label_boxes_within_the_tolerance():
     assert reproduced_fraction([_result([])], [_result([[1, 1, 2, 2, 1]])]) == 1.0
     with pytest.raises(ValueError, match="2 reference images, 1 to compare"):
         reproduced_fraction(reference, reference[:1])
+
+
+def _held_out_batch(tiny_files: TinyFiles, count: int = 2) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+    held_out = build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config))
+    detector = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config)
+    frames = [held_out.network_input(index, detector.preprocess) for index in range(count)]
+    return torch.stack([image for image, _ in frames]), [size for _, size in frames]
+
+
+def test_bf16_autocast_runs_the_network_in_bfloat16_close_to_fp32(tiny_files: TinyFiles):
+    images, sizes = _held_out_batch(tiny_files)
+    fp32 = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, score_threshold=0.3)
+    bf16 = Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, score_threshold=0.3, precision="bf16")
+    dtypes = []
+    first_conv = next(module for module in bf16.network.modules() if isinstance(module, torch.nn.Conv2d))
+    handle = first_conv.register_forward_hook(lambda module, inputs, output: dtypes.append(output.dtype))
+    expected, actual = fp32.detect(images, sizes), bf16.detect(images, sizes)
+    handle.remove()
+    assert dtypes == [torch.bfloat16] and bf16.precision == "bf16" and fp32.precision == "fp32"
+    assert sum(len(r["labels"]) for r in expected) > 10
+    assert reproduced_fraction(expected, actual, tolerance=2.0) > 0.5
+    assert any(not torch.equal(e["scores"], a["scores"]) for e, a in zip(expected, actual))  # not the float32 run
+
+
+def test_precisions_that_do_not_apply_are_one_error(int8_export, fp32_export: Path, tiny_files: TinyFiles, capsys):
+    from ssd.cli.predict import PRECISIONS as CLI_PRECISIONS
+    from ssd.inference import PRECISIONS, InferenceError
+
+    assert CLI_PRECISIONS == PRECISIONS
+    with pytest.raises(InferenceError, match="precision 'int4': expected one of fp32, bf16, fp16"):
+        Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, precision="int4")
+    with pytest.raises(InferenceError, match="precision bf16 is an autocast of a PyTorch network"):
+        Detector(OnnxNetwork(fp32_export), load_config(tiny_files.config), cognata_fixed().class_names, precision="bf16")
+    with pytest.raises(OnnxError, match="ONNX Runtime runs the export as stored"):
+        Detector.from_onnx(fp32_export, tiny_files.config, engine="onnxruntime", precision="bf16")
+    with pytest.raises(OnnxError, match="OpenVINO runs fp32 or bf16"):
+        Detector.from_onnx(fp32_export, tiny_files.config, engine="openvino", precision="fp16")
+    import openvino
+
+    if "BF16" in openvino.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+        network = OpenVinoNetwork(fp32_export, precision="bf16")
+        assert str(network.compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
+    else:  # OpenVINO would run float32 and say nothing
+        with pytest.raises(OnnxError, match="this CPU has no native bfloat16 .* it needs AVX-512 BF16 or AMX"):
+            OpenVinoNetwork(fp32_export, precision="bf16")
+    argv = ["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--onnx", str(int8_export[0]),
+            "--backend", "onnxruntime", "--precision", "bf16"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "ONNX Runtime runs the export as stored" in err[0], err
+
+
+def test_predict_with_bf16_autocast(tiny_files: TinyFiles, tmp_path: Path):
+    write_image(tmp_path / "street.png", (80, 140))
+    flags = ["--config", str(tiny_files.config), "--input", str(tmp_path / "street.png"), "--pretrained-model", str(tiny_files.checkpoint),
+             "--cls-threshold", "0.3"]
+    assert main(["predict", *flags, "--precision", "bf16", "--output", str(tmp_path / "bf16.jpg")]) == 0
+    assert main(["predict", *flags, "--output", str(tmp_path / "fp32.jpg")]) == 0
+    records = {name: json.loads((tmp_path / f"{name}.json").read_text())["detections"] for name in ("bf16", "fp32")}
+    assert records["fp32"] and len(records["bf16"]) > 0.5 * len(records["fp32"])
