@@ -224,3 +224,20 @@ def test_predict_with_bf16_autocast(tiny_files: TinyFiles, tmp_path: Path):
     assert main(["predict", *flags, "--output", str(tmp_path / "fp32.jpg")]) == 0
     records = {name: json.loads((tmp_path / f"{name}.json").read_text())["detections"] for name in ("bf16", "fp32")}
     assert records["fp32"] and len(records["bf16"]) > 0.5 * len(records["fp32"])
+
+
+def test_int8_export_calibrates_on_mlperf_preprocessed_calibration_frames(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    """MLPerf ships its calibration set preprocessed (calib_<i>.pkl): --dataset Cognata-preprocessed reads
+    the calib split by default; a folder with only validation frames is one clear error."""
+    from ssd.data.preprocessed import synth_preprocessed
+
+    frames = synth_preprocessed(tmp_path / "calib", 4, size=(64, 128), prefix="calib").images
+    assert frames >= 2
+    synth_preprocessed(tmp_path / "val", 2, size=(64, 128), prefix="val")
+    base = ["export", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--int8",
+            "--dataset", "Cognata-preprocessed"]
+    assert main([*base, "--data-path", str(tmp_path / "calib"), "--output", str(tmp_path / "q.onnx")]) == 0
+    assert f"calibrated on {frames} frames of {tmp_path / 'calib'} calib" in capsys.readouterr().out
+    assert main([*base, "--data-path", str(tmp_path / "val"), "--output", str(tmp_path / "v.onnx")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no calib_<i>.pkl files" in err[0] and not (tmp_path / "v.onnx").exists(), err
