@@ -241,3 +241,18 @@ def test_int8_export_calibrates_on_mlperf_preprocessed_calibration_frames(tiny_f
     assert main([*base, "--data-path", str(tmp_path / "val"), "--output", str(tmp_path / "v.onnx")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no calib_<i>.pkl files" in err[0] and not (tmp_path / "v.onnx").exists(), err
+
+
+def test_an_unreadable_calibration_image_is_named(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    import shutil
+
+    data = tmp_path / "cognata"
+    shutil.copytree(tiny_files.data, data)
+    victim = build_dataset("cognata", data, "all", load_config(tiny_files.config)).image_path(0)  # the first calibration frame
+    victim.write_bytes(victim.read_bytes()[:60])  # the header passes the dataset's scan; decoding fails
+    argv = ["export", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "q.onnx"),
+            "--int8", "--dataset", "cognata", "--data-path", str(data), "--split", "all", "--count", "100"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and victim.name in err[0], err
+    assert not (tmp_path / "q.onnx").exists()

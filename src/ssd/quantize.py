@@ -24,6 +24,7 @@ import numpy as np
 from torch import Tensor, nn
 
 from ssd.atomic_file import write_atomically
+from ssd.errors import SSDError
 from ssd.models.fold import fold_batchnorm
 from ssd.onnx_export import INPUT_NAME, OnnxError, export_onnx
 
@@ -117,6 +118,8 @@ def quantize_onnx(
         scratch = Path(folder)
         try:
             ranges = _calibrate(Path(fp32_path), reader, scratch)
+        except SSDError:  # an unreadable calibration frame: its own message names it
+            raise
         except Exception as exc:  # the calibrator raises many types (ONNX Runtime, numpy, IO)
             if reader.count == 0:
                 raise OnnxError(f"{path}: quantization needs at least one calibration frame") from exc
