@@ -6,7 +6,8 @@ our INT8 export (``ssd export --int8``, calibrated on ``--calibration`` other ge
 unless named in ``--engines``).
 
 Each engine runs in a process of its own on the same generated frames, already preprocessed (the
-MLPerf harness's preprocessed arrays), batch 1, forward and decoding with MLPerf's settings: latency
+MLPerf harness's preprocessed arrays; generated once by the parent and read from a memory-mapped
+file, so a side's peak memory is its engine's plus one frame), batch 1, forward and decoding with MLPerf's settings: latency
 p50 and p99.9 over ``--frames`` frames after one warm-up, peak resident memory, and the fraction of
 the plain fp32 run's detections each engine reproduces (same label, every box side within 1 px).
 The weights are randomly initialised (seeded), the same for every engine, so the reproduced
@@ -14,15 +15,15 @@ fraction measures agreement, not accuracy (``bench_quantized_accuracy.py`` measu
 model). The fastest engines run first, plain eager last.
 
 Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--frames-of eager=5 ...] [--calibration 4] [--engines ...]
-     [--config baseline_8MP_ss_scales_fm1_5x5_all]
+     [--config baseline_8MP_ss_scales_fm1_5x5_all] [--work-dir DIR]
+(with ``--work-dir``, the exports and frames made there by an earlier run of the same config are reused)
 """
 from __future__ import annotations
 
-from common import report, run_side  # first: it turns huge pages on before torch loads
+from common import peak_rss_gib, report, run_side  # first: it turns huge pages on before torch loads
 
 import argparse
 import json
-import resource
 import sys
 import tempfile
 import time
@@ -34,6 +35,7 @@ import numpy as np
 import torch
 
 ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino-bf16", "detector-bf16", "openvino", "detector", "onnxruntime", "eager")
+FRAMES = "frames.npy"  # [N, 3, H, W] float32, the benchmark's frames
 NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that run bfloat16 natively
 REFERENCE = "eager"
 NUM_CLASSES = 15
@@ -54,9 +56,10 @@ def frames(config_name: str, count: int, seed: int = 0) -> Iterator[torch.Tensor
         yield transform(tv_tensors.Image(pixels)).as_subclass(torch.Tensor)
 
 
-def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
-    """One engine (``-int8``: the model ``onnx_path`` with ``.int8`` before its suffix; ``-bf16``: that
-    precision): print a JSON line of latencies, detections and peak memory."""
+def side(engine: str, config_name: str, folder: Path, count: int) -> None:
+    """One engine on the first ``count`` + 1 frames of ``folder``'s ``frames.npy`` (``-int8``: the
+    model ``model.int8.onnx``; ``-bf16``: that precision): print a JSON line of latencies,
+    detections and peak memory."""
     from ssd.config import load_config
     from ssd.decoding import DecodeSettings
     from ssd.inference import Detector
@@ -72,10 +75,11 @@ def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
         detector = Detector(model, config, [str(k) for k in range(NUM_CLASSES)], settings=DecodeSettings(**settings), batch_size=1,
                             channels_last=not plain, fold_bn=not plain, precision=precision or "fp32")
     else:
-        path = Path(onnx_path).with_suffix(".int8.onnx") if precision == "int8" else onnx_path
+        path = folder / ("model.int8.onnx" if precision == "int8" else "model.onnx")
         detector = Detector.from_onnx(path, config, batch_size=1, device="cpu", engine=name, precision="bf16" if precision == "bf16" else "fp32",
                                       **settings)
-    inputs = frames(config_name, count + 1)
+    stored = np.load(folder / FRAMES, mmap_mode="r")
+    inputs = (torch.from_numpy(np.array(stored[k])) for k in range(count + 1))
     size = tuple(config.model.image_size)
     latencies, detections = [], []
     for k, image in enumerate(inputs):
@@ -85,7 +89,7 @@ def side(engine: str, config_name: str, onnx_path: str, count: int) -> None:
         if k:  # the first is the warm-up
             latencies.append(elapsed)
             detections.append(torch.cat([result["boxes"], result["labels"][:, None].float()], dim=1).tolist())
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+    peak = peak_rss_gib()
     print(json.dumps({"latencies": latencies, "detections": detections, "peak_gib": peak}))
 
 
@@ -97,17 +101,13 @@ def main() -> None:
                         "the bf16 ones only on a CPU with native bfloat16)")
     parser.add_argument("--frames-of", nargs="+", default=[], metavar="ENGINE=N", help="another number of frames for these engines")
     parser.add_argument("--config", default="baseline_8MP_ss_scales_fm1_5x5_all")
+    parser.add_argument("--work-dir", type=Path, help="keep the exports and frames here, and reuse them (default: a temporary folder)")
     parser.add_argument("--side", choices=ENGINES, help=argparse.SUPPRESS)
-    parser.add_argument("--onnx", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
-        side(args.side, args.config, args.onnx, args.frames)
+        side(args.side, args.config, args.work_dir, args.frames)
         return
-    from ssd.config import load_config
     from ssd.evaluation.agreement import reproduced_fraction
-    from ssd.models import build_model
-    from ssd.onnx_export import export_onnx
-    from ssd.quantize import export_int8
 
     flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
     native_bf16 = any(flag in flags for flag in NATIVE_BF16_FLAGS)
@@ -121,18 +121,13 @@ def main() -> None:
         if engine not in frame_counts or not count.isdigit():
             raise SystemExit(f"--frames-of {entry}: expected ENGINE=N for one of {', '.join(engines)}")
         frame_counts[engine] = int(count)
-    with tempfile.TemporaryDirectory() as folder:
-        torch.manual_seed(0)
-        config = load_config(args.config)
-        model, size = build_model(config, NUM_CLASSES).eval(), tuple(config.model.image_size)
-        onnx_path = export_onnx(model, size, Path(folder) / "model.onnx")
-        if any(engine.endswith("-int8") for engine in engines):
-            start = time.perf_counter()
-            export_int8(model, size, onnx_path.with_suffix(".int8.onnx"), frames(args.config, args.calibration, seed=1))
-            print(f"INT8 export calibrated on {args.calibration} frames in {time.perf_counter() - start:.0f} s", flush=True)
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = args.work_dir or Path(scratch)
+        folder.mkdir(parents=True, exist_ok=True)
+        prepare(folder, args.config, max(frame_counts.values()) + 1, args.calibration if any(e.endswith("-int8") for e in engines) else 0)
         results = {}
         for engine in engines:
-            results[engine] = run_side(__file__, ["--side", engine, "--config", args.config, "--onnx", str(onnx_path), "--frames", str(frame_counts[engine])],
+            results[engine] = run_side(__file__, ["--side", engine, "--config", args.config, "--work-dir", str(folder), "--frames", str(frame_counts[engine])],
                                        huge_pages=engine != REFERENCE)
             latencies = np.asarray(results[engine]["latencies"])
             print(f"{engine:<17} p50 {np.percentile(latencies, 50):7.2f} s  p99.9 {np.percentile(latencies, 99.9):7.2f} s  "
@@ -148,6 +143,31 @@ def main() -> None:
             print(f"{engine:<17} detections of plain fp32 reproduced (same label, box within 1 px) on {shared} frames: {fraction:.4f}")
             report(f"{args.config} b1 p50 latency, {engine}", float(np.percentile(results[engine]["latencies"], 50)), eager,
                    "plain eager PyTorch fp32, NCHW, no folding", target=4.0)
+
+
+def prepare(folder: Path, config_name: str, count: int, calibration: int) -> None:
+    """The float32 export, the INT8 export (``calibration`` frames; 0: none) and ``count`` frames in
+    ``folder``, each made unless there already."""
+    from ssd.config import load_config
+    from ssd.models import build_model
+    from ssd.onnx_export import export_onnx
+    from ssd.quantize import export_int8
+
+    torch.manual_seed(0)
+    config = load_config(config_name)
+    model, size = build_model(config, NUM_CLASSES).eval(), tuple(config.model.image_size)
+    if not (folder / "model.onnx").is_file():
+        export_onnx(model, size, folder / "model.onnx")
+    if calibration and not (folder / "model.int8.onnx").is_file():
+        start = time.perf_counter()
+        export_int8(model, size, folder / "model.int8.onnx", frames(config_name, calibration, seed=1))
+        print(f"INT8 export calibrated on {calibration} frames in {time.perf_counter() - start:.0f} s", flush=True)
+    path = folder / FRAMES
+    if not path.is_file() or np.load(path, mmap_mode="r").shape[0] < count or np.load(path, mmap_mode="r").shape[1:] != (3, *size):
+        stored = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, 3, *size))
+        for k, frame in enumerate(frames(config_name, count)):
+            stored[k] = frame.numpy()
+        stored.flush()
 
 
 def _as_results(rows: list) -> dict[str, torch.Tensor]:

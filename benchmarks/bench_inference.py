@@ -24,10 +24,9 @@ network input, forward, decoding) are reported too.
 """
 from __future__ import annotations
 
-from common import report, run_side  # first: it turns huge pages on before torch loads
+from common import peak_rss_gib, report, run_side  # first: it turns huge pages on before torch loads
 import argparse
 import json
-import resource
 import tempfile
 import time
 from pathlib import Path
@@ -151,7 +150,7 @@ def child(path: str, image: Path, repeats: int) -> None:
         marks.append(time.perf_counter())
         stages = np.diff(marks)
         best = stages if best is None or stages.sum() < best.sum() else best
-    peak_gib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
+    peak_gib = peak_rss_gib()
     print(json.dumps({**dict(zip(STAGES, best.tolist())), "detections": detections, "peak_rss_gib": peak_gib}))
 
 

@@ -7,7 +7,7 @@ First, for every case, the bytes the step saves for the backward pass are counte
 device (shapes only, seconds): the activations. A case whose estimate (activations + weights,
 gradients and optimiser state + the largest map's transient copies) exceeds ``--limit-gib`` is
 skipped with a note; the others run one SGD step (forward, MultiBoxLoss on ~40 random boxes per
-image, backward, update) in a fresh process, which reports its peak resident memory (``ru_maxrss``)
+image, backward, update) in a fresh process, which reports its peak resident memory (``VmHWM``, :func:`common.peak_rss_gib`)
 and the step's wall time. The reference trains in float32 without checkpointing: its activations
 are the float32 "off" case's count, from which the last lines say how many 8 MP images fit on an
 80 GB GPU, ours (each mode) against the reference's. Not part of ``make bench``: a float32 case takes
@@ -16,11 +16,10 @@ emulated); ``--dtypes``, ``--modes`` and ``--batches`` pick cases. Its figures a
 """
 from __future__ import annotations
 
-from common import enable_huge_pages  # noqa: F401 (huge pages before torch loads, as the ssd command)
+from common import enable_huge_pages, peak_rss_gib  # noqa: F401 (huge pages before torch loads, as the ssd command)
 
 import argparse
 import json
-import resource
 import subprocess
 import sys
 import time
@@ -97,7 +96,7 @@ def run_step(config_name: str, mode: str, dtype: str, batch: int) -> dict[str, f
     optimizer.zero_grad(set_to_none=True)
     precision.backward_and_step(loss, optimizer)
     seconds = time.perf_counter() - start
-    return {"peak_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, "step_s": seconds}
+    return {"peak_gib": peak_rss_gib(), "step_s": seconds}
 
 
 def main() -> None:

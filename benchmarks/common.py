@@ -30,6 +30,20 @@ def side_environment(huge_pages: bool) -> dict[str, str]:
     return {**os.environ, HUGE_PAGES_ENV: "1" if huge_pages else "0"}
 
 
+def peak_rss_gib() -> float:
+    """This process's peak resident memory in GiB: ``VmHWM``, the high-water mark of its own address
+    space. ``getrusage``'s ``ru_maxrss`` is not that for a side: Linux carries the parent's resident
+    size at the fork over the exec into it, so every side would report at least the parent's."""
+    status = Path("/proc/self/status")
+    if status.is_file():
+        for line in status.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2**20  # kB
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
+
+
 def run_side(script: str, arguments: list[str], huge_pages: bool = False) -> dict:
     """Run ``script`` with ``arguments`` in a fresh interpreter and return the JSON of its last output line."""
     done = subprocess.run(
