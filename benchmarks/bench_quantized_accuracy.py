@@ -12,7 +12,7 @@ Run: .venv/bin/python benchmarks/bench_quantized_accuracy.py [--images 400] [--e
 """
 from __future__ import annotations
 
-import common  # noqa: F401  first: it turns huge pages on before torch loads
+import common  # noqa: F401  first: it turns huge pages on before torch loads (and puts tests/ on the path)
 
 import argparse
 import sys
@@ -26,17 +26,10 @@ from ssd.data.synth import synth_coco
 from ssd.evaluation import detections_to_coco, score_detections
 from ssd.errors import SSDError
 from ssd.inference import Detector
+from test_learning import LEARNING_YAML, learning_argv
 
 MLPERF_RULE = 0.999  # a default keeps at least 99.9 % of fp32's mAP
 SIZE = (96, 96)
-CONFIG_YAML = """
-model:
-  arch: ssdlite
-  image_size: [96, 96]
-  steps: [16, 32, 48, 96, 96, 96]
-  scales: [16, 28, 44, 60, 72, 84, 96]
-  aspect_ratios: [[2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2]]
-"""
 
 
 def train(root: Path, data: Path, config: Path, epochs: int) -> Path:
@@ -44,12 +37,7 @@ def train(root: Path, data: Path, config: Path, epochs: int) -> Path:
     out = root / "run"
     if (out / "last.pth").is_file():
         return out / "last.pth"
-    code = ssd_main([
-        "train", "--config", str(config), "--dataset", "coco", "--data-path", str(data), "--save-folder", str(out),
-        "--epochs", str(epochs), "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.012", "--weight-decay", "0.05",
-        "--warmup", "30", "--multistep", str(epochs - 2), str(epochs - 1), "--augment", "flip", "--num-workers", "0",
-        "--device", "cpu", "--no-progress", "--seed", "0",
-    ])
+    code = ssd_main(learning_argv(config, data, out, epochs))
     if code:
         raise SystemExit(f"training failed (exit {code})")
     return out / "last.pth"
@@ -78,7 +66,7 @@ def main() -> None:
         data, config_path = root / "data", root / "small.yaml"
         if not data.is_dir():
             synth_coco(data, args.images, size=SIZE, seed=0, objects=(1, 2), object_size=(0.3, 0.6))
-        config_path.write_text(CONFIG_YAML)
+        config_path.write_text(LEARNING_YAML)
         checkpoint = train(root, data, config_path, args.epochs)
         fp32, int8 = root / "fp32.onnx", root / "int8.onnx"
         common = ["--config", str(config_path), "--pretrained-model", str(checkpoint)]

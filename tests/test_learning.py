@@ -15,6 +15,7 @@ passed) and are the oracle tests' to catch (test_box_ops, test_decoding).
 from __future__ import annotations
 
 import csv
+from pathlib import Path
 
 import pytest
 
@@ -36,6 +37,16 @@ PINNED_AP50 = 0.5
 AP50_TOLERANCE = 0.15
 
 
+def learning_argv(config: Path, data: Path, out: Path, epochs: int) -> list[str]:
+    """``ssd train`` arguments of the recipe (also ``benchmarks/bench_quantized_accuracy.py``'s)."""
+    return [
+        "train", "--config", str(config), "--dataset", "coco", "--data-path", str(data), "--save-folder", str(out),
+        "--epochs", str(epochs), "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.012", "--weight-decay", "0.05",
+        "--warmup", "30", "--multistep", str(epochs - 2), str(epochs - 1), "--augment", "flip", "--num-workers", "0",
+        "--device", "cpu", "--no-progress", "--seed", "0",
+    ]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory) -> list[dict[str, str]]:
     root = tmp_path_factory.mktemp("learning")
@@ -44,13 +55,7 @@ def trained(tmp_path_factory) -> list[dict[str, str]]:
     config = root / "learn.yaml"
     config.write_text(LEARNING_YAML)
     out = root / "run"
-    code = main([
-        "train", "--config", str(config), "--dataset", "coco", "--data-path", str(data), "--save-folder", str(out),
-        "--epochs", str(EPOCHS), "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.012", "--weight-decay", "0.05",
-        "--warmup", "30", "--multistep", str(EPOCHS - 2), str(EPOCHS - 1), "--augment", "flip", "--num-workers", "0",
-        "--device", "cpu", "--no-progress", "--seed", "0",
-    ])
-    assert code == 0
+    assert main(learning_argv(config, data, out, EPOCHS)) == 0
     with open(out / "metrics.csv", newline="") as handle:
         return list(csv.DictReader(handle))
 

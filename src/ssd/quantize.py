@@ -28,8 +28,6 @@ from ssd.errors import SSDError
 from ssd.models.fold import fold_batchnorm
 from ssd.onnx_export import INPUT_NAME, OnnxError, export_onnx
 
-logger = logging.getLogger(__name__)
-
 PRECISION_KEY = "precision"
 # ONNX Runtime's quantizer logs its advice to run its pre-processing (shape inference and graph
 # fusions) at WARNING on the root logger; the export already folds BatchNorm and has static shapes
