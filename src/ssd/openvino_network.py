@@ -1,8 +1,8 @@
 """The exported network run by OpenVINO on the CPU (``--backend openvino``).
 
 OpenVINO compiles ``ssd export``'s ONNX file for the CPU it runs on; at 8 MP it ran the MLPerf
-model 1.9x as fast as plain PyTorch eager on two AVX2 cores, ahead of our PyTorch path (1.56x) and
-ONNX Runtime (1.28x) (README, Performance). Its CPU plugin would run in bfloat16 on processors with
+model in float32 2.1x as fast as plain PyTorch eager on two AVX2 cores, ahead of our PyTorch path
+(1.8x) and ONNX Runtime (1.3x), and an INT8 export 4.2x (README, Performance). Its CPU plugin would run in bfloat16 on processors with
 AVX-512 BF16 or AMX unless told otherwise, so the inference precision is pinned to float32: a
 faster, less exact mode is a choice to measure, not a default (``--precision bf16``, refused on a
 CPU without native bfloat16, where OpenVINO would quietly run float32 instead).

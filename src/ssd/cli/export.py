@@ -49,9 +49,9 @@ def run(args: argparse.Namespace) -> int:
     model, checkpoint = load_model(args.pretrained_model, config, args.num_classes, allow_other_config=args.allow_other_config)
     class_names = class_names_for(checkpoint, model.num_classes)
     metadata = {"config": config.name, **class_names_metadata(class_names)}
-    height, width = config.model.image_size
     if args.int8:
         return _export_int8(args, config, model, class_names, metadata)
+    height, width = config.model.image_size
     export_onnx(model, config.model.image_size, args.output, opset=args.opset, dynamic_batch=args.dynamic_batch, metadata=metadata)
     print(f"wrote {args.output} (input image [{'N' if args.dynamic_batch else 1}, 3, {height}, {width}], {model.num_classes} classes)")
     difference = max_difference(model, args.output, config.model.image_size, batch_size=2 if args.dynamic_batch else 1)
