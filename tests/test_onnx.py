@@ -5,6 +5,7 @@ import contextlib
 import io
 import json
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,6 +111,24 @@ def test_openvino_missing_or_asked_for_a_gpu_is_one_error(exported, monkeypatch)
     monkeypatch.setitem(sys.modules, "openvino", None)  # as if not installed
     with pytest.raises(OnnxError, match=r"needs OpenVINO: pip install"):
         OpenVinoNetwork(exported[0])
+
+
+SIGNAL_AFTER_TWO_NETWORKS = """
+import os, signal, sys
+from ssd.openvino_network import OpenVinoNetwork
+signal.signal(signal.SIGUSR1, lambda *args: print("handled", flush=True))
+first, second = OpenVinoNetwork(sys.argv[1]), OpenVinoNetwork(sys.argv[1])
+del first, second  # destroyed in the order they were made
+os.kill(os.getpid(), signal.SIGUSR1)
+print("survived", flush=True)
+"""
+
+
+def test_a_signal_after_two_openvino_networks_reaches_its_handler(exported):
+    """One Core per process: with a Core per network, two CPU plugins destroyed in the order they were
+    made left the thread on an unmapped signal stack, and this signal killed the process (SIGSEGV)."""
+    ran = subprocess.run([sys.executable, "-c", SIGNAL_AFTER_TWO_NETWORKS, str(exported[0])], capture_output=True, text=True, timeout=120)
+    assert (ran.returncode, ran.stdout.split()) == (0, ["handled", "survived"]), ran.stderr
 
 
 def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):

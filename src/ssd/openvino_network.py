@@ -6,11 +6,20 @@ model in float32 2.1x as fast as plain PyTorch eager on two AVX2 cores, ahead of
 AVX-512 BF16 or AMX unless told otherwise, so the inference precision is pinned to float32: a
 faster, less exact mode is a choice to measure, not a default (``--precision bf16``, refused on a
 CPU without native bfloat16, where OpenVINO would quietly run float32 instead).
+
+A process holds one OpenVINO ``Core`` (:func:`openvino_core`), never one per network: each Core
+loads its own CPU plugin, and the plugin (OpenVINO 2026.4) gives the thread that loads it a new
+signal stack, handing the previous one back when it is destroyed only if its own is still current.
+Two plugins destroyed in the order they were made therefore leave the thread on an unmapped
+signal stack, and the next Python signal handler to run there (Ctrl-C's, the data loader's
+SIGCHLD) kills the process with SIGSEGV and no traceback.
 """
 from __future__ import annotations
 
+import functools
 import logging
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -22,6 +31,19 @@ logger = logging.getLogger(__name__)
 
 INSTALL = "pip install 'ssd[openvino]' (or: pip install openvino)"
 INFERENCE_PRECISION = {"fp32": "f32", "bf16": "bf16"}  # --precision -> OpenVINO's INFERENCE_PRECISION_HINT
+
+
+@functools.cache
+def openvino_core() -> Any:
+    """The process's one ``openvino.Core``, kept until exit (module docstring: why not one per network)."""
+    import openvino
+
+    return openvino.Core()
+
+
+def cpu_capabilities() -> list[str]:
+    """OpenVINO's optimization capabilities of this CPU (``"BF16"`` among them on native bfloat16)."""
+    return list(openvino_core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"))
 
 
 class OpenVinoNetwork(ExportedNetwork):
@@ -39,14 +61,13 @@ class OpenVinoNetwork(ExportedNetwork):
         import onnx
 
         self.path = self._existing(path)
-        core = openvino.Core()
-        capabilities = core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        capabilities = cpu_capabilities()
         if precision == "bf16" and "BF16" not in capabilities:
             raise OnnxError(f"--precision bf16: this CPU has no native bfloat16 (OpenVINO's CPU capabilities: {', '.join(capabilities)}); "
                             "it needs AVX-512 BF16 or AMX")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
         try:
-            self.compiled = core.compile_model(str(self.path), "CPU", config)
+            self.compiled = openvino_core().compile_model(str(self.path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types for unreadable models
             raise OnnxError(f"{self.path}: OpenVINO cannot load the model: {exc}") from exc
         self.device = "cpu"
