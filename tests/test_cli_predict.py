@@ -165,6 +165,27 @@ def test_seed_dataset_script_draws_every_validation_image(tiny_files: TinyFiles,
     assert [r["detections"] for r in records] == api_records(tiny_files, images, score_threshold=0.5, max_detections=100)  # the script's defaults
 
 
+def test_a_file_list_draws_its_images_in_its_order(tiny_files: TinyFiles, tmp_path: Path, capsys, monkeypatch):
+    val_set = build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config))
+    chosen = [val_set.image_path(k) for k in (len(val_set) - 1, 0)]  # two of the split, last first
+    listing = tmp_path / "val_set.csv"
+    listing.write_text("img,label\n" + "".join(f"/{p.relative_to(tiny_files.data).as_posix()},x\n" for p in chosen))
+    monkeypatch.chdir(tmp_path)  # the default output folder is made in the current folder
+    flags = [*model_flags(tiny_files), "--dataset", "cognata", "--data-path", str(tiny_files.data), "--cls-threshold", "0.2"]
+    assert main(["predict", *flags, "--file-list", str(listing)]) == 0
+    output = tmp_path / f"{tiny_files.data.name}_val_set_prediction"
+    records = json.loads((output / "detections.json").read_text())
+    assert [r["image"] for r in records] == [str(p) for p in chosen]
+    assert sorted(output.rglob("*.jpg")) == sorted((output / p.relative_to(tiny_files.data)).with_suffix(".jpg") for p in chosen)
+    assert [r["detections"] for r in records] == api_records(tiny_files, chosen, score_threshold=0.2, max_detections=100)
+    capsys.readouterr()
+    for extra, expected in ((["--dataset", "coco", "--data-path", str(tmp_path)], "file lists are for Cognata"),
+                            (["--input", str(chosen[0])], "a file list selects images of --dataset cognata")):
+        assert main(["predict", *model_flags(tiny_files), *extra, "--file-list", str(listing)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
 def _other_anchors_config(tiny_files: TinyFiles, tmp_path: Path) -> Path:
     """The tiny config with other anchor scales: the same tensor shapes, other boxes."""
     text = tiny_files.config.read_text()

@@ -57,6 +57,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--dataset", type=dataset_name, help=f"instead of --input: every image of a dataset split ({DATASET_HELP})")
     source.add_argument("--data-path", "--data_path", type=Path, help="dataset root for --dataset")
     source.add_argument("--split", default="val", help="dataset split for --dataset (default val)")
+    source.add_argument("--file-list", type=Path,
+                        help="with --dataset cognata: CSV of the images to draw (e.g. MLPerf's val_set.csv), in its order, instead of --split")
     source.add_argument("--num-workers", "--num_workers", type=int, default=None,
                         help="processes decoding and resizing images ahead of the network (folders, datasets; default 2, "
                         "or 0 on a machine of 2 cores or fewer, where they only compete with the network)")
@@ -65,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--output", type=Path,
         help="output image, video or folder (default: beside the input, named <input>_prediction; "
-        "for --dataset, <data-path>_<split>_prediction in the current folder)",
+        "for --dataset, <data-path>_<split or file list>_prediction in the current folder)",
     )
 
     decode = parser.add_argument_group("decoding and drawing")
@@ -96,12 +98,15 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError(f"input not found: {args.input}")
     if args.input is not None and not (args.input.is_file() or args.input.is_dir()):  # a FIFO would block forever
         raise SSDError(f"input {args.input}: not a regular file or a folder")
+    if args.file_list is not None and args.dataset is None:
+        raise SSDError(f"--file-list {args.file_list}: a file list selects images of --dataset cognata --data-path DIR; for other images give --input")
     if args.dataset is not None:
         if args.data_path is None:
             raise SSDError("--dataset needs --data-path DIR")
         if args.dataset == "cognata-preprocessed":
             raise SSDError("--dataset cognata-preprocessed holds network inputs, not pictures to draw on; predict on the raw Cognata frames")
-        output = check_folder_output(args.output or Path(f"{args.data_path.resolve().name}_{args.split}_prediction"))
+        selection = args.split if args.file_list is None else args.file_list.stem
+        output = check_folder_output(args.output or Path(f"{args.data_path.resolve().name}_{selection}_prediction"))
         return predict_dataset(build_detector(args), output, args)
     if args.input.is_dir():
         images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
@@ -308,11 +313,11 @@ def _predict_one(detector: Detector, source: Path, target: Path, json_path: Path
 
 
 def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) -> int:
-    """Every image of a dataset split, drawn into the ``output`` folder under its dataset-relative path."""
+    """Every image of a dataset split (or of a file list), drawn into the ``output`` folder under its dataset-relative path."""
     from ssd.data.kinds import dataset_kind
 
     label_map = detector.metadata.get("label_map")
-    dataset = dataset_kind(args.dataset).build(args.data_path, args.split, detector.config, label_map=label_map)
+    dataset = dataset_kind(args.dataset).build(args.data_path, args.split, detector.config, label_map=label_map, file_list=args.file_list)
     jobs = []
     for index in range(len(dataset)):
         source = dataset.image_path(index)
