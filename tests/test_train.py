@@ -1,6 +1,7 @@
 """Training: the seed's command, two gloo processes, resume, crash-safe checkpoints, the recipe."""
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -21,7 +22,7 @@ from ssd.config import load_config
 from ssd.data import build_dataset
 from ssd.data.synth import synth_cognata
 from ssd.heap_retention import no_step_hook
-from ssd.engine.schedule import WarmupMultiStep, build_optimizer, scaled_learning_rate
+from ssd.engine.schedule import WarmupMultiStep, build_optimizer, load_optimizer_state, scaled_learning_rate
 from ssd.engine.train import NonFiniteLossError, train_one_epoch
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
@@ -369,3 +370,50 @@ def test_fused_optimizers_update_as_the_unfused_ones(name):
             optimizer.step()
         updated.append([p.detach().clone() for p in model.parameters()])
     assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(*updated))
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+@pytest.mark.parametrize("saved_fused", [False, True])
+def test_a_resumed_optimizer_keeps_this_runs_fusing_under_the_scaler(name, saved_fused):
+    """A CPU run's (unfused) optimizer state resumed by a CUDA run (fused), and the other way round:
+    the loaded state keeps this run's implementation, and the scaled step updates as the saved optimizer would."""
+    def model_and_optimizer(fused: bool):
+        torch.manual_seed(0)
+        model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3, bias=False), torch.nn.BatchNorm2d(4))
+        return model, build_optimizer(model, 0.05, 0.9, 5e-4, no_decay_bn=True, name=name, fused=fused)
+
+    def scaled_step(model, optimizer, scaler, seed: int) -> None:
+        optimizer.zero_grad()
+        scaler.scale(model(torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(seed))).square().mean()).backward()
+        scaler.step(optimizer)
+        scaler.update()
+
+    saved_model, saved_optimizer = model_and_optimizer(saved_fused)
+    saved_scaler = torch.amp.GradScaler("cpu", init_scale=256.0)
+    scaled_step(saved_model, saved_optimizer, saved_scaler, 1)
+    model, optimizer = model_and_optimizer(not saved_fused)
+    model.load_state_dict(saved_model.state_dict())
+    load_optimizer_state(optimizer, copy.deepcopy(saved_optimizer.state_dict()))  # as read from a file: no shared buffers
+    assert [group["fused"] for group in optimizer.param_groups] == [not saved_fused] * 2
+    assert [group["lr"] for group in optimizer.param_groups] == [group["lr"] for group in saved_optimizer.param_groups]
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.load_state_dict(saved_scaler.state_dict())
+    scaled_step(model, optimizer, scaler, 2)  # with the file's flag, a fused optimizer's unfused step failed an assertion
+    scaled_step(saved_model, saved_optimizer, saved_scaler, 2)
+    assert all(torch.allclose(a, b, rtol=1e-5, atol=1e-6) for a, b in zip(model.parameters(), saved_model.parameters()))
+    assert not all(torch.equal(a, b) for a, b in zip(model.parameters(), model_and_optimizer(False)[0].parameters()))
+
+
+def test_resuming_with_other_optimizer_flags_is_an_error_naming_both(tmp_path, cognata, config_path, capsys):
+    from ssd.cli.main import main
+
+    folder = tmp_path / "run"
+    folder.mkdir()
+    weights = build_model(load_config(config_path), 15).state_dict()
+    torch.save({"epoch": 0, "model_state_dict": weights, "options": {"optimizer": "sgd", "no_decay_bn": False}}, folder / "last.pth")
+    argv = ["train", "--data-path", str(cognata), "--config", str(config_path), *TRAIN_ARGS, "--save-folder", str(folder)]
+    for extra, ours in ((["--optimizer", "adamw"], "--optimizer adamw"), (["--no-decay-bn"], "--optimizer sgd --no-decay-bn")):
+        assert main([*argv, *extra]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err == (f"error: {folder / 'last.pth'}: trained with --optimizer sgd, this run has {ours}; "
+                       "resume with the checkpoint's optimizer flags, or train into another --save-folder"), err

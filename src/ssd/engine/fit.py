@@ -34,7 +34,7 @@ from ssd.engine.resume import ResumePoint, find_resume_point
 from ssd.engine.rng import rng_state, seed_everything, set_rng_state
 from ssd.engine.run_lock import RunLock
 from ssd.engine.run_log import RunLog
-from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, scaled_learning_rate
+from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, load_optimizer_state, scaled_learning_rate
 from ssd.engine.train import EpochStats, train_one_epoch
 from ssd.errors import SSDError
 from ssd.heap_retention import heap_retention_for
@@ -142,7 +142,8 @@ class Trainer:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
         load_model_state(self.model, checkpoint, str(path))  # other shapes: the more telling error
         check_config_matches(checkpoint, self.config, str(path), hint="resume with that config, or train into another --save-folder")
-        self.optimizer.load_state_dict(checkpoint["optimizer"])
+        self._check_optimizer_matches(checkpoint, path)
+        load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
         self.precision.load_scaler_state(checkpoint.get("scaler") or {})
         states = checkpoint.get("rng", [])
@@ -153,6 +154,18 @@ class Trainer:
         self.last_map = checkpoint.get("map")
         where = f" (read by rank {point.rank})" if self.context.is_distributed else ""
         logger.info("resumed from %s%s at epoch %d", path, where, self.start_epoch)
+
+    def _check_optimizer_matches(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """The saved optimizer state fits only the optimizer it was saved from: the same kind and parameter groups."""
+        saved = checkpoint.get("options") or {}
+
+        def flags(optimizer: str, no_decay_bn: bool) -> str:
+            return f"--optimizer {optimizer}" + (" --no-decay-bn" if no_decay_bn else "")
+
+        recorded = (saved.get("optimizer", self.options.optimizer), bool(saved.get("no_decay_bn", self.options.no_decay_bn)))
+        if recorded != (self.options.optimizer, self.options.no_decay_bn):
+            raise CheckpointError(f"{path}: trained with {flags(*recorded)}, this run has {flags(self.options.optimizer, self.options.no_decay_bn)}; "
+                                  "resume with the checkpoint's optimizer flags, or train into another --save-folder")
 
     def _checkpoint(self, epoch: int, mean_ap: float | None, row: dict[str, Any]) -> dict[str, Any]:
         training_state = {

@@ -61,6 +61,24 @@ def build_optimizer(
     return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=True, fused=fused)
 
 
+IMPLEMENTATION_FLAGS = ("fused", "foreach", "capturable", "differentiable")  # how a step computes, not what it has learnt
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load a saved optimizer ``state``, keeping how this run's ``optimizer`` computes its steps.
+
+    ``Optimizer.load_state_dict`` takes every group setting from the file, ``fused`` included, so a
+    checkpoint of a CPU run (unfused) resumed on CUDA (fused) ran unfused steps on an optimizer the
+    fp16 scaler hands its scale to, and the first step failed an assertion. The flags are set
+    before loading so that PyTorch places the loaded state (Adam's step counts) as they require.
+    """
+    saved_groups = state["param_groups"]
+    if len(saved_groups) == len(optimizer.param_groups):  # otherwise PyTorch's own error names the mismatch
+        saved_groups = [{**saved, **{flag: group[flag] for flag in IMPLEMENTATION_FLAGS if flag in group}}
+                        for saved, group in zip(saved_groups, optimizer.param_groups)]
+    optimizer.load_state_dict({**state, "param_groups": saved_groups})
+
+
 def build_scheduler(optimizer: torch.optim.Optimizer, schedule: WarmupMultiStep) -> LambdaLR:
     """A per-iteration scheduler following ``schedule``."""
     return LambdaLR(optimizer, schedule)
