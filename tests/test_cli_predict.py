@@ -15,13 +15,13 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+from test_inference import TinyFiles, assert_same_detections, tiny_files, write_image  # noqa: F401 (fixture)
 
 from ssd import Detector
 from ssd.cli.main import main
 from ssd.config import load_config
 from ssd.data import build_dataset
-from ssd.inference import detection_records
+from ssd.inference import detection_records, detections_of_records
 from ssd.data.synth import COGNATA_CLASSES, draw_frame
 from ssd.video import VideoReader, VideoWriter
 
@@ -258,6 +258,44 @@ def test_a_variable_frame_rate_video_keeps_its_timestamps(tiny_files: TinyFiles,
     assert [line["time"] for line in lines] == pytest.approx(expected_times, abs=1e-3) and [line["frame"] for line in lines] == list(range(7))
     record = json.loads(output.with_suffix(".json").read_text())
     assert [frame["detections"] for frame in record["frames"]] == [line["detections"] for line in lines]
+
+
+def test_a_killed_video_run_resumes_without_running_the_network_on_its_logged_frames(tiny_files: TinyFiles, tmp_path: Path, monkeypatch, capsys):
+    source, output = tmp_path / "drive.mp4", tmp_path / "out.mp4"
+    with VideoWriter(source, 96, 64, fps=10) as writer:
+        for pixels in _frames(np.random.default_rng(3), 7, 64, 96):
+            writer.write(pixels)
+    argv = ["predict", *model_flags(tiny_files), "--input", str(source), "--output", str(output), "--cls-threshold", "0.2", "--batch-size", "2"]
+    assert main(argv) == 0
+    full = json.loads(output.with_suffix(".json").read_text())["frames"]
+    log = output.with_suffix(".jsonl")
+    logged = log.read_text().splitlines()
+    log.write_text("\n".join(logged[:3]) + "\n" + logged[3][:12])  # as a kill leaves it: 3 frames, the 4th cut short,
+    output.write_bytes(b"\x00half an mp4")  # the video unfinished
+    output.with_suffix(".json").unlink()  # and no summary
+    detected: list[int] = []
+    real_call = Detector.__call__
+    monkeypatch.setattr(Detector, "__call__", lambda self, images: detected.append(len(images)) or real_call(self, images))
+    assert main([*argv, "--resume"]) == 0
+    assert "(3 detected by the interrupted run)" in capsys.readouterr().out
+    assert detected == [1, 2, 1]  # frame 3 (its batch's other frame was logged), 4-5, 6
+    frames = json.loads(output.with_suffix(".json").read_text())["frames"]
+    assert frames[:3] == full[:3] and [f["frame"] for f in frames] == list(range(7))
+    for resumed, straight in zip(frames[3:], full[3:]):  # frame 3 ran in a batch of its own: float noise
+        assert len(resumed["detections"]) == len(straight["detections"])
+        if straight["detections"]:
+            assert_same_detections(detections_of_records(resumed["detections"]), detections_of_records(straight["detections"]))
+    assert [json.loads(line) for line in log.read_text().splitlines()] == frames
+    with VideoReader(output) as reader:
+        assert sum(1 for _ in reader.frames()) == 7
+    other = tmp_path / "other.mp4"  # another video under the same --output: its timestamps do not match the log
+    with VideoWriter(other, 96, 64, fps=10, time_base=Fraction(1, 1000)) as writer:
+        for pixels, ms in zip(_frames(np.random.default_rng(4), 7, 64, 96), range(0, 700, 100)):
+            writer.write(pixels, ms)
+    argv[argv.index(str(source))] = str(other)
+    assert main([*argv, "--resume"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("predicting:")]  # the bar ends its line
+    assert len(err) == 1 and err[0].startswith("error: --resume: ") and "logs frame 1 at pts" in err[0] and "the log is of another video" in err[0], err
 
 
 def test_a_rotated_video_with_audio_is_predicted_upright(tiny_files: TinyFiles, tmp_path: Path):

@@ -277,6 +277,16 @@ class Detector:
         return {"boxes": output["boxes"].cpu(), "scores": output["scores"].cpu(), "labels": labels, "names": names}
 
 
+def detections_of_records(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The boxes, scores, labels and names that :func:`detection_records` wrote (an interrupted run's, reused)."""
+    return {
+        "boxes": torch.tensor([record["box"] for record in records], dtype=torch.float32).reshape(-1, 4),
+        "scores": torch.tensor([record["score"] for record in records], dtype=torch.float32),
+        "labels": torch.tensor([record["label"] for record in records], dtype=torch.int64),
+        "names": [record["name"] for record in records],
+    }
+
+
 def detection_records(result: Mapping[str, Any]) -> list[dict[str, Any]]:
     """A :class:`Detector` result as JSON-ready ``[{"box": [x1, y1, x2, y2], "score", "label", "name"}, ...]``."""
     return [

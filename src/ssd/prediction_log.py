@@ -4,7 +4,8 @@ Each finished image appends one JSON line (its record) to ``detections.jsonl`` a
 output was written (atomically), so a killed run keeps every image it finished and the line that
 says so; ``--resume`` reads the lines back (a last line cut by the kill is ignored) and skips the
 images whose record and output are both there. At the end the records, in input order, also go to
-``detections.json``.
+``detections.json``. A video's ``<output>.jsonl`` (a line per frame) is read back by
+:func:`finished_video_frames`.
 """
 from __future__ import annotations
 
@@ -44,3 +45,20 @@ class PredictionLog:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def finished_video_frames(path: Path) -> list[dict[str, Any]]:
+    """The frame records of an interrupted video prediction's ``<output>.jsonl``: lines 0, 1, ... up to
+    the first that is cut short (the kill's), not a record or out of sequence; ``[]`` without the file."""
+    if not path.is_file():
+        return []
+    frames: list[dict[str, Any]] = []
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            break
+        if not (isinstance(record, dict) and record.get("frame") == len(frames) and isinstance(record.get("detections"), list)):
+            break
+        frames.append(record)
+    return frames

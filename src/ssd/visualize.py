@@ -49,14 +49,21 @@ def draw_detections(
     thickness: int = 2,
     font_size: int | None = None,
 ) -> torch.Tensor:
-    """``image [3, H, W]`` uint8 with ``boxes [K, 4]`` (xyxy pixels) drawn and labelled."""
+    """``image [3, H, W]`` uint8 with ``boxes [K, 4]`` (xyxy pixels) drawn and labelled.
+
+    Boxes are cut to the image plus the line width first: the sides beyond it stay unseen, and Pillow
+    walks a side's whole length, so one box of an untrained model, 3e8 pixels tall, took 17 ms.
+    """
     if boxes.numel() == 0:
         return image
+    height, width = image.shape[-2:]
+    margin = thickness  # the fewest pixels beyond the image that keep a side drawn inward from there unseen (tests pin it)
+    boxes = torch.minimum(boxes.detach().float().cpu().clamp(min=-margin), torch.tensor([width, height, width, height]) + margin)
     names = [class_names[int(l)] if int(l) < len(class_names) else str(int(l)) for l in labels]
     captions = names if scores is None else [f"{n} {float(s):.2f}" for n, s in zip(names, scores)]
     colours = [class_colour(int(l)) for l in labels]
     font = label_font()
     return draw_bounding_boxes(
-        image.cpu(), boxes.detach().float().cpu(), labels=captions, colors=colours, width=thickness,
+        image.cpu(), boxes, labels=captions, colors=colours, width=thickness,
         font=font, font_size=(font_size or 10) if font else None,
     )

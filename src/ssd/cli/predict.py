@@ -63,7 +63,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="processes decoding and resizing images ahead of the network (folders, datasets; default 2, "
                         "or 0 on a machine of 2 cores or fewer, where they only compete with the network)")
     source.add_argument("--resume", action="store_true",
-                        help="folders and datasets: skip the images an interrupted run into the same --output finished")
+                        help="folders and datasets: skip the images an interrupted run into the same --output finished; "
+                        "videos: draw the frames it logged from their logged detections")
     source.add_argument(
         "--output", type=Path,
         help="output image, video or folder (default: beside the input, named <input>_prediction; "
@@ -328,41 +329,62 @@ def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) 
 def predict_video(detector: Detector, source: Path, output: Path, args: argparse.Namespace) -> int:
     """Decode (in a thread, ahead), detect, draw and encode frame by frame, keeping the source's
     timestamps and turning rotated frames upright; detections go to ``<output>.jsonl`` as they come
-    (a line per frame, with its time) and to ``<output>.json`` at the end. Audio is not copied."""
+    (a line per frame, with its time) and to ``<output>.json`` at the end. Audio is not copied.
+
+    ``--resume``: the frames an interrupted run logged in ``<output>.jsonl`` are drawn from their logged
+    detections instead of running the network again (the video itself is encoded anew: a killed
+    MP4 cannot be continued); a log whose timestamps are not this video's is refused."""
     import contextlib
 
     import torch
     from tqdm import tqdm
 
-    from ssd.image_stream import prefetch
-    from ssd.inference import detection_records
     from ssd.atomic_file import write_atomically
+    from ssd.image_stream import prefetch
+    from ssd.inference import detection_records, detections_of_records
+    from ssd.prediction_log import finished_video_frames
     from ssd.video import VideoReader, VideoWriter
 
     frames: list[dict[str, Any]] = []
     lines = output.with_suffix(".jsonl")
+    finished = finished_video_frames(lines) if args.resume else []
     with VideoReader(source) as reader:
         info = reader.info
         start = time.perf_counter()
+        write_atomically(lines, "".join(json.dumps(record) + "\n" for record in finished).encode())  # a line cut by the kill goes
         with VideoWriter(output, info.width, info.height, info.fps, time_base=info.time_base) as writer, \
-                lines.open("w", encoding="utf-8") as log, contextlib.closing(prefetch(reader.frames(), 2 * detector.batch_size)) as decoded:
-            progress = tqdm(total=info.frames or None, desc="predicting", unit="frame", dynamic_ncols=True)
+                lines.open("a", encoding="utf-8") as log, contextlib.closing(prefetch(reader.frames(), 2 * detector.batch_size)) as decoded, \
+                tqdm(total=info.frames or None, desc="predicting", unit="frame", dynamic_ncols=True) as progress:  # its line ends on errors too
             for chunk in chunks(decoded, detector.batch_size):
                 images = [torch.from_numpy(frame.pixels).permute(2, 0, 1) for frame in chunk]
-                for frame, image, result in zip(chunk, images, detector(images)):
+                reused = finished[len(frames):len(frames) + len(chunk)]
+                for offset, (record, frame) in enumerate(zip(reused, chunk)):
+                    if record.get("pts") != frame.pts:
+                        raise SSDError(f"--resume: {lines} logs frame {len(frames) + offset} at pts {record.get('pts')}, {source} has it at "
+                                       f"{frame.pts}: the log is of another video; predict again without --resume")
+                results = [detections_of_records(record["detections"]) for record in reused]
+                if len(reused) < len(chunk):
+                    results += detector(images[len(reused):])
+                for frame, image, result in zip(chunk, images, results):
                     writer.write(draw(image, result, detector.class_names, args), frame.pts)
-                    record = {"frame": len(frames), "time": frame.time, "pts": frame.pts, "detections": detection_records(result)}
-                    log.write(json.dumps(record) + "\n")
+                    if len(frames) < len(finished):
+                        record = finished[len(frames)]
+                    else:
+                        record = {"frame": len(frames), "time": frame.time, "pts": frame.pts, "detections": detection_records(result)}
+                        log.write(json.dumps(record) + "\n")
                     frames.append(record)
                 log.flush()
                 progress.update(len(chunk))
-            progress.close()
         elapsed = time.perf_counter() - start
     if not frames:
         raise SSDError(f"{source}: no frame could be decoded")
+    if len(finished) > len(frames):
+        raise SSDError(f"--resume: {lines} logs {len(finished)} frames, {source} has {len(frames)}: the log is of another video; "
+                       "predict again without --resume")
     json_path = output.with_suffix(".json")
     summary = {"video": str(source), "output": str(output), "fps": float(info.fps), "rotation": info.rotation, "frames": frames}
     write_atomically(json_path, json.dumps(summary, indent=1).encode())
-    print(f"wrote {len(frames)} frames to {output}, detections to {json_path} and {lines}")
+    print(f"wrote {len(frames)} frames to {output}, detections to {json_path} and {lines}"
+          + (f" ({len(finished)} detected by the interrupted run)" if finished else ""))
     print(f"{len(frames)} frames in {elapsed:.1f} s: {len(frames) / elapsed:.2f} frames/s")
     return 0
