@@ -351,3 +351,20 @@ def test_an_odd_sized_video_is_predicted_at_its_size(tiny_files: TinyFiles, tmp_
         assert (reader.info.width, reader.info.height) == (62, 46)  # the encoder's even size, rescaled
         assert len(list(reader)) == 3
     assert len(json.loads(output.with_suffix(".json").read_text())["frames"]) == 3
+
+
+def test_a_video_log_is_reused_up_to_its_first_line_that_is_not_a_frame_record(tmp_path: Path):
+    from ssd.prediction_log import finished_video_frames
+
+    good = {"box": [1.0, 2, 3.5, 4], "score": 0.5, "label": 3, "name": "car"}
+    lines = [{"frame": 0, "pts": 0, "detections": [good]}, {"frame": 1, "pts": 1, "detections": []}]
+    broken = [{"frame": 2, "detections": [{**good, "box": [1, 2, 3]}]}, {"frame": 2, "detections": [{**good, "label": True}]},
+              {"frame": 2, "detections": [{**good, "score": "high"}]}, {"frame": 2, "detections": [{k: v for k, v in good.items() if k != "name"}]},
+              {"frame": 3, "detections": []}, {"frame": 2, "detections": None}, [2]]
+    log = tmp_path / "out.jsonl"
+    assert finished_video_frames(log) == []
+    for bad in broken:
+        log.write_text("".join(json.dumps(line) + "\n" for line in [*lines, bad, {"frame": 3, "detections": []}]))
+        assert finished_video_frames(log) == lines, bad
+    log.write_text("".join(json.dumps(line) + "\n" for line in [*lines, {"frame": 2, "detections": [good]}]))
+    assert len(finished_video_frames(log)) == 3

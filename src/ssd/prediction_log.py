@@ -58,7 +58,18 @@ def finished_video_frames(path: Path) -> list[dict[str, Any]]:
             record = json.loads(line)
         except json.JSONDecodeError:
             break
-        if not (isinstance(record, dict) and record.get("frame") == len(frames) and isinstance(record.get("detections"), list)):
+        if not (isinstance(record, dict) and record.get("frame") == len(frames) and isinstance(record.get("detections"), list)
+                and all(_is_detection(detection) for detection in record["detections"])):
             break
         frames.append(record)
     return frames
+
+
+def _is_detection(detection: Any) -> bool:
+    """A detection as ``ssd.inference.detection_records`` writes it: a box of 4 numbers, a score, a label and a name."""
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    return (isinstance(detection, dict) and isinstance(detection.get("box"), list) and len(detection["box"]) == 4
+            and all(number(v) for v in detection["box"]) and number(detection.get("score"))
+            and isinstance(detection.get("label"), int) and not isinstance(detection.get("label"), bool) and isinstance(detection.get("name"), str))
