@@ -149,7 +149,8 @@ def measure_training(check: Check, amp: str | None, channels_last: bool, compile
         try:
             check.reset_peak()
             images, targets = check.batch(size, channels_last)
-            training_step(check, network, optimizer, precision, images, targets)  # warm-up (and compilation)
+            if not check.dry_run:  # a dry run checks the path, in one step: its figures mean nothing
+                training_step(check, network, optimizer, precision, images, targets)  # warm-up (and compilation)
             check.synchronize()
             steps = 1 if check.dry_run else 5
             start = time.perf_counter()
