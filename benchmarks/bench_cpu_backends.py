@@ -163,7 +163,8 @@ def prepare(folder: Path, config_name: str, count: int, calibration: int) -> Non
         export_int8(model, size, folder / "model.int8.onnx", frames(config_name, calibration, seed=1))
         print(f"INT8 export calibrated on {calibration} frames in {time.perf_counter() - start:.0f} s", flush=True)
     path = folder / FRAMES
-    if not path.is_file() or np.load(path, mmap_mode="r").shape[0] < count or np.load(path, mmap_mode="r").shape[1:] != (3, *size):
+    stored_shape = np.load(path, mmap_mode="r").shape if path.is_file() else None
+    if stored_shape is None or stored_shape[0] < count or stored_shape[1:] != (3, *size):
         stored = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(count, 3, *size))
         for k, frame in enumerate(frames(config_name, count)):
             stored[k] = frame.numpy()

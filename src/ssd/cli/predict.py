@@ -365,10 +365,10 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
                 results = [detections_of_records(record["detections"]) for record in reused]
                 if len(reused) < len(chunk):
                     results += detector(images[len(reused):])
-                for frame, image, result in zip(chunk, images, results):
+                for offset, (frame, image, result) in enumerate(zip(chunk, images, results)):
                     writer.write(draw(image, result, detector.class_names, args), frame.pts)
-                    if len(frames) < len(finished):
-                        record = finished[len(frames)]
+                    if offset < len(reused):
+                        record = reused[offset]
                     else:
                         record = {"frame": len(frames), "time": frame.time, "pts": frame.pts, "detections": detection_records(result)}
                         log.write(json.dumps(record) + "\n")
