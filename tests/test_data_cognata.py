@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import torch
 
 from ssd.data import build_dataset
 from ssd.data import cognata_index as cognata_module
-from ssd.data.cognata import REASON_NAMES, CognataDataset, read_file_list, select_objects, split_frames
+from ssd.data.cognata import REASON_NAMES, CognataDataset, ListedFrame, read_file_list, select_objects, split_frames
 from ssd.data.cognata_index import parse_box, scan_cognata
 from ssd.data.labels import COGNATA_CLASSES, LabelMap, cognata_fixed
 from ssd.data.problems import DataError
@@ -138,13 +139,35 @@ def test_file_list(synth_root: Path, tmp_path: Path):
         for path in chosen:  # MLPerf's file may start paths with a separator
             writer.writerow(["/" + path, path.replace("_png", "_ann").replace(".png", ".csv")])
         writer.writerow([f"{PNG}/9999999999.png", "x"])
-    assert read_file_list(listing)[:4] == chosen
+    assert [listed.image for listed in read_file_list(listing)[:4]] == chosen
     with pytest.raises(DataError, match=r"val_set.csv: entry 4 \(.*9999999999.png\) is not a frame of the dataset"):
         CognataDataset(synth_root, file_list=listing)  # every later sample would shift against the list
     listing.write_text("".join(f"{line}\n" for line in listing.read_text().splitlines()[:-1]))
     dataset = CognataDataset(synth_root, file_list=listing)
     assert dataset.annotations.paths == chosen and list(dataset.annotations.image_ids) == [0, 1, 2, 3]
     assert len(dataset.problems) == 0
+
+
+def _annotation_of(image: str) -> str:
+    return image.replace("_png", "_ann").replace(".png", ".csv")
+
+
+def test_file_lists_are_read_as_the_harness_reads_them(synth_root: Path, tmp_path: Path):
+    """csv.DictReader: columns by name in any order, blank lines skipped, CRLF; ``ann`` must be the frame's own CSV."""
+    chosen = CognataDataset(synth_root, "all").annotations.paths[2:5]
+    listing = tmp_path / "val_set.csv"
+    listing.write_bytes(("\ufeffextra,ann,img\r\n\r\n" + "".join(f"x,{_annotation_of(p)},{p}\r\n" for p in chosen)).encode())
+    assert read_file_list(listing) == [ListedFrame(p, _annotation_of(p)) for p in chosen]
+    assert CognataDataset(synth_root, file_list=listing).annotations.paths == chosen
+    wrong = [f"{chosen[0]},{_annotation_of(chosen[0])}", f"{chosen[1]},{_annotation_of(chosen[2])}"]
+    listing.write_text("img,ann\n" + "\n".join(wrong) + "\n")
+    with pytest.raises(DataError, match=rf"entry 1 lists {re.escape(_annotation_of(chosen[2]))} as the annotation of {re.escape(chosen[1])}"):
+        CognataDataset(synth_root, file_list=listing)
+    listing.write_text(f"ann,img\n{_annotation_of(chosen[0])},{chosen[0]}\n{_annotation_of(chosen[1])},\n{_annotation_of(chosen[2])},{chosen[2]}\n")
+    with pytest.raises(DataError, match=r"val_set.csv, line 3: no image path"):  # not left out: later samples would shift
+        read_file_list(listing)
+    listing.write_text("".join(f"{p}\n" for p in chosen))  # no header: image paths in the first column
+    assert read_file_list(listing) == [ListedFrame(p) for p in chosen]
 
 
 def test_index_cache_hit_and_invalidation(root: Path, monkeypatch):

@@ -143,6 +143,17 @@ def test_bad_logs_and_scenarios(tiny_files: TinyFiles, tmp_path: Path, capsys):
     (tmp_path / "odd.json").write_text(json.dumps([{"qsl_idx": 0, "data": "00" * 10}]))
     with pytest.raises(LoadgenError, match="whole number"):
         read_accuracy_log(tmp_path / "odd.json")
+    dataset = build_dataset("cognata", tiny_files.data, "val", load_config(tiny_files.config))
+    last = dataset.num_classes - 1
+    for label, refused in ((1, False), (last, False), (0, True), (last + 1, True), (3.5, True), (-1, True)):
+        log = write_log(tmp_path / "labels.json", {0: np.array([[1, 1, 9, 9, label, 0.9]])})
+        if refused:  # MLPerf's scorer truncates the label; nothing is guessed here
+            with pytest.raises(LoadgenError, match=rf"sample 0: detection label {label:g} is not one of the classes 1 to {last}"):
+                score_accuracy_log(log, dataset)
+        else:
+            assert score_accuracy_log(log, dataset)[1] == 1
+    with pytest.raises(LoadgenError, match="sample 0: a detection holds a value that is not finite"):
+        score_accuracy_log(write_log(tmp_path / "nan.json", {0: np.array([[1, 1, np.nan, 9, 2, 0.9]])}), dataset)
     assert main([*loadgen_flags(tiny_files, tmp_path / "x"), "--scenario", "Offline", "--count", "1"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "Offline" in err[0]

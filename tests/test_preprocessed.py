@@ -1,14 +1,19 @@
 """MLPerf Automotive's preprocessed Cognata format: written from raw frames, read back, hostile files refused."""
 from __future__ import annotations
 
+import ast
+import csv
 import json
 import os
 import pickle
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from harness_impl import harness_gt_boxes, harness_gt_rows, write_harness_frame
 from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
 
 from ssd.cli.main import main
@@ -113,9 +118,10 @@ def test_frames_pickled_with_any_protocol_load(tmp_path: Path, protocol: int):
 @pytest.mark.parametrize(("payload", "message"), [
     ({"img": np.zeros((1, 3, 2, 2), np.float32)}, "expected a dict with 'img' and 'gt_boxes'"),
     ([1, 2], "expected a dict with 'img' and 'gt_boxes', got list"),
-    ({"img": np.zeros((1, 3, 2, 2), np.float64), "gt_boxes": np.zeros((0, 7), np.float32)}, "'img' must be a float32 array"),
-    ({"img": np.zeros((3, 2, 2), np.float32), "gt_boxes": np.zeros((0, 7), np.float32)}, r"'img' must be a float32 array \[1, 3, H, W\], got float32 array \[3, 2, 2\]"),
-    ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.zeros((1, 6), np.float32)}, r"'gt_boxes' must be a float array \[G, 7\]"),
+    ({"img": np.zeros((1, 3, 2, 2), np.uint8), "gt_boxes": np.zeros((0, 7), np.float32)}, r"'img' must be a floating-point array .* got uint8"),
+    ({"img": np.zeros((1, 3, 2, 2), np.complex64), "gt_boxes": np.zeros((0, 7), np.float32)}, r"'img' must be a floating-point array .* got complex64"),
+    ({"img": np.zeros((3, 2, 2), np.float32), "gt_boxes": np.zeros((0, 7), np.float32)}, r"'img' must be a floating-point array \[1, 3, H, W\], got float32 array \[3, 2, 2\]"),
+    ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.zeros((1, 6), np.float32)}, r"'gt_boxes' must be a real numeric array \[G, 7\]"),
     ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.full((1, 7), np.nan, np.float32)}, "not finite"),
 ])
 def test_a_malformed_frame_is_an_error_naming_the_file(tmp_path: Path, payload, message):
@@ -164,3 +170,107 @@ def test_preprocessing_refuses_what_the_format_cannot_hold(raw: Path, tiny_files
     config = load_config(tiny_files.config)
     with pytest.raises(DataError, match="for evaluation and LoadGen"):
         build_dataset("cognata-preprocessed", out, "val", config, train=True)
+
+
+def _with_fractional_boxes(raw: Path, out: Path) -> Path:
+    """A copy of ``raw`` whose CSVs write every second object's box with a fractional x1 (the
+    harness's rows then mix Python ints and floats)."""
+    shutil.copytree(raw, out)
+    for annotation in out.rglob("*.csv"):
+        with open(annotation, newline="") as handle:
+            rows = list(csv.reader(handle))
+        at = rows[0].index("bounding_box_2D")
+        for number, row in enumerate(rows[1:]):
+            if number % 2 == 0:
+                box = ast.literal_eval(row[at])
+                row[at] = str([box[0] + 0.25, *box[1:]])
+        with open(annotation, "w", newline="") as handle:
+            csv.writer(handle).writerows(rows)
+    return out
+
+
+@pytest.mark.parametrize(("values", "dtype"), [("whole", np.int64), ("fractional", np.float32)])
+def test_frames_the_harness_writes_score_as_the_raw_path(raw: Path, tiny_files: TinyFiles, tmp_path: Path, values: str, dtype):
+    root = raw if values == "whole" else _with_fractional_boxes(raw, tmp_path / "raw")
+    config = load_config(tiny_files.config)
+    every = build_dataset("cognata", root, "all", config)
+    listed = []  # the harness's lists hold frames that keep an object (its transform fails on none)
+    for path in every.annotations.paths:
+        annotation = root / path.replace("_png", "_ann").replace(".png", ".csv")
+        if harness_gt_rows(annotation):
+            listed.append((path, annotation))
+    listed = listed[:5]
+    listing = tmp_path / "val_set.csv"
+    listing.write_text("img,ann\n" + "".join(f"{p},{a.relative_to(root)}\n" for p, a in listed))
+    frames = build_dataset("cognata", root, "val", config, file_list=listing)
+    out = tmp_path / "val_2d"
+    out.mkdir()
+    for index, (_, annotation) in enumerate(listed):
+        write_harness_frame(out / f"val_{index}.pkl", frames[index][0], harness_gt_rows(annotation))
+    with open(out / "val_0.pkl", "rb") as handle:
+        assert pickle.load(handle)["gt_boxes"].dtype == dtype  # what the harness wrote for these CSVs
+    harness = PreprocessedCognata(out)
+    for index in range(len(listed)):
+        (boxes, labels), (harness_boxes, harness_labels) = frames.target_pixels(index), harness.target_pixels(index)
+        assert torch.equal(harness_boxes, boxes) and torch.equal(harness_labels, labels) and len(labels), index
+
+    common = ["--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--device", "cpu"]
+    paths = {"harness": ["--dataset", "cognata-preprocessed", "--data-path", str(out)],
+             "raw": ["--dataset", "cognata", "--data-path", str(root), "--file-list", str(listing)]}
+    for name, data in paths.items():
+        assert main(["loadgen", *common, *data, "--accuracy", "--output-dir", str(tmp_path / f"loadgen_{name}")]) == 0
+        assert main(["evaluate", *common, *data, "--mlperf", "--num-workers", "0", "--output-dir", str(tmp_path / f"eval_{name}")]) == 0
+    accuracy = {name: (tmp_path / f"loadgen_{name}" / "accuracy.txt").read_text().splitlines()[1:] for name in paths}
+    assert accuracy["harness"] == accuracy["raw"] and accuracy["raw"][-1].startswith("mAP = ")
+    stats = {name: json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())["stats"] for name in paths}
+    assert stats["harness"] == stats["raw"] and max(stats["raw"]) > 0
+
+
+@pytest.mark.parametrize(("rows", "dtype"), [
+    ([[0, 0, 3, 2, 4, 0, 0]], np.int64),  # Python ints
+    ([[0.0, 0.5, 3.0, 2.0, 4, 0, 0]], np.float32),  # a float among them
+    ([], np.float32),  # no object: torch.tensor([]) is a float32 [0]
+])
+def test_every_gt_dtype_the_harness_writes_loads(tmp_path: Path, rows: list, dtype):
+    write_harness_frame(tmp_path / "val_0.pkl", torch.zeros(3, 2, 4), rows)
+    frame = load_frame(tmp_path / "val_0.pkl")
+    assert frame["gt_boxes"].dtype == np.float32 and frame["gt_boxes"].shape == (len(rows), 7)
+    assert np.array_equal(frame["gt_boxes"], np.asarray(rows, np.float32).reshape(-1, 7))
+    assert harness_gt_boxes(rows).dtype == dtype
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.float32, np.float64, np.float16])
+def test_gt_boxes_of_any_real_dtype_convert_once(tmp_path: Path, dtype):
+    gt = np.array([[1, 2, 30, 20, 5, 0, 0], [0, 0, 8, 9, 14, 0, 0]]).astype(dtype)
+    for image_dtype in (np.float32, np.float16, np.float64):
+        (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": np.ones((1, 3, 2, 2), image_dtype), "gt_boxes": gt}))
+        frame = load_frame(tmp_path / "val_0.pkl")
+        assert frame["gt_boxes"].dtype == np.float32 and np.array_equal(frame["gt_boxes"], gt.astype(np.float64))
+        assert frame["img"].dtype == np.float32 and np.array_equal(frame["img"], np.ones((1, 3, 2, 2)))
+    assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [5, 14]
+
+
+@pytest.mark.parametrize(("gt", "shown"), [
+    (np.ones((1, 7), bool), "bool array [1, 7]"),
+    (np.ones((1, 7), np.complex64), "complex64 array [1, 7]"),
+    (np.array([[0, 0, 1, 1, 3, 0, 0]], object), "object array [1, 7]"),
+    (np.array([["0"] * 7]), "<U1 array [1, 7]"),
+    (np.zeros((0,), bool), "bool array [0]"),
+    (np.zeros((3,), np.int64), "int64 array [3]"),
+    ([[0, 0, 1, 1, 3, 0, 0]], "list"),
+])
+def test_gt_boxes_that_are_not_real_numbers_are_refused(tmp_path: Path, gt, shown):
+    (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": gt}))
+    with pytest.raises(DataError, match=rf"val_0.pkl: 'gt_boxes' must be a real numeric array \[G, 7\].*got {re.escape(shown)}$"):
+        load_frame(tmp_path / "val_0.pkl")
+
+
+def test_integers_float32_cannot_hold_exactly_are_refused(tmp_path: Path):
+    for value, refused in ((2**24, False), (2**24 + 1, True)):  # float32 holds every integer up to 2^24
+        gt = np.array([[0, 0, value, 1, 3, 0, 0]], np.int64)
+        (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": gt}))
+        if refused:
+            with pytest.raises(DataError, match=f"val_0.pkl: 'gt_boxes' value {value} is too large"):
+                load_frame(tmp_path / "val_0.pkl")
+        else:
+            assert load_frame(tmp_path / "val_0.pkl")["gt_boxes"][0, 2] == value

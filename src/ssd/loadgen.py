@@ -265,6 +265,8 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
     if bad:
         raise LoadgenError(f"{path}: sample index {bad[0]} is outside the dataset's {len(dataset)} images")
     indices = sorted(rows)
+    for index in indices:
+        _check_rows(path, index, rows[index], dataset.num_classes)
     image_ids = [int(dataset.annotations.image_ids[index]) for index in indices]
     outputs = [
         {"boxes": torch.from_numpy(rows[i][:, :4].copy()), "labels": torch.from_numpy(rows[i][:, 4].round().astype(np.int64)),
@@ -273,6 +275,18 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
     ]
     detections = detections_to_coco(outputs, image_ids, dataset.category_of_label)
     return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(indices)
+
+
+def _check_rows(path: Path | str, index: int, rows: np.ndarray, num_classes: int) -> None:
+    """Refuse rows no detector writes: a value that is not finite, or a label that is not a whole
+    number from 1 to ``num_classes - 1`` (MLPerf's scorer would truncate 3.7 to 3; nothing here guesses)."""
+    if not np.isfinite(rows).all():
+        raise LoadgenError(f"{path}: sample {index}: a detection holds a value that is not finite")
+    labels = rows[:, 4]
+    bad = np.flatnonzero((labels != np.round(labels)) | (labels < 1) | (labels > num_classes - 1))
+    if len(bad):
+        raise LoadgenError(f"{path}: sample {index}: detection label {labels[bad[0]]:g} is not one of the classes 1 to {num_classes - 1} "
+                           "(rows are [x1, y1, x2, y2, label, score] float32)")
 
 
 def accuracy_report(scored: EvalResult, samples: int, log: Path) -> str:

@@ -165,22 +165,45 @@ def split_frames(count: int, split: str, seed: int = SPLIT_SEED, train_fraction:
     return order[:cut] if split == "train" else order[cut:]
 
 
-def read_file_list(path: str | Path) -> list[str]:
-    """Image paths (relative to the dataset root) from a CSV such as MLPerf's ``val_set.csv``.
+@dataclass(frozen=True)
+class ListedFrame:
+    """One row of a file list: the image path and, when the list has an ``ann`` column, its annotation CSV
+    (both relative to the dataset root, as posix paths)."""
 
-    Uses the ``img`` column when the first row is a header naming it, else the first column.
+    image: str
+    annotation: str | None = None
+
+
+def _relative(cell: str) -> str:
+    return Path(cell.strip().lstrip("/\\")).as_posix()
+
+
+def read_file_list(path: str | Path) -> list[ListedFrame]:
+    """The rows of a CSV such as MLPerf's ``val_set.csv`` / ``calibration_set.csv``, in order.
+
+    The harness reads them with ``csv.DictReader``: a header row, columns found by name (``img``,
+    ``ann``), blank lines skipped. A file whose first row does not name ``img`` is read as a list of
+    image paths in its first column. Row ``i`` is sample ``i``, so a row without an image path is an
+    error rather than a row left out (every later sample would shift).
     """
     path = Path(path)
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:  # -sig: a BOM is no column name
-            rows = [row for row in csv.reader(handle) if row and row[0].strip()]
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if any(cell.strip() for cell in row)]
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
         raise DataError(f"{path}: cannot read file list: {exc}") from exc
-    column = 0
-    if rows and "img" in [c.strip() for c in rows[0]]:
-        column = [c.strip() for c in rows[0]].index("img")
+    image_at, annotation_at = 0, None
+    header = [cell.strip() for cell in rows[0][1]] if rows else []
+    if "img" in header:
+        image_at, annotation_at = header.index("img"), header.index("ann") if "ann" in header else None
         rows = rows[1:]
-    entries = [Path(row[column].strip().lstrip("/\\")).as_posix() for row in rows if len(row) > column]
+    entries = []
+    for line, row in rows:
+        image = row[image_at].strip() if len(row) > image_at else ""
+        if not image:
+            raise DataError(f"{path}, line {line}: no image path (sample indices follow the rows, so none may be left out)")
+        annotation = row[annotation_at].strip() if annotation_at is not None and len(row) > annotation_at else ""
+        entries.append(ListedFrame(_relative(image), _relative(annotation) if annotation else None))
     if not entries:
         raise DataError(f"{path}: file list names no image")
     return entries
@@ -258,12 +281,17 @@ class CognataDataset(DetectionDataset):
         later sample would shift against the list."""
         position = {path: i for i, path in enumerate(index.images)}
         chosen = []
-        for row, path in enumerate(read_file_list(file_list)):
-            frame = position.get(path)
+        for row, listed in enumerate(read_file_list(file_list)):
+            frame = position.get(listed.image)
             if frame is None:
                 raise DataError(
-                    f"{file_list}: entry {row} ({index.root / path}) is not a frame of the dataset (image with its annotation CSV); "
+                    f"{file_list}: entry {row} ({index.root / listed.image}) is not a frame of the dataset (image with its annotation CSV); "
                     "sample indices follow the list, so every listed frame must be there"
+                )
+            if listed.annotation is not None and listed.annotation != index.annotations[frame]:
+                raise DataError(
+                    f"{file_list}: entry {row} lists {listed.annotation} as the annotation of {listed.image}, whose annotation "
+                    f"in the dataset is {index.annotations[frame]}; the harness would score that frame against the listed file"
                 )
             chosen.append(frame)
         empty = sum(not selection.usable[f] for f in chosen)

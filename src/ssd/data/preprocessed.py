@@ -6,8 +6,10 @@ in the file list (``val_set.csv``), which is LoadGen's sample index. Each holds 
 
 - ``img``: float32 ``[1, 3, H, W]``, the frame resized to the model's size and normalised as the
   reference's validation transform does (here :func:`ssd.data.transforms.eval_transform`);
-- ``gt_boxes``: float32 ``[G, 7]`` rows ``[x1, y1, x2, y2, label, 0, 0]``, boxes in the original
-  frame's pixels, labels in the fixed 15-class map.
+- ``gt_boxes``: ``[G, 7]`` rows ``[x1, y1, x2, y2, label, 0, 0]``, boxes in the original frame's
+  pixels, labels in the fixed 15-class map. The harness writes ``torch.tensor(rows).numpy()`` of the
+  CSV's values, so the dtype follows the data (int64 for whole-number boxes, float32 otherwise);
+  every real numeric dtype is read and converted to float32 once, in :func:`load_frame`.
 
 The format keeps no original size, so frames are taken to be at the model's size (the benchmark's
 are 2160x3840 for a 2160x3840 model) and :func:`write_preprocessed` refuses any other. A pickle can
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 PREFIXES = ("val", "calib")  # the split names of this format
 GT_WIDTH = 7  # x1, y1, x2, y2, label, 0, 0
+_REAL_KINDS = "iuf"  # numpy dtype kinds of 'gt_boxes' taken: signed and unsigned integers, floats (not bool, complex, objects, text)
 _FILE = re.compile(r"^(val|calib)_(\d+)\.pkl$")
 # what numpy arrays (and scalars, dtypes) need to be rebuilt, in NumPy 1 and 2 module names
 _ALLOWED = {
@@ -74,14 +77,40 @@ def load_frame(path: str | Path) -> dict[str, np.ndarray]:
     if not isinstance(frame, dict) or not {"img", "gt_boxes"} <= frame.keys():
         raise DataError(f"{path}: expected a dict with 'img' and 'gt_boxes', got {type(frame).__name__}"
                         + (f" with {sorted(map(str, frame))}" if isinstance(frame, dict) else ""))
-    image, boxes = frame["img"], frame["gt_boxes"]
-    if not isinstance(image, np.ndarray) or image.dtype != np.float32 or image.ndim != 4 or image.shape[:2] != (1, 3):
-        raise DataError(f"{path}: 'img' must be a float32 array [1, 3, H, W], got {_describe(image)}")
-    if not isinstance(boxes, np.ndarray) or boxes.ndim != 2 or boxes.shape[1] != GT_WIDTH or not np.issubdtype(boxes.dtype, np.floating):
-        raise DataError(f"{path}: 'gt_boxes' must be a float array [G, {GT_WIDTH}] of [x1, y1, x2, y2, label, 0, 0], got {_describe(boxes)}")
+    image = _network_input(path, frame["img"])
+    boxes = _ground_truth_rows(path, frame["gt_boxes"])
     if not np.isfinite(boxes).all() or not np.isfinite(image).all():
         raise DataError(f"{path}: 'img' or 'gt_boxes' holds a value that is not finite")
-    return {"img": image, "gt_boxes": boxes.astype(np.float32, copy=False)}
+    return {"img": image, "gt_boxes": boxes}
+
+
+def _network_input(path: Path, image: Any) -> np.ndarray:
+    """``img`` as float32 ``[1, 3, H, W]``: the harness writes float32, its fp16 conversion float16;
+    any floating dtype is taken (an integer array would not be a normalised image)."""
+    if not isinstance(image, np.ndarray) or image.dtype.kind != "f" or image.ndim != 4 or image.shape[:2] != (1, 3):
+        raise DataError(f"{path}: 'img' must be a floating-point array [1, 3, H, W], got {_describe(image)}")
+    return image.astype(np.float32, copy=False)
+
+
+def _ground_truth_rows(path: Path, boxes: Any) -> np.ndarray:
+    """``gt_boxes`` as float32 ``[G, 7]``, converted once from whatever real numeric dtype it was written in.
+
+    The harness writes ``torch.tensor(rows).numpy()`` of the values parsed from the Cognata CSV, so
+    the dtype follows the data: int64 when every value is a whole number, float32 when any is
+    fractional, and a float32 ``[0]`` for a frame that kept no object. Integers are taken only where
+    float32 holds them exactly (a box coordinate beyond 2^24 would otherwise change silently).
+    """
+    if isinstance(boxes, np.ndarray) and boxes.shape == (0,) and boxes.dtype.kind in _REAL_KINDS:
+        return np.zeros((0, GT_WIDTH), np.float32)
+    if not isinstance(boxes, np.ndarray) or boxes.ndim != 2 or boxes.shape[1] != GT_WIDTH or boxes.dtype.kind not in _REAL_KINDS:
+        raise DataError(f"{path}: 'gt_boxes' must be a real numeric array [G, {GT_WIDTH}] of [x1, y1, x2, y2, label, 0, 0] "
+                        f"(int or float), got {_describe(boxes)}")
+    converted = boxes.astype(np.float32)
+    if boxes.dtype.kind in "iu":
+        inexact = np.flatnonzero(converted.astype(np.float64) != boxes)
+        if len(inexact):
+            raise DataError(f"{path}: 'gt_boxes' value {boxes.flat[inexact[0]]} is too large to be a pixel coordinate or label")
+    return converted
 
 
 def _describe(value: Any) -> str:
