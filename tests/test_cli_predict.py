@@ -368,3 +368,12 @@ def test_a_video_log_is_reused_up_to_its_first_line_that_is_not_a_frame_record(t
         assert finished_video_frames(log) == lines, bad
     log.write_text("".join(json.dumps(line) + "\n" for line in [*lines, {"frame": 2, "detections": [good]}]))
     assert len(finished_video_frames(log)) == 3
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (64, 2)])
+def test_folder_loader_workers_follow_the_usable_cores(cores: int, workers: int, monkeypatch):
+    """Every core count on every machine: the affinity mask is simulated."""
+    from ssd.cli.predict import default_workers
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
+    assert default_workers() == workers

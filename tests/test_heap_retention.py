@@ -95,10 +95,15 @@ def test_handing_back_restores_glibcs_defaults_once():
     assert allocator.calls == KEEP + HAND_BACK
 
 
-def test_only_loops_on_the_cpu_get_a_heap_retention():
+@pytest.mark.parametrize("with_glibc", [True, False])
+def test_only_loops_on_the_cpu_get_a_heap_retention(with_glibc: bool, monkeypatch):
+    """Both C libraries on every machine: glibc simulated by a recording allocator, its absence by None."""
+    import ssd.heap_retention
+
+    monkeypatch.setattr(ssd.heap_retention, "glibc", lambda: RecordingAllocator() if with_glibc else None)
     assert heap_retention_for(torch.device("meta")) is no_step_hook
     hook = heap_retention_for(torch.device("cpu"))
-    assert isinstance(hook.__self__, HeapRetention) and hook.__self__.state == ("undecided" if glibc() else "handed back")
+    assert isinstance(hook.__self__, HeapRetention) and hook.__self__.state == ("undecided" if with_glibc else "handed back")
 
 
 IMPORT_EFFECTS = """

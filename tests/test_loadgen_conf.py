@@ -1,12 +1,14 @@
 """LoadGen settings files: the format, the precedence of entries, the benchmark's defaults, errors."""
 from __future__ import annotations
 
+import types
 from pathlib import Path
 
 import mlperf_loadgen as lg
 import pytest
 
-from ssd.loadgen import SCENARIOS, LoadgenError, LoadgenSettings, _test_settings
+import ssd.loadgen
+from ssd.loadgen import LoadgenError, LoadgenSettings, _test_settings, served_scenarios
 from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, LoadgenConfError, apply_settings, lookup, parse_conf, resolve
 
 
@@ -124,12 +126,31 @@ def test_performance_sample_count_is_the_settings_capped_at_the_samples():
     assert samples == test.performance_sample_count_override == 7
 
 
-def test_constant_stream_is_offered_only_where_loadgen_has_it():
-    if hasattr(lg.TestScenario, "ConstantStream"):
-        assert "ConstantStream" in SCENARIOS
+class AutomotiveTestSettings(lg.TestSettings):
+    """The automotive LoadGen build's TestSettings, simulated over PyPI's: it adds server_constant_gen."""
+
+    server_constant_gen = False
+
+
+def loadgen_build(automotive: bool) -> types.SimpleNamespace:
+    """The installed LoadGen as the automotive build (ConstantStream, on its server settings) or PyPI's (none)."""
+    scenarios = {"SingleStream": lg.TestScenario.SingleStream}
+    if automotive:
+        scenarios["ConstantStream"] = getattr(lg.TestScenario, "ConstantStream", lg.TestScenario.Server)
+    settings = AutomotiveTestSettings if automotive and not hasattr(lg.TestSettings(), "server_constant_gen") else lg.TestSettings
+    return types.SimpleNamespace(TestScenario=types.SimpleNamespace(**scenarios), TestSettings=settings, TestMode=lg.TestMode)
+
+
+@pytest.mark.parametrize("automotive", [True, False])
+def test_constant_stream_is_offered_only_where_loadgen_has_it(automotive: bool, monkeypatch):
+    """Both builds on every machine: the installed one as it is, the other simulated."""
+    if automotive != hasattr(lg.TestScenario, "ConstantStream"):
+        monkeypatch.setattr(ssd.loadgen, "lg", loadgen_build(automotive))
+    if automotive:
+        assert served_scenarios() == ("SingleStream", "ConstantStream")
         test, _ = _test_settings(LoadgenSettings(scenario="ConstantStream"), 200)
-        assert test.server_target_qps == 15.0 and test.server_constant_gen
+        assert test.server_target_qps == 15.0 and test.server_constant_gen and test.min_query_count == 100_000
     else:
-        assert SCENARIOS == ("SingleStream",)
+        assert served_scenarios() == ("SingleStream",)
         with pytest.raises(LoadgenError, match=r"ConstantStream is not in .*pip install .*mlperf_automotive.*loadgen"):
             LoadgenSettings(scenario="ConstantStream")

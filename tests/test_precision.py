@@ -201,17 +201,84 @@ def test_precisions_that_do_not_apply_are_one_error(int8_export, fp32_export: Pa
         Detector.from_onnx(fp32_export, tiny_files.config, engine="onnxruntime", precision="bf16")
     with pytest.raises(OnnxError, match="OpenVINO runs fp32 or bf16"):
         Detector.from_onnx(fp32_export, tiny_files.config, engine="openvino", precision="fp16")
-    if "BF16" in cpu_capabilities():
-        network = OpenVinoNetwork(fp32_export, precision="bf16")
-        assert str(network.compiled.get_property("INFERENCE_PRECISION_HINT")) == "bf16"
-    else:  # OpenVINO would run float32 and say nothing
-        with pytest.raises(OnnxError, match="this CPU has no native bfloat16 .* it needs AVX-512 BF16 or AMX"):
-            OpenVinoNetwork(fp32_export, precision="bf16")
     argv = ["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--onnx", str(int8_export[0]),
             "--backend", "onnxruntime", "--precision", "bf16"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "ONNX Runtime runs the export as stored" in err[0], err
+
+
+class SimulatedBf16Core:
+    """OpenVINO's Core as on a CPU with native bfloat16 (AVX-512 BF16 or AMX), over the real one: it
+    reports the BF16 capability, records what each compilation asked for, and reports the compiled
+    precision ``compiles_to`` (None: whatever the real CPU compiled)."""
+
+    def __init__(self, real, compiles_to: str | None):
+        self.real, self.compiles_to, self.asked = real, compiles_to, []
+
+    def get_property(self, device: str, name: str):
+        value = self.real.get_property(device, name)
+        return [*value, "BF16"] if name == "OPTIMIZATION_CAPABILITIES" and "BF16" not in value else value
+
+    def compile_model(self, path: str, device: str, config: dict):
+        self.asked.append(config["INFERENCE_PRECISION_HINT"])
+        compiled = self.real.compile_model(path, device, config)
+        return compiled if self.compiles_to is None else CompiledAs(compiled, self.compiles_to)
+
+
+class CompiledAs:
+    """A compiled model that reports ``precision`` as its inference precision."""
+
+    def __init__(self, compiled, precision: str):
+        self.compiled, self.precision = compiled, precision
+
+    def get_property(self, name: str):
+        import openvino
+
+        return getattr(openvino.Type, self.precision) if name == "INFERENCE_PRECISION_HINT" else self.compiled.get_property(name)
+
+    def __getattr__(self, name: str):
+        return getattr(self.compiled, name)
+
+
+NATIVE_BF16 = "BF16" in cpu_capabilities()
+
+
+def test_openvino_bf16_compiles_in_bfloat16_where_the_cpu_has_it(fp32_export: Path, tiny_files: TinyFiles, monkeypatch):
+    """The real CPU where it has native bfloat16; elsewhere one simulated (OpenVINO's Core reporting BF16)."""
+    import ssd.openvino_network as openvino_network
+
+    if not NATIVE_BF16:
+        core = SimulatedBf16Core(openvino_network.openvino_core(), compiles_to="bf16")
+        monkeypatch.setattr(openvino_network, "openvino_core", lambda: core)
+    network = OpenVinoNetwork(fp32_export, precision="bf16")
+    assert network.precision == "bf16" and network.compiled.get_property("INFERENCE_PRECISION_HINT").to_string() == "bf16"
+    if not NATIVE_BF16:
+        assert core.asked == ["bf16"]
+    detector = Detector(network, load_config(tiny_files.config), cognata_fixed().class_names)
+    assert detector.detect(torch.zeros(1, 3, 64, 128), [(64, 128)])[0]["boxes"].shape[1] == 4
+
+
+def test_openvino_bf16_is_refused_where_the_cpu_lacks_it(fp32_export: Path, monkeypatch):
+    """The real CPU where it lacks bfloat16; elsewhere its capabilities without BF16."""
+    import ssd.openvino_network as openvino_network
+
+    if NATIVE_BF16:
+        real = openvino_network.cpu_capabilities()
+        monkeypatch.setattr(openvino_network, "cpu_capabilities", lambda: [c for c in real if c != "BF16"])
+    with pytest.raises(OnnxError, match="this CPU has no native bfloat16 .* it needs AVX-512 BF16 or AMX"):
+        OpenVinoNetwork(fp32_export, precision="bf16")  # OpenVINO would run float32 and say nothing
+
+
+def test_a_compiled_precision_other_than_the_one_asked_is_refused(fp32_export: Path, monkeypatch):
+    """Wherever the capability list and the compiler disagree, the compiled model's precision decides."""
+    import ssd.openvino_network as openvino_network
+
+    core = SimulatedBf16Core(openvino_network.openvino_core(), compiles_to="f32")
+    monkeypatch.setattr(openvino_network, "openvino_core", lambda: core)
+    with pytest.raises(OnnxError, match=r"--precision bf16: OpenVINO compiled fp32.onnx for f32 instead \(CPU capabilities: .*BF16"):
+        OpenVinoNetwork(fp32_export, precision="bf16")
+    assert OpenVinoNetwork(fp32_export, precision="fp32").precision == "fp32"  # what CompiledAs reports for f32 too
 
 
 def test_predict_with_bf16_autocast(tiny_files: TinyFiles, tmp_path: Path):

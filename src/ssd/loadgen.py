@@ -36,8 +36,7 @@ from ssd.loadgen_conf import MODEL_NAME, ConfFiles, LoadgenConfError, apply_sett
 
 logger = logging.getLogger(__name__)
 
-# scenarios this SUT serves, as far as the installed LoadGen knows them (ConstantStream: the automotive build)
-SCENARIOS = tuple(name for name in ("SingleStream", "ConstantStream") if hasattr(lg.TestScenario, name))
+SUT_SCENARIOS = ("SingleStream", "ConstantStream")  # what this SUT serves; ConstantStream needs the automotive build
 AUTOMOTIVE_LOADGEN = (
     "MLPerf Automotive's LoadGen (5.0.15, which has ConstantStream): pip install "
     "'git+https://github.com/mlcommons/mlperf_automotive.git#subdirectory=loadgen'"
@@ -51,6 +50,11 @@ NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
 
 class LoadgenError(SSDError):
     """A LoadGen run that cannot be set up, or an accuracy log that cannot be read."""
+
+
+def served_scenarios() -> tuple[str, ...]:
+    """The scenarios this SUT serves that the installed LoadGen knows (read when asked, not at import)."""
+    return tuple(name for name in SUT_SCENARIOS if hasattr(lg.TestScenario, name))
 
 
 def _installed_loadgen() -> str:
@@ -84,10 +88,11 @@ class LoadgenSettings:
     model_name: str = MODEL_NAME
 
     def __post_init__(self) -> None:
-        if self.scenario not in SCENARIOS:
+        served = served_scenarios()
+        if self.scenario not in served:
             if self.scenario == "ConstantStream":
                 raise LoadgenError(f"ConstantStream is not in {_installed_loadgen()}; it needs {AUTOMOTIVE_LOADGEN}")
-            raise LoadgenError(f"scenario {self.scenario!r} is not served (available: {', '.join(SCENARIOS)})")
+            raise LoadgenError(f"scenario {self.scenario!r} is not served (available: {', '.join(served)})")
         if self.count is not None and self.count < 1:
             raise LoadgenError("--count must be at least 1")
         if self.performance_sample_count is not None and self.performance_sample_count < 1:

@@ -5,7 +5,8 @@ model in float32 2.1x as fast as plain PyTorch eager on two AVX2 cores, ahead of
 (1.8x) and ONNX Runtime (1.3x), and an INT8 export 4.2x (README, Performance). Its CPU plugin would run in bfloat16 on processors with
 AVX-512 BF16 or AMX unless told otherwise, so the inference precision is pinned to float32: a
 faster, less exact mode is a choice to measure, not a default (``--precision bf16``, refused on a
-CPU without native bfloat16, where OpenVINO would quietly run float32 instead).
+CPU without native bfloat16, where OpenVINO would quietly run float32 instead). The compiled
+model's precision is read back and must be the one asked for.
 
 A process holds one OpenVINO ``Core`` (:func:`openvino_core`), never one per network: each Core
 loads its own CPU plugin, and the plugin (OpenVINO 2026.4) gives the thread that loads it a new
@@ -70,6 +71,10 @@ class OpenVinoNetwork(ExportedNetwork):
             self.compiled = openvino_core().compile_model(str(self.path), "CPU", config)
         except Exception as exc:  # OpenVINO raises RuntimeError and its own types for unreadable models
             raise OnnxError(f"{self.path}: OpenVINO cannot load the model: {exc}") from exc
+        compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # a Type: 'f32', 'bf16'
+        if compiled_precision != INFERENCE_PRECISION[precision]:
+            raise OnnxError(f"--precision {precision}: OpenVINO compiled {self.path.name} for {compiled_precision} instead "
+                            f"(CPU capabilities: {', '.join(capabilities)})")
         self.device = "cpu"
         inputs, outputs = self.compiled.inputs, self.compiled.outputs
         self._check_io([i.get_any_name() for i in inputs], [o.get_any_name() for o in outputs])
