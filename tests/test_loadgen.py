@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -117,10 +118,20 @@ def test_settings_file_errors_are_one_line_before_any_work(tiny_files: TinyFiles
         (["--user-conf", str(bad)], "qsl_rng_seed may only be set in mlperf.conf"),
         (["--mlperf-conf", str(tmp_path / "none.conf")], "LoadGen settings file not found"),
         (["--time", "1", "--min-query-count", "3"], "--time sets the minimum duration"),
+        (["--time", "nan"], r"--time must be from 0 to 4.61e\+09 seconds, got nan"),
+        (["--time", "inf"], "--time must be from 0 to"),
+        (["--time", "-1"], "--time must be from 0 to"),
+        (["--min-duration", "1e30"], r"--min-duration must be from 0 to 4.61e\+09 seconds, got 1e\+30"),
+        (["--min-query-count", "0"], "--min-query-count must be at least 1, got 0"),
+        (["--count", "0"], "--count must be at least 1"),
+        (["--scenario", "SingleSteam"], "scenario 'SingleSteam' is not served"),
+        (["--min-query-count", str(10**9)], "generates 1,000,000,000 queries before the first is issued"),
     ]:
-        assert main([*loadgen_flags(tiny_files, tmp_path / "out"), *flags]) == 2
+        argv = loadgen_flags(tiny_files, tmp_path / "out")
+        argv[argv.index("--pretrained-model") + 1] = str(tmp_path / "missing.pth")  # checked before any model loads
+        assert main([*argv, *flags]) == 2
         err = capsys.readouterr().err.strip().splitlines()
-        assert len(err) == 1 and expected in err[0], err
+        assert len(err) == 1 and re.search(expected, err[0]), err
     assert not (tmp_path / "out").exists()
 
 

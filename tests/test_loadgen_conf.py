@@ -9,7 +9,7 @@ import pytest
 
 import ssd.loadgen
 from ssd.loadgen import LoadgenError, LoadgenSettings, _test_settings, served_scenarios
-from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, LoadgenConfError, apply_settings, lookup, parse_conf, resolve
+from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, MAX_DURATION_MS, ConfFiles, check_seconds, LoadgenConfError, apply_settings, lookup, parse_conf, resolve
 
 
 def write(tmp_path: Path, text: str, name: str = "x.conf") -> Path:
@@ -25,16 +25,16 @@ def test_the_most_specific_entry_wins_and_a_later_line_replaces_an_earlier_one(t
         ssd.*.min_query_count = 2      # a trailing comment
         *.SingleStream.min_query_count = 3
         ssd.SingleStream.min_query_count = 4
-        other.SingleStream.min_duration = 9
+        uniad.SingleStream.min_duration = 9
         *.*.min_duration = 5
         *.*.min_duration = 6
     """))
     assert lookup(entries, "ssd", "SingleStream", "min_query_count") == "4"
-    assert lookup(entries, "other", "SingleStream", "min_query_count") == "3"  # *.scenario before model.*
+    assert lookup(entries, "uniad", "SingleStream", "min_query_count") == "3"  # *.scenario before model.*
     assert lookup(entries, "ssd", "Offline", "min_query_count") == "2"
-    assert lookup(entries, "other", "Offline", "min_query_count") == "1"
+    assert lookup(entries, "uniad", "Offline", "min_query_count") == "1"
     assert lookup(entries, "ssd", "SingleStream", "min_duration") == "6"
-    assert lookup(entries, "other", "SingleStream", "min_duration") == "9"
+    assert lookup(entries, "uniad", "SingleStream", "min_duration") == "9"
     assert lookup(entries, "ssd", "SingleStream", "max_duration") is None
 
 
@@ -68,11 +68,13 @@ def test_the_shipped_defaults_are_the_benchmarks():
         "min_duration_ms": 600000, "min_query_count": 6636, "single_stream_expected_latency_ns": pytest.approx(10e6),
     }
     constant = ConfFiles().settings("ssd", "ConstantStream")
-    assert {key: constant[key] for key in ("server_target_qps", "server_target_latency_percentile", "min_query_count", "min_duration_ms", "server_constant_gen")} == {
-        "server_target_qps": 15.0, "server_target_latency_percentile": pytest.approx(0.999), "min_query_count": 100000,
-        "min_duration_ms": 600000, "server_constant_gen": 1,
+    assert constant == {  # target_latency 0: LoadGen then issues queries at target_qps (v1.0's mlperf.conf)
+        "qsl_rng_seed": 1215947953, "sample_index_rng_seed": 295229089, "schedule_rng_seed": 1380859451,
+        "performance_sample_count_override": 128, "server_target_qps": 15.0, "server_target_latency_ns": 0,
+        "server_target_latency_percentile": pytest.approx(0.999), "min_query_count": 100000, "min_duration_ms": 600000,
+        "server_constant_gen": 1,
     }
-    assert ConfFiles().settings("deeplabv3plus", "SingleStream").get("performance_sample_count_override") is None
+    assert ConfFiles().settings("deeplabv3plus", "SingleStream").get("performance_sample_count_override") == 128
     assert DEFAULT_MLPERF_CONF.is_file()
 
 
@@ -90,10 +92,18 @@ def test_applied_to_loadgens_settings():
     ("ssd.min_query_count = 5", "line 2: expected"),
     ("ssd.SingleStream.min_query_count =", "line 2: expected"),
     ("ssd.SingleStream.min_querycount = 5", "line 2: unknown LoadGen setting 'min_querycount'"),
-    ("ssd.SingleStream.min_query_count = five", "line 2: ssd.SingleStream.min_query_count must be a number from 0 to 2\\^64 - 1, got 'five'"),
+    ("sdd.SingleStream.min_query_count = 5", "line 2: unknown model 'sdd'"),  # LoadGen would ignore the line
+    ("ssd.SingleSteam.min_query_count = 5", "line 2: unknown scenario 'SingleSteam'"),
+    ("ssd.Offline.target_latency = 5", "line 2: target_latency means nothing in Offline"),
+    ("ssd.SingleStream.min_query_count = five", "line 2: ssd.SingleStream.min_query_count: a count is a whole number .*, got 'five'"),
     ("ssd.SingleStream.min_query_count = -5", "line 2: .* got '-5'"),
-    ("*.*.qsl_rng_seed = 18446744073709551616", "line 2: .* got '18446744073709551616'"),  # 2^64
+    ("ssd.SingleStream.min_query_count = 10.5", "line 2: .* got '10.5'"),  # LoadGen would read 10
+    ("ssd.SingleStream.min_query_count = 1e3", "line 2: .* got '1e3'"),  # LoadGen would read 1
+    ("ssd.SingleStream.min_duration = 0600000", "line 2: .* got '0600000'"),  # LoadGen would read octal
+    ("*.*.qsl_rng_seed = 18446744073709551616", r"line 2: \*.\*.qsl_rng_seed: a seed must be from 0 to 2\^64 - 1, got 18446744073709551616"),
     ("ssd.SingleStream.min_duration = 1e30", "line 2: .* got '1e30'"),
+    ("ssd.SingleStream.target_latency_percentile = nan", "line 2: .* got 'nan'"),
+    ("ssd.SingleStream.target_latency = inf", "line 2: .* got 'inf'"),
 ])
 def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
     path = write(tmp_path, f"*.*.min_duration = 1\n{line}\n")
@@ -154,3 +164,80 @@ def test_constant_stream_is_offered_only_where_loadgen_has_it(automotive: bool, 
         assert served_scenarios() == ("SingleStream",)
         with pytest.raises(LoadgenError, match=r"ConstantStream is not in .*pip install .*mlperf_automotive.*loadgen"):
             LoadgenSettings(scenario="ConstantStream")
+
+
+def _boundary(tmp_path: Path, line: str, refused: bool, message: str = "") -> None:
+    path = write(tmp_path, f"{line}\n")
+    if refused:
+        with pytest.raises(LoadgenConfError, match=rf"x.conf, line 1: .*{message}"):
+            parse_conf(path)
+    else:
+        parse_conf(path)
+
+
+@pytest.mark.parametrize(("line", "refused"), [
+    # percentiles: (0, 100] ("Result is: VALID" at 0 or beyond 100 otherwise)
+    ("ssd.SingleStream.target_latency_percentile = 0", True), ("ssd.SingleStream.target_latency_percentile = 0.0001", False),
+    ("ssd.SingleStream.target_latency_percentile = 100", False), ("ssd.SingleStream.target_latency_percentile = 100.0001", True),
+    ("*.ConstantStream.target_latency_percentile = 0", True), ("*.*.target_latency_percentile = 101", True),
+    # a probability in percent: [0, 100]
+    ("*.*.accuracy_log_probability = 0", False), ("*.*.accuracy_log_probability = 100", False), ("*.*.accuracy_log_probability = 100.5", True),
+    # durations: signed 64-bit nanoseconds, twice the minimum duration generated
+    (f"*.*.min_duration = {MAX_DURATION_MS}", False), (f"*.*.min_duration = {MAX_DURATION_MS + 1}", True),
+    (f"*.*.max_duration = {MAX_DURATION_MS + 1}", True), ("*.*.min_duration = 0", False),
+    # an expected latency: at least 1 ns, at most the longest duration
+    ("*.SingleStream.target_latency = 0", True), ("*.SingleStream.target_latency = 0.000001", False),
+    ("*.SingleStream.target_latency = 0.0000009", True), (f"*.SingleStream.target_latency = {MAX_DURATION_MS}", False),
+    (f"*.SingleStream.target_latency = {MAX_DURATION_MS + 1}", True), ("*.*.target_latency = 0", True),  # * includes SingleStream
+    ("ssd.ConstantStream.target_latency = 0", False),  # 0: use target_qps
+    (f"ssd.ConstantStream.target_latency = {MAX_DURATION_MS + 1}", True),
+    # queries per second: above 0, at most one per ns
+    ("ssd.ConstantStream.target_qps = 0", True), ("ssd.ConstantStream.target_qps = 0.001", False),
+    ("ssd.ConstantStream.target_qps = 1000000000", False), ("ssd.ConstantStream.target_qps = 1000000001", True),
+    ("ssd.Offline.target_qps = 0", True),
+    # switches: 0 or 1 (LoadGen reads 2 as off for some keys and on for others)
+    ("*.*.test05 = 1", False), ("*.*.test05 = 2", True), ("*.ConstantStream.constant_gen = 2", True),
+    # LoadGen's int and counts
+    (f"*.ConstantStream.max_async_queries = {2**31 - 1}", False), (f"*.ConstantStream.max_async_queries = {2**31}", True),
+    ("*.MultiStream.samples_per_query = 0", True), ("*.MultiStream.samples_per_query = 1", False),
+    (f"*.*.min_query_count = {2**64 - 1}", False), (f"*.*.min_query_count = {2**64}", True),
+])
+def test_every_setting_is_held_to_the_range_its_meaning_allows(tmp_path: Path, line: str, refused: bool):
+    _boundary(tmp_path, line, refused)
+
+
+@pytest.mark.parametrize(("user_conf", "refused"), [
+    ("*.SingleStream.min_duration = 0\nssd.SingleStream.min_query_count = 100000000", False),
+    ("*.SingleStream.min_duration = 0\nssd.SingleStream.min_query_count = 100000001", True),
+    ("ssd.SingleStream.target_latency = 0.012", False),  # 2 x 600 s at 83,333 queries/s: 1e8
+    ("ssd.SingleStream.target_latency = 0.0119", True),
+    ("ssd.ConstantStream.target_qps = 166666", False),  # 600 s x 166,666 queries/s: < 1e8
+    ("ssd.ConstantStream.target_qps = 166667", True),
+])
+def test_a_run_loadgen_cannot_hold_in_memory_is_refused(tmp_path: Path, user_conf: str, refused: bool, monkeypatch):
+    """LoadGen generates every query up front: min_query_count, or (multiplier x min duration x rate)."""
+    scenario = "ConstantStream" if "ConstantStream" in user_conf else "SingleStream"
+    conf = ConfFiles(user_conf=write(tmp_path, user_conf + "\n", "user.conf"))
+    if scenario not in served_scenarios():
+        monkeypatch.setattr(ssd.loadgen, "lg", loadgen_build(automotive=True))
+    if refused:
+        with pytest.raises(LoadgenError, match=r"generates 100,\d{3},\d{3} queries before the first is issued"):
+            LoadgenSettings(scenario=scenario, conf=conf)
+    else:
+        LoadgenSettings(scenario=scenario, conf=conf)
+    LoadgenSettings(scenario=scenario, conf=conf, accuracy=True)  # an accuracy run generates one query per sample
+
+
+@pytest.mark.parametrize(("seconds", "refused"), [
+    (0.0, False), (-0.001, True), (MAX_DURATION_MS / 1000, False), (MAX_DURATION_MS / 1000 * 1.001, True),
+    (float("nan"), True), (float("inf"), True),
+])
+def test_the_trial_durations_are_held_to_the_same_range(seconds: float, refused: bool):
+    if refused:
+        with pytest.raises(ValueError, match="must be from 0 to"):
+            check_seconds(seconds)
+        with pytest.raises(LoadgenError, match="the minimum duration: must be from 0 to"):
+            LoadgenSettings(min_duration_s=seconds, min_query_count=1)
+    else:
+        check_seconds(seconds)
+        LoadgenSettings(min_duration_s=seconds, min_query_count=1, accuracy=True)  # an accuracy run generates no more

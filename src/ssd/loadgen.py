@@ -32,7 +32,7 @@ from ssd.evaluation import EvalResult, detections_to_coco
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.evaluation import score_detections
 from ssd.inference import Detector
-from ssd.loadgen_conf import MODEL_NAME, ConfFiles, LoadgenConfError, apply_settings
+from ssd.loadgen_conf import MAX_GENERATED_QUERIES, MODEL_NAME, UINT64_MAX, ConfFiles, LoadgenConfError, apply_settings, check_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -94,13 +94,52 @@ class LoadgenSettings:
                 raise LoadgenError(f"ConstantStream is not in {_installed_loadgen()}; it needs {AUTOMOTIVE_LOADGEN}")
             raise LoadgenError(f"scenario {self.scenario!r} is not served (available: {', '.join(served)})")
         if self.count is not None and self.count < 1:
-            raise LoadgenError("--count must be at least 1")
+            raise LoadgenError("the sample count must be at least 1")
         if self.performance_sample_count is not None and self.performance_sample_count < 1:
-            raise LoadgenError("--performance-sample-count must be at least 1")
-        if self.min_duration_s is not None and self.min_duration_s < 0:
-            raise LoadgenError("the minimum duration must not be negative")
-        if self.min_query_count is not None and self.min_query_count < 1:
-            raise LoadgenError("--min-query-count must be at least 1")
+            raise LoadgenError("the performance sample count must be at least 1")
+        if self.min_duration_s is not None:
+            try:
+                check_seconds(self.min_duration_s)
+            except ValueError as exc:
+                raise LoadgenError(f"the minimum duration: {exc}") from None
+        if self.min_query_count is not None and not 1 <= self.min_query_count <= UINT64_MAX:
+            raise LoadgenError(f"the minimum query count must be from 1 to 2^64 - 1, got {self.min_query_count}")
+        self.test_settings()  # the files' values and the overrides together, checked before any model loads
+
+    def test_settings(self) -> lg.TestSettings:
+        """LoadGen's settings for this run (performance sample count as the files give it), checked:
+        raises :class:`LoadgenError` for a run LoadGen cannot hold."""
+        test = lg.TestSettings()
+        test.scenario = getattr(lg.TestScenario, self.scenario)
+        try:
+            apply_settings(test, self.conf.settings(self.model_name, self.scenario))
+        except LoadgenConfError as exc:
+            raise LoadgenError(f"{exc}; {AUTOMOTIVE_LOADGEN}") from exc
+        test.mode = lg.TestMode.AccuracyOnly if self.accuracy else lg.TestMode.PerformanceOnly
+        if self.min_duration_s is not None:
+            test.min_duration_ms = int(round(self.min_duration_s * 1000))
+        if self.min_query_count is not None:
+            test.min_query_count = self.min_query_count
+        if not self.accuracy:  # an accuracy run generates one query per sample
+            _check_generated_queries(test, self.scenario)
+        return test
+
+
+def _check_generated_queries(test: lg.TestSettings, scenario: str) -> None:
+    """LoadGen generates a performance run's queries before it issues the first: refuse a run whose
+    queries would not fit in memory (see :data:`ssd.loadgen_conf.MAX_GENERATED_QUERIES`)."""
+    if scenario == "ConstantStream":
+        latency_ns, multiplier = test.server_target_latency_ns, 1
+        qps = 1e9 / latency_ns if latency_ns > 0 else test.server_target_qps
+    else:
+        qps, multiplier = 1e9 / max(test.single_stream_expected_latency_ns, 1), 2
+    generated = max(test.min_query_count, multiplier * test.min_duration_ms / 1000 * qps)
+    if generated > MAX_GENERATED_QUERIES:
+        raise LoadgenError(
+            f"a performance run under these settings generates {int(generated):,} queries before the first is issued "
+            f"(min_query_count {test.min_query_count}, {multiplier} x min_duration {test.min_duration_ms / 1000:g} s at "
+            f"{qps:g} queries/s), more than the {MAX_GENERATED_QUERIES:,} LoadGen can be given here; lower them"
+        )
 
 
 @dataclass(frozen=True)
@@ -180,18 +219,8 @@ class DetectorSUT:
 
 def _test_settings(settings: LoadgenSettings, count: int) -> tuple[lg.TestSettings, int]:
     """LoadGen's settings for a run over ``count`` samples, and its performance sample count."""
-    test = lg.TestSettings()
-    test.scenario = getattr(lg.TestScenario, settings.scenario)
+    test = settings.test_settings()
     values = settings.conf.settings(settings.model_name, settings.scenario)
-    try:
-        apply_settings(test, values)
-    except LoadgenConfError as exc:
-        raise LoadgenError(f"{exc}; {AUTOMOTIVE_LOADGEN}") from exc
-    test.mode = lg.TestMode.AccuracyOnly if settings.accuracy else lg.TestMode.PerformanceOnly
-    if settings.min_duration_s is not None:
-        test.min_duration_ms = int(round(settings.min_duration_s * 1000))
-    if settings.min_query_count is not None:
-        test.min_query_count = settings.min_query_count
     wanted = settings.performance_sample_count or values.get("performance_sample_count_override") or count
     performance_samples = min(count, wanted)
     test.performance_sample_count_override = performance_samples

@@ -51,16 +51,23 @@ def run(args: argparse.Namespace) -> int:
     from ssd.checkpoint import check_dataset_fits
     from ssd.data.kinds import dataset_kind
     from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, score_accuracy_log
-    from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, MODEL_NAME, ConfFiles
+    from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, check_seconds
     from ssd.decoding import DecodeSettings
 
-    if args.batch_size < 1:
-        raise SSDError("--batch-size must be at least 1")
+    for flag, value in (("--batch-size", args.batch_size), ("--count", args.count), ("--performance-sample-count", args.performance_sample_count),
+                        ("--min-query-count", args.min_query_count)):
+        if value is not None and value < 1:
+            raise SSDError(f"{flag} must be at least 1, got {value}")
+    for flag, seconds in (("--time", args.time), ("--min-duration", args.min_duration)):
+        if seconds is not None:
+            try:
+                check_seconds(seconds)
+            except ValueError as exc:
+                raise SSDError(f"{flag} {exc}") from None
     if args.time is not None and (args.min_duration is not None or args.min_query_count is not None):
         raise SSDError("--time sets the minimum duration and query count: give it alone, or --min-duration / --min-query-count")
     conf = ConfFiles(args.mlperf_conf or DEFAULT_MLPERF_CONF, args.user_conf)
-    conf.settings(MODEL_NAME, args.scenario)  # a bad settings file is reported before the model loads
-    settings = LoadgenSettings(
+    settings = LoadgenSettings(  # the settings files and these flags, checked before the model loads
         scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
         min_duration_s=args.time if args.time is not None else args.min_duration,
         min_query_count=1 if args.time is not None else args.min_query_count, conf=conf,
