@@ -44,6 +44,8 @@ AUTOMOTIVE_LOADGEN = (
 ACCURACY_LOG = "mlperf_log_accuracy.json"
 SUMMARY_LOG = "mlperf_log_summary.txt"
 ACCURACY_TXT = "accuracy.txt"
+DETAIL_LOG = "mlperf_log_detail.txt"
+AUDIT_CONFIG = "audit.config"  # the file LoadGen applies on its own when it is in the working directory
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
 NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
 
@@ -217,6 +219,11 @@ class DetectorSUT:
         """Nothing is queued: every query completes within :meth:`issue_queries`."""
 
 
+def samples_of(settings: LoadgenSettings, dataset: DetectionDataset) -> int:
+    """The QSL's size: the first ``settings.count`` samples of the dataset (all when None)."""
+    return len(dataset) if settings.count is None else min(settings.count, len(dataset))
+
+
 def _test_settings(settings: LoadgenSettings, count: int) -> tuple[lg.TestSettings, int]:
     """LoadGen's settings for a run over ``count`` samples, and its performance sample count."""
     test = settings.test_settings()
@@ -238,9 +245,18 @@ def read_summary(path: Path) -> dict[str, str]:
     return summary
 
 
-def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: LoadgenSettings, output_dir: str | Path) -> LoadgenRun:
-    """Run one LoadGen test of ``detector`` on ``dataset``, writing LoadGen's logs to ``output_dir``."""
-    count = len(dataset) if settings.count is None else min(settings.count, len(dataset))
+def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: LoadgenSettings, output_dir: str | Path,
+                audit_config: Path | None = None) -> LoadgenRun:
+    """Run one LoadGen test of ``detector`` on ``dataset``, writing LoadGen's logs to ``output_dir``.
+
+    ``audit_config``: a compliance test's ``audit.config`` for LoadGen to apply (see
+    :mod:`ssd.compliance`). Without one LoadGen is given none, and an ``audit.config`` in the working
+    directory, which LoadGen would otherwise apply on its own, is refused.
+    """
+    if audit_config is None and (Path.cwd() / AUDIT_CONFIG).exists():
+        raise LoadgenError(f"{Path.cwd() / AUDIT_CONFIG}: LoadGen would override this run's settings with it (a compliance test's file); "
+                           "remove it, or run the compliance test with `ssd loadgen --audit`")
+    count = samples_of(settings, dataset)
     test, performance_samples = _test_settings(settings, count)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
@@ -255,7 +271,7 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     qsl_handle = lg.ConstructQSL(count, performance_samples, sut.load_samples, sut.unload_samples)
     try:
         logger.info("LoadGen %s, %s mode, %d samples", settings.scenario, "accuracy" if settings.accuracy else "performance", count)
-        lg.StartTestWithLogSettings(sut_handle, qsl_handle, test, log_settings)
+        lg.StartTestWithLogSettings(sut_handle, qsl_handle, test, log_settings, str(audit_config) if audit_config else "")
     finally:
         lg.DestroyQSL(qsl_handle)
         lg.DestroySUT(sut_handle)
@@ -265,25 +281,35 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     return LoadgenRun(output, count, read_summary(output / SUMMARY_LOG))
 
 
+def accuracy_log_entries(path: str | Path) -> list[tuple[int, bytes]]:
+    """Every ``(sample index, response bytes)`` of ``mlperf_log_accuracy.json``, in the log's order
+    (a sample LoadGen logged twice appears twice)."""
+    path = Path(path)
+    try:
+        entries = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise LoadgenError(f"accuracy log not found: {path}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise LoadgenError(f"{path}: not a LoadGen accuracy log: {exc}") from exc
+    if not isinstance(entries, list):
+        raise LoadgenError(f"{path}: not a LoadGen accuracy log: expected a list of entries, got {type(entries).__name__}")
+    decoded = []
+    for entry in entries:
+        try:
+            decoded.append((int(entry["qsl_idx"]), bytes.fromhex(entry["data"])))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise LoadgenError(f"{path}: malformed entry {entry!r}") from exc
+    return decoded
+
+
 def read_accuracy_log(path: str | Path) -> dict[int, np.ndarray]:
     """Sample index -> detection rows ``[K, 6]`` float32 from ``mlperf_log_accuracy.json``.
 
     LoadGen may log a sample more than once; its first entry counts (the MLPerf scorer de-duplicates
     the same way).
     """
-    path = Path(path)
-    try:
-        entries = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise LoadgenError(f"accuracy log not found: {path}") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise LoadgenError(f"{path}: not a LoadGen accuracy log: {exc}") from exc
     rows: dict[int, np.ndarray] = {}
-    for entry in entries:
-        try:
-            index, data = int(entry["qsl_idx"]), bytes.fromhex(entry["data"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise LoadgenError(f"{path}: malformed entry {entry!r}") from exc
+    for index, data in accuracy_log_entries(path):
         if len(data) % (4 * ROW_WIDTH):
             raise LoadgenError(f"{path}: sample {index}: {len(data)} bytes is not a whole number of [x1, y1, x2, y2, label, score] rows")
         rows.setdefault(index, np.frombuffer(data, dtype=np.float32).reshape(-1, ROW_WIDTH))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
+from typing import Any
 
 from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
@@ -29,6 +30,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--file-list", type=Path, help="Cognata: CSV of image paths (e.g. MLPerf's val_set.csv) instead of the split")
     parser.add_argument("--scenario", default="SingleStream", help="SingleStream, or ConstantStream where the installed LoadGen has it")
     parser.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score the accuracy log")
+    parser.add_argument("--audit", choices=("TEST01",), help="run MLPerf's compliance test TEST01 (performance mode with sampled "
+                        "responses) and verify it against --accuracy-run and --performance-run")
+    parser.add_argument("--accuracy-run", type=Path, help="--audit: the --output-dir of this model's accuracy run")
+    parser.add_argument("--performance-run", type=Path, help="--audit: the --output-dir of this model's performance run")
     parser.add_argument("--count", type=int, help="samples: the first N images of the split (default all)")
     parser.add_argument("--performance-sample-count", type=int, help="samples kept in memory in performance mode (default: the settings', 128)")
     parser.add_argument("--mlperf-conf", type=Path, help="LoadGen mlperf.conf with the benchmark's rules (default: MLPerf Automotive's, shipped)")
@@ -50,7 +55,9 @@ def run(args: argparse.Namespace) -> int:
 
     from ssd.checkpoint import check_dataset_fits
     from ssd.data.kinds import dataset_kind
-    from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, score_accuracy_log
+    from ssd.atomic_file import write_atomically
+    from ssd.compliance import audit_config_file, check_audited_runs, verify_audit
+    from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, samples_of, score_accuracy_log
     from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, check_seconds
     from ssd.decoding import DecodeSettings
 
@@ -72,12 +79,24 @@ def run(args: argparse.Namespace) -> int:
         min_duration_s=args.time if args.time is not None else args.min_duration,
         min_query_count=1 if args.time is not None else args.min_query_count, conf=conf,
     )
-    detector = build_detector(args, asdict(DecodeSettings.mlperf()))  # 500 detections, score > 0.05, NMS 0.5
+    if args.audit is not None and (args.accuracy or args.accuracy_run is None or args.performance_run is None):
+        raise SSDError("--audit TEST01 is a performance run checked against --accuracy-run DIR and --performance-run DIR (not --accuracy)")
+    if args.audit is None and (args.accuracy_run is not None or args.performance_run is not None):
+        raise SSDError("--accuracy-run and --performance-run are the runs --audit TEST01 checks; give --audit")
+    decode = asdict(DecodeSettings.mlperf())  # 500 detections, score > 0.05, NMS 0.5
+    detector = build_detector(args, decode)
     dataset = dataset_kind(args.dataset).build(
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
-    result = run_loadgen(detector, dataset, settings, args.output_dir)
+    record = run_record(args, detector, decode, settings, samples_of(settings, dataset))
+    if args.audit is None:
+        result = run_loadgen(detector, dataset, settings, args.output_dir)
+    else:
+        check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
+        with audit_config_file(args.audit) as audit_config:
+            result = run_loadgen(detector, dataset, settings, args.output_dir, audit_config)
+    record.write(result.output_dir)
     result_key = next((key for key in result.summary if key.endswith("th percentile latency (ns)")), None)
     for key in SUMMARY_KEYS:
         key = result_key if key == "{result}" else key
@@ -87,6 +106,54 @@ def run(args: argparse.Namespace) -> int:
     if args.accuracy:
         scored, samples = score_accuracy_log(result.accuracy_log, dataset)
         report = accuracy_report(scored, samples, result.accuracy_log)
-        (result.output_dir / ACCURACY_TXT).write_text(report)
+        write_atomically(result.output_dir / ACCURACY_TXT, report.encode())
         print(report, end="")
+    if args.audit is not None:
+        verdict = verify_audit(args.audit, args.accuracy_run, args.performance_run, result.output_dir)
+        print(verdict.summary(), end="")
+        return 0 if verdict.passed else 1
     return 0
+
+
+def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], settings: Any, samples: int) -> Any:
+    """What this run runs, for ``ssd_run.json`` (:mod:`ssd.run_record`)."""
+    from ssd.run_record import RunRecord, file_digest, text_digest
+
+    weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
+    engine = {"ssd.openvino_network": "openvino", "ssd.onnx_export": "onnxruntime"}.get(type(detector.network).__module__, "torch")
+    config_text = detector.config.source.read_text(encoding="utf-8")
+    model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": args.precision,
+             "weights": "int8" if detector.metadata.get("precision") == "int8" else args.precision}
+    if detector.device.type == "cuda":
+        import torch
+
+        model["device_name"] = torch.cuda.get_device_name(detector.device)
+    return RunRecord(
+        mode=args.audit or ("accuracy" if args.accuracy else "performance"),
+        scenario=args.scenario,
+        model=model,
+        config={"name": detector.config.name, "sha256": text_digest(config_text)},
+        decode=decode,
+        dataset={"kind": args.dataset, "path": str(Path(args.data_path).resolve()), "split": args.split, "samples": samples,
+                 "file_list_sha256": None if args.file_list is None else file_digest(args.file_list)},
+        mlperf_conf=settings.conf.mlperf_conf.read_text(encoding="utf-8"),
+        user_conf=None if settings.conf.user_conf is None else settings.conf.user_conf.read_text(encoding="utf-8"),
+        overrides={"min_duration_s": settings.min_duration_s, "min_query_count": settings.min_query_count,
+                   "performance_sample_count": settings.performance_sample_count},
+        device=str(detector.device), batch_size=args.batch_size,
+        command=["ssd", *args.argv],
+        software=_versions("ssd", "torch", "mlcommons-loadgen", *({"openvino": ["openvino"], "onnxruntime": ["onnxruntime"]}.get(engine, []))),
+    )
+
+
+def _versions(*packages: str) -> dict[str, str]:
+    """The installed versions of ``packages`` (those installed)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    found = {}
+    for package in packages:
+        try:
+            found[package] = version(package)
+        except PackageNotFoundError:
+            pass
+    return found

@@ -15,7 +15,7 @@ import logging
 import sys
 
 # sub-command modules under ssd.cli, in the order `ssd --help` lists them
-COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "summary", "data")
+COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "submission", "summary", "data")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,7 +49,9 @@ def configure_logging(verbose: bool = False) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # the command line as given, for the records a command keeps of its runs
     configure_logging(args.verbose)
     return run_command(args)
 

@@ -1,0 +1,249 @@
+"""MLPerf's compliance test TEST01 (``ssd loadgen --audit``) and the submission tree (``ssd submission``)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+
+from ssd.cli.main import main
+from ssd.compliance import AUDIT_FOUND, ComplianceError, audit_verdict, verify_performance
+from ssd.inference import Detector
+from ssd.loadgen import ACCURACY_LOG, SUMMARY_LOG
+from ssd.run_record import RECORD_NAME, RunRecordError
+from ssd.submission import SubmissionError
+
+QUERIES = 64  # early stopping's minimum for the 90th percentile
+QUERY_SECONDS = 0.15  # every query takes this long (the tiny network: ~0.07 s), so the two timed runs compare within 1 %
+USER_CONF = "ssd.SingleStream.target_latency_percentile = 90\n"  # a 90th-percentile run is VALID after 64 queries
+
+
+@dataclass
+class Runs:
+    accuracy: Path
+    performance: Path
+    audit: Path
+    cwd: Path
+    printed: str
+    status: int
+
+
+def loadgen(files: TinyFiles, user_conf: Path, output: Path, *flags: str) -> int:
+    return main(["loadgen", "--config", str(files.config), "--pretrained-model", str(files.checkpoint), "--data-path", str(files.data),
+                 "--device", "cpu", "--count", "4", "--user-conf", str(user_conf), "--output-dir", str(output), *flags])
+
+
+@pytest.fixture(scope="module")
+def runs(tiny_files: TinyFiles, tmp_path_factory) -> Runs:
+    """An accuracy run, a performance run and the TEST01 run that audits them, from a working folder of their own.
+
+    The SUT answers every query after QUERY_SECONDS (its detections are the network's): the test is of
+    the comparison, and a timed comparison on a shared machine would otherwise fail by chance."""
+    folder = tmp_path_factory.mktemp("runs")
+    user_conf = folder / "user.conf"
+    user_conf.write_text(USER_CONF)
+    detect = Detector.detect
+
+    def steady_detect(self, *args, **kwargs):
+        start = time.perf_counter()
+        results = detect(self, *args, **kwargs)
+        time.sleep(max(0.0, QUERY_SECONDS - (time.perf_counter() - start)))
+        return results
+
+    timed = ["--min-duration", "0", "--min-query-count", str(QUERIES)]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(folder)
+        patch.setattr(Detector, "detect", steady_detect)
+        assert loadgen(tiny_files, user_conf, folder / "accuracy", "--accuracy") == 0
+        assert loadgen(tiny_files, user_conf, folder / "performance", *timed) == 0
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(printed):
+            status = loadgen(tiny_files, user_conf, folder / "audit", *timed, "--audit", "TEST01", "--accuracy-run",
+                             str(folder / "accuracy"), "--performance-run", str(folder / "performance"))
+    return Runs(folder / "accuracy", folder / "performance", folder / "audit", folder, printed.getvalue(), status)
+
+
+def test_test01_passes_on_an_honest_run(runs: Runs):
+    assert runs.status == 0, runs.printed
+    lines = runs.printed.splitlines()
+    assert lines[-1] == "TEST01: PASS"
+    assert re.fullmatch(r"TEST01 accuracy: PASS: \d+ sampled responses equal the accuracy run's", lines[-3])
+    assert lines[-2].startswith("TEST01 performance: PASS: the 90.0th percentile estimate is ")
+    assert (runs.audit / "verify_accuracy.txt").read_text().endswith("TEST PASS\n")
+    assert (runs.audit / "verify_performance.txt").read_text().endswith("TEST PASS\n")
+    assert AUDIT_FOUND in (runs.audit / "mlperf_log_detail.txt").read_text()  # LoadGen read the audit.config
+    assert "Mode     : PerformanceOnly" in (runs.audit / SUMMARY_LOG).read_text()
+    assert json.loads((runs.audit / ACCURACY_LOG).read_text())  # responses sampled in performance mode
+    assert not list(runs.cwd.rglob("audit.config"))  # never left behind, in the working folder or anywhere else
+    assert {json.loads((folder / RECORD_NAME).read_text())["mode"] for folder in (runs.accuracy, runs.performance, runs.audit)} == {
+        "accuracy", "performance", "TEST01"}
+
+
+def _altered(audit: Path, target: Path) -> Path:
+    """A copy of the audit run whose first sampled response has one byte changed."""
+    shutil.copytree(audit, target)
+    entries = json.loads((target / ACCURACY_LOG).read_text())
+    data = bytearray(bytes.fromhex(entries[0]["data"]))
+    data[-1] ^= 1  # the last byte of the last detection's score
+    entries[0]["data"] = data.hex().upper()
+    (target / ACCURACY_LOG).write_text(json.dumps(entries))
+    return target
+
+
+def test_test01_fails_when_the_performance_mode_results_are_altered(runs: Runs, tmp_path: Path, capsys):
+    altered = _altered(runs.audit, tmp_path / "altered")
+    verdict = audit_verdict("TEST01", runs.accuracy, runs.performance, altered)
+    assert not verdict.passed and not verdict.accuracy.passed and verdict.performance.passed
+    assert verdict.accuracy.reason.startswith("1 of ") and "sampled responses differ from the accuracy run's" in verdict.accuracy.reason
+    assert "TEST FAIL" in verdict.accuracy.report and "num_perf_log_data_mismatch = 1" in verdict.accuracy.report
+    argv = ["submission", "--system", "tiny-cpu", "--submitter", "ACME", "--accuracy-run", str(runs.accuracy),
+            "--performance-run", str(runs.performance), "--audit-run", str(altered), "--out", str(tmp_path / "tree")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "TEST01 does not pass against these runs" in err[0] and "differ" in err[0]
+    assert not (tmp_path / "tree").exists()
+
+
+def test_the_submission_tree(runs: Runs, tmp_path: Path, capsys):
+    tree = tmp_path / "submission"
+    system_json = tmp_path / "system.json"
+    system_json.write_text(json.dumps({"system_type": "automotive", "cooling": "air"}))
+    argv = ["submission", "--system", "tiny-cpu", "--submitter", "ACME", "--system-json", str(system_json), "--accuracy-run",
+            str(runs.accuracy), "--performance-run", str(runs.performance), "--audit-run", str(runs.audit), "--out", str(tree)]
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert f"submission tree in {tree}" in printed and "fill in by hand in systems/tiny-cpu.json: " in printed
+    files = sorted(str(p.relative_to(tree)) for p in tree.rglob("*") if p.is_file())
+    branch = "tiny-cpu/ssd/SingleStream"
+    logs = ["mlperf_log_accuracy.json", "mlperf_log_detail.txt", "mlperf_log_summary.txt"]
+    assert files == sorted([
+        *(f"results/{branch}/accuracy/{name}" for name in [*logs, "accuracy.txt"]),
+        *(f"results/{branch}/performance/run_1/{name}" for name in logs),
+        f"compliance/{branch}/TEST01/verify_accuracy.txt", f"compliance/{branch}/TEST01/verify_performance.txt",
+        f"compliance/{branch}/TEST01/accuracy/mlperf_log_accuracy.json",
+        f"compliance/{branch}/TEST01/performance/run_1/mlperf_log_summary.txt",
+        f"compliance/{branch}/TEST01/performance/run_1/mlperf_log_detail.txt",
+        *(f"measurements/{branch}/{name}" for name in ("mlperf.conf", "user.conf", "README.md", "tiny-cpu_ssd_SingleStream.json")),
+        "systems/tiny-cpu.json",
+    ])
+    assert (tree / f"results/{branch}/accuracy/accuracy.txt").read_bytes() == (runs.accuracy / "accuracy.txt").read_bytes()
+    assert (tree / f"results/{branch}/performance/run_1/{SUMMARY_LOG}").read_bytes() == (runs.performance / SUMMARY_LOG).read_bytes()
+    assert (tree / f"compliance/{branch}/TEST01/accuracy/{ACCURACY_LOG}").read_bytes() == (runs.audit / ACCURACY_LOG).read_bytes()
+    assert (tree / f"compliance/{branch}/TEST01/verify_accuracy.txt").read_text().endswith("TEST PASS\n")
+    user_conf = (tree / f"measurements/{branch}/user.conf").read_text()
+    assert user_conf.startswith(USER_CONF) and f"ssd.SingleStream.min_query_count = {QUERIES}\n" in user_conf
+    assert "ssd.SingleStream.min_duration = 0\n" in user_conf  # the trial flags the runs ran under, as the lines they stand for
+    from ssd.loadgen_conf import DEFAULT_MLPERF_CONF
+
+    assert (tree / f"measurements/{branch}/mlperf.conf").read_text() == DEFAULT_MLPERF_CONF.read_text()
+    readme = (tree / f"measurements/{branch}/README.md").read_text()
+    assert readme.count("ssd loadgen --config") == 3 and "--audit TEST01" in readme
+    measurements = json.loads((tree / f"measurements/{branch}/tiny-cpu_ssd_SingleStream.json").read_text())
+    assert measurements["starting_weights_filename"] == "tiny.pth" and measurements["weight_data_types"] == "fp32"
+    system = json.loads((tree / "systems/tiny-cpu.json").read_text())
+    assert (system["submitter"], system["division"], system["system_name"], system["system_type"], system["cooling"]) == (
+        "ACME", "closed", "tiny-cpu", "automotive", "air")
+    assert system["host_processor_core_count"] > 0 and system["framework"].startswith("PyTorch ") and system["accelerators_per_node"] == 0
+    assert main(argv) == 2  # never written over
+    assert "already exists; a submission tree is written only into a new folder" in capsys.readouterr().err
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no partial tree left beside it
+
+
+def _edited_record(run: Path, target: Path, **changes) -> Path:
+    shutil.copytree(run, target)
+    record = json.loads((target / RECORD_NAME).read_text())
+    for key, value in changes.items():
+        record[key] = {**record[key], **value} if isinstance(value, dict) else value
+    (target / RECORD_NAME).write_text(json.dumps(record))
+    return target
+
+
+@pytest.mark.parametrize(("which", "changes", "message"), [
+    ("performance", {"model": {"sha256": "0" * 64}}, "the performance run is not of the same model and settings as the accuracy run .*model"),
+    ("performance", {"user_conf": "ssd.SingleStream.target_latency_percentile = 99.9\n"}, "user_conf"),
+    ("accuracy", {"config": {"sha256": "1" * 64}}, "config"),
+    ("accuracy", {"dataset": {"samples": 3}}, "dataset"),
+    ("audit", {"batch_size": 2}, "the TEST01 run is not of the same model and settings as the performance run .*batch_size"),
+    ("performance", {"mode": "accuracy"}, "a accuracy run, not the performance run"),
+])
+def test_logs_of_another_model_config_or_settings_are_never_laid_out(runs: Runs, tmp_path: Path, which: str, changes: dict, message: str):
+    folders = {"accuracy": runs.accuracy, "performance": runs.performance, "audit": runs.audit}
+    folders[which] = _edited_record(folders[which], tmp_path / which, **changes)
+    from ssd.submission import SystemDescription, lay_out_submission
+
+    with pytest.raises((RunRecordError, SubmissionError, ComplianceError), match=message):
+        lay_out_submission(SystemDescription("tiny-cpu", "ACME"), folders["accuracy"], folders["performance"], folders["audit"], tmp_path / "tree")
+    assert not (tmp_path / "tree").exists()
+
+
+def test_an_audit_of_runs_of_another_model_is_refused_before_it_runs(runs: Runs, tiny_files: TinyFiles, tmp_path: Path, capsys):
+    other = _edited_record(runs.performance, tmp_path / "performance", model={"sha256": "0" * 64})
+    user_conf = tmp_path / "user.conf"
+    user_conf.write_text(USER_CONF)
+    flags = ["--min-duration", "0", "--min-query-count", str(QUERIES), "--audit", "TEST01", "--accuracy-run", str(runs.accuracy)]
+    assert loadgen(tiny_files, user_conf, tmp_path / "audit", *flags, "--performance-run", str(other)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "is not of the same model and settings" in err[0]
+    assert not (tmp_path / "audit").exists()
+    no_record = tmp_path / "bare"
+    no_record.mkdir()
+    assert loadgen(tiny_files, user_conf, tmp_path / "audit", *flags, "--performance-run", str(no_record)) == 2
+    assert f"{no_record}: no {RECORD_NAME}: not the output folder of an `ssd loadgen` run" in capsys.readouterr().err
+    assert loadgen(tiny_files, user_conf, tmp_path / "audit", "--audit", "TEST01") == 2
+    assert "checked against --accuracy-run DIR and --performance-run DIR" in capsys.readouterr().err
+
+
+def test_an_audit_config_in_the_working_folder_is_refused(tiny_files: TinyFiles, tmp_path: Path, monkeypatch, capsys):
+    """LoadGen would apply it to the run on its own: a compliance test left behind, running silently."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "audit.config").write_text("*.*.mode = 2\n")
+    user_conf = tmp_path / "user.conf"
+    user_conf.write_text(USER_CONF)
+    assert loadgen(tiny_files, user_conf, tmp_path / "out", "--accuracy") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "audit.config: LoadGen would override this run's settings with it" in err[0]
+
+
+def _summary_with(summary: str, estimate: int | None = None, result: str | None = None, percentile: str | None = None) -> str:
+    lines = []
+    for line in summary.splitlines():
+        if estimate is not None and "Early stopping 90.0th percentile estimate" in line:
+            line = f" * Early stopping 90.0th percentile estimate: {estimate}"
+        if percentile is not None:
+            line = line.replace("Early stopping 90.0th", f"Early stopping {percentile}")
+        if result is not None and line.startswith("Result is"):
+            line = f"Result is : {result}"
+        lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+@pytest.mark.parametrize(("reference", "test", "passed"), [
+    (10_000_000, 10_999_999, True), (10_000_000, 11_000_000, False),  # within 10 %, exclusive
+    (10_000_000, 9_000_001, True), (10_000_000, 9_000_000, False),
+    (200_000, 239_999, True), (200_000, 240_000, False),  # 20 % at or below 200,000 ns
+    (200_001, 239_999, False),
+])
+def test_the_performance_check_at_its_bounds(runs: Runs, tmp_path: Path, reference: int, test: int, passed: bool):
+    summary = (runs.performance / SUMMARY_LOG).read_text()
+    (tmp_path / "reference.txt").write_text(_summary_with(summary, reference))
+    (tmp_path / "test.txt").write_text(_summary_with(summary, test))
+    check = verify_performance(tmp_path / "reference.txt", tmp_path / "test.txt")
+    assert check.passed is passed and check.report.startswith(f"reference score = {reference}\ntest score = {test}\n")
+
+
+@pytest.mark.parametrize(("edit", "reason"), [
+    ({"result": "INVALID"}, "the audit run's result is INVALID, not VALID"),
+    ({"percentile": "50.0th"}, "no early-stopping estimate of the 90th or 99.9th percentile"),  # as verify_performance.py reads
+])
+def test_an_invalid_or_unreadable_audit_summary_fails(runs: Runs, tmp_path: Path, edit: dict, reason: str):
+    summary = (runs.performance / SUMMARY_LOG).read_text()
+    (tmp_path / "test.txt").write_text(_summary_with(summary, **edit))
+    check = verify_performance(runs.performance / SUMMARY_LOG, tmp_path / "test.txt")
+    assert not check.passed and reason in check.reason and check.report.endswith(f"TEST FAIL: {check.reason}\n")
