@@ -4,14 +4,13 @@ The seed's evaluate.py takes every train.py flag plus ``--full-eval``; the flags
 training (``--epochs``, ``--lr``, ...) are accepted here so a training command line can be reused,
 and have no effect on the evaluation.
 """
-import argparse
 import sys
 
 from ssd.cli import evaluate, train
-from ssd.cli.main import configure_logging, run_command
+from ssd.cli.main import CommandLineParser, configure_logging, run_command
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="evaluate.py", description=__doc__.splitlines()[0], conflict_handler="resolve")
+    parser = CommandLineParser(prog="evaluate.py", description=__doc__.splitlines()[0], conflict_handler="resolve")
     train.add_arguments(parser)
     evaluate.add_arguments(parser)  # replaces the shared flags train.py registered with evaluation's own
     parser.set_defaults(run=evaluate.run)

@@ -118,12 +118,9 @@ def test_settings_file_errors_are_one_line_before_any_work(tiny_files: TinyFiles
         (["--user-conf", str(bad)], "qsl_rng_seed may only be set in mlperf.conf"),
         (["--mlperf-conf", str(tmp_path / "none.conf")], "LoadGen settings file not found"),
         (["--time", "1", "--min-query-count", "3"], "--time sets the minimum duration"),
-        (["--time", "nan"], r"--time must be from 0 to 4.61e\+09 seconds, got nan"),
-        (["--time", "inf"], "--time must be from 0 to"),
-        (["--time", "-1"], "--time must be from 0 to"),
-        (["--min-duration", "1e30"], r"--min-duration must be from 0 to 4.61e\+09 seconds, got 1e\+30"),
-        (["--min-query-count", "0"], "--min-query-count must be at least 1, got 0"),
-        (["--count", "0"], "--count must be at least 1"),
+        (["--time", "nan"], "argument --time: a duration in seconds must be a finite number of at least 0, got nan"),
+        (["--min-duration", "1e30"], r"--min-duration must be from 0 to 4.61e\+09 seconds, got 1e\+30"),  # LoadGen's ceiling
+        (["--min-query-count", "0"], "argument --min-query-count: a count must be a whole number of at least 1, got 0"),
         (["--scenario", "SingleSteam"], "scenario 'SingleSteam' is not served"),
         (["--min-query-count", str(10**9)], "generates 1,000,000,000 queries before the first is issued"),
     ]:

@@ -127,7 +127,7 @@ def test_export_int8_bad_flags_are_one_error_each(tiny_files: TinyFiles, tmp_pat
     cases = [
         (base + ["--int8"], "--int8 needs calibration frames"),
         (base + data + ["--dynamic-batch"], "drop --dynamic-batch"),
-        (base + data + ["--count", "0"], "--count must be at least 1"),
+        (base + data + ["--count", "0"], "argument --count: a count must be a whole number of at least 1, got 0"),
         (base + data + ["--split", "nosuchsplit"], "nosuchsplit"),
     ]
     for argv, expected in cases:

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from ssd.cli.ranges import COUNT, IMAGE_SIDE, SEED
 from ssd.data.kinds import DATASET_KINDS, dataset_kind
 from ssd.errors import SSDError
 
@@ -18,21 +19,12 @@ FORMATS = tuple(DATASET_KINDS)
 
 
 def parse_size(text: str) -> tuple[int, int]:
-    """``"300x400"`` -> (300, 400), height first."""
-    try:
-        height, width = (int(v) for v in text.lower().split("x"))
-    except ValueError:
+    """``"300x400"`` -> (300, 400), height first, each an :data:`~ssd.cli.ranges.IMAGE_SIDE`."""
+    sides = text.lower().split("x")
+    if len(sides) != 2:
         raise argparse.ArgumentTypeError(f"expected HxW such as 300x300, got {text!r}")
-    if height <= 0 or width <= 0:
-        raise argparse.ArgumentTypeError(f"sizes must be positive, got {text!r}")
+    height, width = (IMAGE_SIDE(side) for side in sides)
     return height, width
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -42,9 +34,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     synth = actions.add_parser("synth", help="write a deterministic synthetic dataset in the real COCO or Cognata layout")
     synth.add_argument("--format", required=True, type=str.lower, choices=FORMATS, help="on-disk format")
     synth.add_argument("--out", required=True, type=Path, help="output folder (the dataset root)")
-    synth.add_argument("--images", type=positive_int, default=500, help="number of images (default 500)")
+    synth.add_argument("--images", type=COUNT, default=500, help="number of images (default 500)")
     synth.add_argument("--size", type=parse_size, default=(300, 300), help="image size HxW (default 300x300)")
-    synth.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    synth.add_argument("--seed", type=SEED, default=0, help="random seed (default 0)")
 
     stats = actions.add_parser("stats", help="images, objects per class and size, and every skipped file or object")
     stats.add_argument("--dataset", required=True, type=str.lower, choices=FORMATS, help="dataset format")

@@ -10,6 +10,8 @@ import argparse
 import logging
 from pathlib import Path
 
+from ssd.cli.ranges import COUNT
+
 CONFIG = "demo_ssdlite_160"
 IMAGE_SIZE = (160, 160)
 NUM_IMAGES = 1600  # every fifth held out for validation
@@ -21,7 +23,7 @@ DETECTION_THRESHOLD = 0.4  # for the annotated picture only; evaluation keeps th
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("demo", help="train and evaluate a small detector on built-in synthetic data")
     parser.add_argument("--output", type=Path, default=Path("demo_output"), help="data, checkpoints and pictures go here")
-    parser.add_argument("--epochs", type=int, default=EPOCHS)
+    parser.add_argument("--epochs", type=COUNT, default=EPOCHS)
     parser.set_defaults(run=run)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ssd.cli.ranges import CLASSES, COUNT, OPSET
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
 from ssd.errors import SSDError
 
@@ -16,9 +17,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--config", required=True, help="config name or path")
     parser.add_argument("--pretrained-model", "--pretrained_model", required=True, type=Path, help="checkpoint to export")
     parser.add_argument("--output", required=True, type=Path, help="ONNX file to write")
-    parser.add_argument("--opset", type=int, default=17, help="ONNX opset (default 17)")
+    parser.add_argument("--opset", type=OPSET, default=17, help="ONNX opset (default 17)")
     parser.add_argument("--dynamic-batch", action="store_true", help="leave the batch dimension free (default: batch 1)")
-    parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
+    parser.add_argument("--num-classes", "--num_classes", type=CLASSES, help="classes incl. background, when the checkpoint cannot tell")
     add_allow_other_config(parser)
     int8 = parser.add_argument_group("INT8 (post-training quantization; run the file with --backend openvino or onnxruntime)")
     int8.add_argument("--int8", action="store_true", help="write the INT8 model, calibrated on --data-path")
@@ -26,7 +27,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     int8.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
     int8.add_argument("--split", help="calibration split (default: calib for Cognata-preprocessed, else train)")
     int8.add_argument("--file-list", type=Path, help="Cognata: CSV of the calibration frames instead of the split")
-    int8.add_argument("--count", type=int, default=100, help="calibration frames, spread evenly over the split (default 100)")
+    int8.add_argument("--count", type=COUNT, default=100, help="calibration frames, spread evenly over the split (default 100)")
     parser.set_defaults(run=run)
 
 
@@ -43,8 +44,6 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError("--int8 needs calibration frames: --data-path DIR (and --dataset, --split or --file-list)")
     if args.int8 and args.dynamic_batch:
         raise SSDError("--int8 writes a batch-1 model: drop --dynamic-batch")
-    if args.count < 1:
-        raise SSDError("--count must be at least 1")
     config = load_config(args.config)
     model, checkpoint = load_model(args.pretrained_model, config, args.num_classes, allow_other_config=args.allow_other_config)
     class_names = class_names_for(checkpoint, model.num_classes)

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector
+from ssd.cli.ranges import CLASSES, COUNT, SECONDS
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
@@ -20,7 +21,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadgen", help="run MLPerf LoadGen (performance or accuracy) over a dataset split")
     parser.add_argument("--config", required=True, help="config name or path")
     parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
-    parser.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell")
+    parser.add_argument("--num-classes", "--num_classes", type=CLASSES, help="classes incl. background, when the checkpoint cannot tell")
     parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     parser.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
@@ -34,16 +35,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
                         "responses) and verify it against --accuracy-run and --performance-run")
     parser.add_argument("--accuracy-run", type=Path, help="--audit: the --output-dir of this model's accuracy run")
     parser.add_argument("--performance-run", type=Path, help="--audit: the --output-dir of this model's performance run")
-    parser.add_argument("--count", type=int, help="samples: the first N images of the split (default all)")
-    parser.add_argument("--performance-sample-count", type=int, help="samples kept in memory in performance mode (default: the settings', 128)")
+    parser.add_argument("--count", type=COUNT, help="samples: the first N images of the split (default all)")
+    parser.add_argument("--performance-sample-count", type=COUNT, help="samples kept in memory in performance mode (default: the settings', 128)")
     parser.add_argument("--mlperf-conf", type=Path, help="LoadGen mlperf.conf with the benchmark's rules (default: MLPerf Automotive's, shipped)")
     parser.add_argument("--user-conf", type=Path, help="LoadGen user.conf, read after --mlperf-conf")
-    parser.add_argument("--time", type=float, help="a trial run of about this many seconds (minimum duration, one query minimum)")
-    parser.add_argument("--min-duration", type=float, help="LoadGen minimum duration in seconds (default: the settings', 600)")
-    parser.add_argument("--min-query-count", type=int, help="LoadGen minimum number of queries (default: the settings', 6636)")
+    parser.add_argument("--time", type=SECONDS, help="a trial run of about this many seconds (minimum duration, one query minimum)")
+    parser.add_argument("--min-duration", type=SECONDS, help="LoadGen minimum duration in seconds (default: the settings', 600)")
+    parser.add_argument("--min-query-count", type=COUNT, help="LoadGen minimum number of queries (default: the settings', 6636)")
     parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
     parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
-    parser.add_argument("--batch-size", type=int, default=1, help="samples per forward pass when a query holds several (default 1)")
+    parser.add_argument("--batch-size", type=COUNT, default=1, help="samples per forward pass when a query holds several (default 1)")
     add_allow_other_config(parser)
     add_cudnn_benchmark(parser)
     parser.set_defaults(run=run)
@@ -61,10 +62,6 @@ def run(args: argparse.Namespace) -> int:
     from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, check_seconds
     from ssd.decoding import DecodeSettings
 
-    for flag, value in (("--batch-size", args.batch_size), ("--count", args.count), ("--performance-sample-count", args.performance_sample_count),
-                        ("--min-query-count", args.min_query_count)):
-        if value is not None and value < 1:
-            raise SSDError(f"{flag} must be at least 1, got {value}")
     for flag, seconds in (("--time", args.time), ("--min-duration", args.min_duration)):
         if seconds is not None:
             try:

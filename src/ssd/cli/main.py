@@ -13,13 +13,22 @@ import argparse
 import importlib
 import logging
 import sys
+from typing import NoReturn
 
 # sub-command modules under ssd.cli, in the order `ssd --help` lists them
 COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "submission", "summary", "data")
 
 
+class CommandLineParser(argparse.ArgumentParser):
+    """argparse's parser, with a usage error as one line (``ssd predict: error: argument ...``) and
+    exit status 2, as every other error of the command is; ``--help`` still shows the usage."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ssd", description="SSD detectors for COCO and MLCommons Cognata")
+    parser = CommandLineParser(prog="ssd", description="SSD detectors for COCO and MLCommons Cognata")
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name in COMMANDS:
@@ -50,7 +59,10 @@ def configure_logging(verbose: bool = False) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exit_:  # --help (0), or a usage error (2), its one line printed
+        return int(exit_.code or 0)
     args.argv = argv  # the command line as given, for the records a command keeps of its runs
     configure_logging(args.verbose)
     return run_command(args)

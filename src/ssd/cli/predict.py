@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ssd.cli.ranges import CLASSES, COUNT, IOU, PIXELS, SCORE, WORKERS
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
 
@@ -42,13 +43,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     model = parser.add_argument_group("model")
     model.add_argument("--config", default=DEFAULT_CONFIG, help=f"config name or path (default {DEFAULT_CONFIG})")
     model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
-    model.add_argument("--num-classes", "--num_classes", type=int, help="classes incl. background, when the checkpoint cannot tell (torch)")
+    model.add_argument("--num-classes", "--num_classes", type=CLASSES, help="classes incl. background, when the checkpoint cannot tell (torch)")
     model.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
     model.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
     model.add_argument("--device", default=None,
                        help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
-    model.add_argument("--batch-size", "--batch_size", type=int, default=4, help="images or frames per forward pass (default 4)")
+    model.add_argument("--batch-size", "--batch_size", type=COUNT, default=4, help="images or frames per forward pass (default 4)")
     add_allow_other_config(model)
     add_cudnn_benchmark(model)
 
@@ -59,7 +60,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument("--split", default="val", help="dataset split for --dataset (default val)")
     source.add_argument("--file-list", type=Path,
                         help="with --dataset cognata: CSV of the images to draw (e.g. MLPerf's val_set.csv), in its order, instead of --split")
-    source.add_argument("--num-workers", "--num_workers", type=int, default=None,
+    source.add_argument("--num-workers", "--num_workers", type=WORKERS, default=None,
                         help="processes decoding and resizing images ahead of the network (folders, datasets; default 2, "
                         "or 0 on a machine of 2 cores or fewer, where they only compete with the network)")
     source.add_argument("--resume", action="store_true",
@@ -72,11 +73,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
     decode = parser.add_argument_group("decoding and drawing")
-    decode.add_argument("--cls-threshold", "--cls_threshold", type=float, default=0.3, help="minimum score drawn (default 0.3)")
-    decode.add_argument("--nms-threshold", "--nms_threshold", type=float, default=0.5, help="NMS IoU threshold (default 0.5)")
-    decode.add_argument("--max-boxes", "--max_boxes", type=int, default=100, help="detections kept per image (default 100)")
-    decode.add_argument("--box-thickness", "--box_thickness", type=int, default=2, help="box line width in pixels (default 2)")
-    decode.add_argument("--text-size", "--text_size", type=int, default=None, help="label font size")
+    decode.add_argument("--cls-threshold", "--cls_threshold", type=SCORE, default=0.3, help="minimum score drawn (default 0.3)")
+    decode.add_argument("--nms-threshold", "--nms_threshold", type=IOU, default=0.5, help="NMS IoU threshold (default 0.5)")
+    decode.add_argument("--max-boxes", "--max_boxes", type=COUNT, default=100, help="detections kept per image (default 100)")
+    decode.add_argument("--box-thickness", "--box_thickness", type=PIXELS, default=2, help="box line width in pixels (default 2)")
+    decode.add_argument("--text-size", "--text_size", type=PIXELS, default=None, help="label font size")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -89,12 +90,8 @@ def run(args: argparse.Namespace) -> int:
     """Pick the input kind (dataset, folder, image or video) and predict on it."""
     if (args.input is None) == (args.dataset is None):
         raise SSDError("give either --input PATH or --dataset KIND --data-path DIR")
-    if args.batch_size < 1 or args.max_boxes < 1:
-        raise SSDError("--batch-size and --max-boxes must be at least 1")
     if args.num_workers is None:
         args.num_workers = default_workers()
-    if args.num_workers < 0:
-        raise SSDError("--num-workers must not be negative")
     if args.input is not None and not args.input.exists():
         raise SSDError(f"input not found: {args.input}")
     if args.input is not None and not (args.input.is_file() or args.input.is_dir()):  # a FIFO would block forever

@@ -3,13 +3,15 @@ from __future__ import annotations
 
 import argparse
 
+from ssd.cli.ranges import CLASSES, COUNT, DEPTH
+
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The seed's model_summary.py flags."""
     parser.add_argument("--config", required=True, help="config name in configs/ or path (.yaml or reference .py)")
-    parser.add_argument("--num-classes", "--num_classes", type=int, default=10, help="classes incl. background (default 10)")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=4, help="batch size of the summary input (default 4)")
-    parser.add_argument("--depth", type=int, default=3, help="nesting depth of the layer table (default 3)")
+    parser.add_argument("--num-classes", "--num_classes", type=CLASSES, default=10, help="classes incl. background (default 10)")
+    parser.add_argument("--batch-size", "--batch_size", type=COUNT, default=4, help="batch size of the summary input (default 4)")
+    parser.add_argument("--depth", type=DEPTH, default=3, help="nesting depth of the layer table (default 3)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

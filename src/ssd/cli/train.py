@@ -10,9 +10,9 @@ from dataclasses import fields
 from pathlib import Path
 
 from ssd.architectures import architecture_names
+from ssd.cli.ranges import COUNT, EPOCH, IOU, LEARNING_RATE, MOMENTUM, RANK, SEED, WEIGHT_DECAY, WORKERS
 from ssd.data.kinds import DATASET_KINDS, UnknownDatasetError, dataset_kind
 from ssd.engine.options import ACTIVATION_CHECKPOINTING, AMP_DTYPE_NAMES, AUGMENTATIONS, DEFAULTS, OPTIMIZERS, TrainOptions
-from ssd.errors import SSDError
 
 
 def dataset_name(value: str) -> str:
@@ -37,15 +37,15 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", type=dataset_name, default=DEFAULTS.dataset, help=DATASET_HELP)
     parser.add_argument("--config", default=DEFAULTS.config, help="config name or path")
     parser.add_argument("--model", choices=architecture_names(), default=DEFAULTS.model, help="checked against the config's arch")
-    parser.add_argument("--batch-size", "--batch_size", type=int, default=DEFAULTS.batch_size, help="images per process")
-    parser.add_argument("--num-workers", "--num_workers", type=int, default=DEFAULTS.num_workers, help="data loader workers per process")
-    parser.add_argument("--nms-threshold", "--nms_threshold", type=float, default=DEFAULTS.nms_threshold)
+    parser.add_argument("--batch-size", "--batch_size", type=COUNT, default=DEFAULTS.batch_size, help="images per process")
+    parser.add_argument("--num-workers", "--num_workers", type=WORKERS, default=DEFAULTS.num_workers, help="data loader workers per process")
+    parser.add_argument("--nms-threshold", "--nms_threshold", type=IOU, default=DEFAULTS.nms_threshold)
     parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS.channels_last,
                         help="channels-last memory format (default: on; faster convolutions)")
     parser.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N (default: CUDA when available)")
     add_cudnn_benchmark(parser)
-    parser.add_argument("--local-rank", "--local_rank", type=int, default=DEFAULTS.local_rank, help="set by torch.distributed.launch")
+    parser.add_argument("--local-rank", "--local_rank", type=RANK, default=DEFAULTS.local_rank, help="set by torch.distributed.launch")
     parser.add_argument("--save-folder", "--save_folder", type=Path, default=DEFAULTS.save_folder)
     parser.add_argument("--save-name", "--save-path", "--save_name", "--save_path", dest="save_name", type=save_name,
                         default=DEFAULTS.save_name, help="checkpoint base name: {save-folder}/{name}_ep{N}.pth")
@@ -68,22 +68,22 @@ def add_allow_other_config(parser: argparse.ArgumentParser) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_common_arguments(parser)
-    parser.add_argument("--epochs", "--epoch", type=int, default=DEFAULTS.epochs, help=f"total epochs (default {DEFAULTS.epochs})")
-    parser.add_argument("--lr", type=float, default=DEFAULTS.lr, help="base lr, scaled by world size x batch / 32")
-    parser.add_argument("--momentum", type=float, default=DEFAULTS.momentum)
-    parser.add_argument("--weight-decay", "--weight_decay", type=float, default=DEFAULTS.weight_decay)
-    parser.add_argument("--multistep", nargs="*", type=int, default=DEFAULTS.multistep, help="epochs where lr is multiplied by 0.1")
-    parser.add_argument("--warmup", type=int, default=DEFAULTS.warmup, help="linear lr warm-up iterations")
+    parser.add_argument("--epochs", "--epoch", type=COUNT, default=DEFAULTS.epochs, help=f"total epochs (default {DEFAULTS.epochs})")
+    parser.add_argument("--lr", type=LEARNING_RATE, default=DEFAULTS.lr, help="base lr, scaled by world size x batch / 32")
+    parser.add_argument("--momentum", type=MOMENTUM, default=DEFAULTS.momentum)
+    parser.add_argument("--weight-decay", "--weight_decay", type=WEIGHT_DECAY, default=DEFAULTS.weight_decay)
+    parser.add_argument("--multistep", nargs="*", type=COUNT, default=DEFAULTS.multistep, help="epochs where lr is multiplied by 0.1")
+    parser.add_argument("--warmup", type=EPOCH, default=DEFAULTS.warmup, help="linear lr warm-up iterations")
     parser.add_argument("--optimizer", choices=OPTIMIZERS, default=DEFAULTS.optimizer, help="sgd (the reference's, default) or adamw")
     parser.add_argument("--augment", choices=AUGMENTATIONS, default=DEFAULTS.augment,
                         help="ssd: the reference's crop/flip/colour jitter (default); flip: flips only")
     parser.add_argument("--no-decay-bn", action="store_true", help="no weight decay on BatchNorm weights and biases")
     parser.add_argument("--log-path", "--log_path", type=Path, default=DEFAULTS.log_path, help="TensorBoard folder (default SAVE_FOLDER/tensorboard)")
-    parser.add_argument("--checkpoint-freq", "--checkpoint_freq", type=int, default=DEFAULTS.checkpoint_freq, help="write {name}_epN.pth every N epochs")
+    parser.add_argument("--checkpoint-freq", "--checkpoint_freq", type=COUNT, default=DEFAULTS.checkpoint_freq, help="write {name}_epN.pth every N epochs")
     parser.add_argument("--resume", type=Path, default=DEFAULTS.resume, help="resume from this checkpoint (default: SAVE_FOLDER/last.pth if present)")
     parser.add_argument("--backbone-weights", default=DEFAULTS.backbone_weights,
                         help="ImageNet backbone weights: a path, or 'imagenet' for torchvision's cache")
-    parser.add_argument("--seed", type=int, default=DEFAULTS.seed)
+    parser.add_argument("--seed", type=SEED, default=DEFAULTS.seed)
     parser.add_argument("--compile", action="store_true",
                         help="torch.compile the model (a minute or more to compile; then 1.03-1.15x faster CPU steps)")
     parser.add_argument("--amp-dtype", choices=AMP_DTYPE_NAMES, default=DEFAULTS.amp_dtype,
@@ -102,8 +102,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def train_options(args: argparse.Namespace) -> TrainOptions:
     """The parsed flags as :class:`TrainOptions` (every flag has the field's name)."""
-    if args.epochs < 1 or args.batch_size < 1 or args.checkpoint_freq < 1:
-        raise SSDError("--epochs, --batch-size and --checkpoint-freq must be at least 1")
     return TrainOptions(**{field.name: getattr(args, field.name) for field in fields(TrainOptions)})
 
 

@@ -1,0 +1,76 @@
+"""Every numeric flag of every command is declared with its range (ssd.cli.ranges) and refuses what it cannot mean."""
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from ssd.cli.main import build_parser
+from ssd.cli.ranges import Number
+
+
+def _parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(command words, parser) for the ``ssd`` parser and every sub-command's."""
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from _parsers(child, (*prefix, name))
+
+
+def numeric_flags() -> list[tuple[tuple[str, ...], str, Number]]:
+    flags = []
+    for words, parser in _parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action.type, Number):
+                flags.append((words, action.option_strings[0], action.type))
+    return flags
+
+
+FLAGS = numeric_flags()
+
+
+def test_no_numeric_flag_escapes_the_table():
+    """A flag typed plain int or float would take nan, inf or any sign: none is left."""
+    plain = [(words, action.option_strings) for words, parser in _parsers(build_parser()) for action in parser._actions
+             if action.type in (int, float)]
+    assert plain == [] and len(FLAGS) >= 30
+
+
+def _cases(number: Number) -> list[tuple[str, bool]]:
+    """Values at each bound, one step either side, and non-numbers, with whether the flag takes them."""
+    step = 1 if number.kind is int else 1e-6
+    cases = [("nan", False), ("inf", False), ("-inf", False), ("ten", False), ("", False)]
+    if number.kind is int:
+        cases.append(("1.5", False))
+    if number.low is not None:
+        low = int(number.low) if number.kind is int else number.low
+        cases += [(repr(low), not number.low_open), (repr(low - step), False), (repr(low + step), True)]
+    if number.high is not None:
+        high = int(number.high) if number.kind is int else number.high
+        cases += [(repr(high), not number.high_open), (repr(high + step), False), (repr(high - step), True)]
+    if number.low is None and number.high is None:
+        cases.append(("0", True))
+    return cases
+
+
+@pytest.mark.parametrize(("words", "flag", "number"), FLAGS, ids=[f"{' '.join(w)} {f}" for w, f, _ in FLAGS])
+def test_each_numeric_flag_at_its_bounds(words: tuple[str, ...], flag: str, number: Number, capsys):
+    parser = build_parser()
+    command = next(found for found_words, found in _parsers(parser) if found_words == words)
+    required = [part for action in command._actions if action.required and action.option_strings
+                for part in (action.option_strings[0], action.choices[0] if action.choices else "x")]
+    dest = next(action.dest for action in command._actions if flag in action.option_strings)
+    for text, taken in _cases(number):
+        argv = [*words, *required, f"{flag}={text}"]
+        if taken:
+            value = getattr(parser.parse_args(argv), dest)
+            value = value[0] if isinstance(value, list) else value
+            assert math.isfinite(value) and value == number.kind(text), (argv, value)
+        else:
+            with pytest.raises(SystemExit) as exited:
+                parser.parse_args(argv)
+            err = capsys.readouterr().err.strip().splitlines()
+            assert exited.value.code == 2 and len(err) == 1, (argv, err)
+            assert f"error: argument {flag}" in err[0] and f"{number.meaning} must be {number.describe()}" in err[0], err
