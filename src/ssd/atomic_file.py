@@ -1,7 +1,8 @@
 """Files written whole or not at all: a temporary file in the same folder, renamed into place.
 
 A run killed while writing leaves the old file (or none) and at worst a hidden ``.NAME.PID.tmp``
-beside it, never half a file under the real name. Checkpoints have their own variant with fsync and
+beside it, never half a file under the real name; a write that fails (a full disk) leaves the old
+file and reports the fault as one of the real name. Checkpoints have their own variant with fsync and
 stale-temporary cleanup (:func:`ssd.checkpoint.atomic_save`).
 """
 from __future__ import annotations
@@ -21,11 +22,24 @@ def atomic_write(path: str | Path, mode: str = "wb", **open_options: Any) -> Ite
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        with open(temporary, mode, **open_options) as handle:
+        with as_fault_of(path, temporary), open(temporary, mode, **open_options) as handle:
             yield handle
-        os.replace(temporary, path)
+        with as_fault_of(path, temporary):
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def as_fault_of(path: Path, temporary: Path) -> Iterator[None]:
+    """Report a fault in writing ``temporary`` (a full disk, a read-only folder) as one of ``path``,
+    the file the user asked for."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.filename is not None and Path(exc.filename) != temporary:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from exc
 
 
 def write_atomically(path: str | Path, data: bytes) -> None:

@@ -17,6 +17,7 @@ killed at any moment leaves the previous file or the new one, never a truncated 
 """
 from __future__ import annotations
 
+import io
 import logging
 import os
 import re
@@ -27,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from ssd.atomic_file import as_fault_of
 from ssd.config import Config, load_config
 from ssd.errors import SSDError
 from ssd.models import build_model
@@ -100,15 +102,19 @@ def _temporary(path: Path, pid: int) -> Path:
 
 
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename."""
+    """``torch.save`` to ``path`` through a temporary file and an atomic rename (a failed write, such
+    as on a full disk, leaves the previous file in place and names ``path``)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary(path, os.getpid())
+    buffer = io.BytesIO()  # serialised first: torch.save on a full disk fails with a RuntimeError that hides the cause
+    torch.save(obj, buffer)
     try:
-        with open(temporary, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
+        with as_fault_of(path, temporary):
+            with open(temporary, "wb") as handle:
+                handle.write(buffer.getbuffer())
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
     directory = os.open(path.parent, os.O_RDONLY)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd.atomic_file import write_atomically
 from ssd.data.dataset import DetectionDataset
 from ssd.device import stage_on_device
 from ssd.errors import SSDError
@@ -46,6 +47,7 @@ SUMMARY_LOG = "mlperf_log_summary.txt"
 ACCURACY_TXT = "accuracy.txt"
 DETAIL_LOG = "mlperf_log_detail.txt"
 AUDIT_CONFIG = "audit.config"  # the file LoadGen applies on its own when it is in the working directory
+WRITE_PROBE = ".ssd_write_probe"
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
 NO_DETECTIONS = np.zeros((0, ROW_WIDTH), dtype=np.float32)
 
@@ -260,6 +262,8 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     test, performance_samples = _test_settings(settings, count)
     output = Path(output_dir)
     output.mkdir(parents=True, exist_ok=True)
+    write_atomically(output / WRITE_PROBE, b"")  # LoadGen itself would give up on an unwritable folder without a word
+    (output / WRITE_PROBE).unlink()
     log_output = lg.LogOutputSettings()
     log_output.outdir = str(output)
     log_output.copy_summary_to_stdout = False
@@ -278,6 +282,8 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     if sut.failures:
         more = f" (and {len(sut.failures) - 1} more)" if len(sut.failures) > 1 else ""
         raise LoadgenError(f"{sut.failures[0]}{more}; those samples were answered with no detections, logs in {output}")
+    if not (output / SUMMARY_LOG).is_file():
+        raise LoadgenError(f"{output}: LoadGen wrote no {SUMMARY_LOG}; the run did not happen")
     return LoadgenRun(output, count, read_summary(output / SUMMARY_LOG))
 
 

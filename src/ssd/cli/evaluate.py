@@ -206,12 +206,13 @@ def report_unreadable(paths: list[str]) -> None:
 
 def write_results(output_dir: Path, result: EvalResult, detections: list[dict[str, Any]], description: dict[str, Any]) -> None:
     """``detections.json`` (COCO results), ``metrics.json`` and ``plots/`` under ``output_dir``."""
+    from ssd.atomic_file import write_atomically
     from ssd.evaluation import plot_precision_recall, stat_labels
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / "detections.json").write_text(json.dumps(detections))
+    write_atomically(output_dir / "detections.json", json.dumps(detections).encode())
     metrics = {**description, **result.to_dict(), "stat_labels": [label.strip() for label in stat_labels(result.max_dets)]}
-    (output_dir / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
     plots = plot_precision_recall(result, output_dir / "plots")
     logger.info("wrote detections.json, metrics.json and %d plots to %s", len(plots), output_dir)
 

@@ -3,7 +3,8 @@
 Each sub-command module exposes ``add_parser(subparsers)`` (registering its parser with
 ``set_defaults(run=...)``) and a ``run(args) -> int``, importing only light modules at the top so
 ``ssd --help`` stays instant. Library errors (:class:`ssd.errors.SSDError`, missing files) become
-one line on stderr and exit status 2. The command turns the process's memory policies on: huge
+one line on stderr and exit status 2, and so do faults of the machine (:class:`OSError`: a full disk,
+a read-only folder, a path that is a file where a folder is needed), in words. The command turns the process's memory policies on: huge
 pages for large tensors (:func:`ssd.huge_pages.enable_huge_pages`, before torch is imported); each
 command hands its loops a :func:`ssd.heap_retention.heap_retention_for` hook.
 """
@@ -38,15 +39,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def run_command(args: argparse.Namespace) -> int:
     """Run a parsed command, turning user-facing errors into a message and exit status 2."""
-    from ssd.errors import SSDError
+    from ssd.errors import SSDError, describe_os_error
     from ssd.huge_pages import enable_huge_pages
 
     enable_huge_pages()  # before the command imports torch
 
     try:
         return int(args.run(args) or 0)
-    except (SSDError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as exc:
+    except SSDError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a fault of the machine: full disk, read-only folder, a file where a folder is needed...
+        print(f"error: {describe_os_error(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

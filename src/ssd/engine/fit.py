@@ -185,11 +185,22 @@ class Trainer:
         if not self.context.is_main:
             return
         folder = self.options.save_folder
+        names = []
         if (epoch + 1) % self.options.checkpoint_freq == 0 or epoch + 1 == self.options.epochs:
-            atomic_save(checkpoint, folder / epoch_checkpoint_name(self.options.save_name, epoch))
+            names.append(epoch_checkpoint_name(self.options.save_name, epoch))
         if improved:
-            atomic_save(checkpoint, folder / BEST)
-        atomic_save(checkpoint, folder / LAST)  # last, so a resume never skips the other writes
+            names.append(BEST)
+        failed: OSError | None = None
+        for name in names:
+            try:
+                atomic_save(checkpoint, folder / name)
+            except OSError as exc:  # a full disk: the run still tries to keep its resume point
+                failed = failed or exc
+        # last, so a resume never skips the other writes; written even when one failed (the resume
+        # point matters most), and a failed write leaves the previous last.pth in place
+        atomic_save(checkpoint, folder / LAST)
+        if failed is not None:
+            raise failed
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> FitResult:

@@ -3,10 +3,15 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ssd.atomic_file import atomic_write
 from ssd.evaluation.coco_eval import IOU_THRESHOLDS, RECALL_THRESHOLDS, EvalResult
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def plot_precision_recall(result: EvalResult, out_dir: str | Path) -> list[Path]:
@@ -32,7 +37,7 @@ def plot_precision_recall(result: EvalResult, out_dir: str | Path) -> list[Path]
         ax.grid(alpha=0.3)
         ax.legend(loc="best")
         paths.append(out / f"pr_{k:02d}_{_slug(name)}.png")
-        fig.savefig(paths[-1], dpi=100)
+        _save(fig, paths[-1])
 
     fig = Figure(figsize=(7, 1.5 + 0.25 * max(len(measured), 1)), layout="constrained")
     ax = fig.add_subplot()
@@ -43,8 +48,14 @@ def plot_precision_recall(result: EvalResult, out_dir: str | Path) -> list[Path]
     ax.set(xlim=(0, 1), xlabel="AP @[.5:.95]", title=f"AP per class (mAP {result.map:.4f})")
     ax.grid(axis="x", alpha=0.3)
     paths.append(out / "ap_per_class.png")
-    fig.savefig(paths[-1], dpi=100)
+    _save(fig, paths[-1])
     return paths
+
+
+def _save(fig: Figure, path: Path) -> None:
+    """A figure as a PNG file, written whole or not at all."""
+    with atomic_write(path) as handle:
+        fig.savefig(handle, dpi=100, format="png")
 
 
 def _slug(name: str) -> str:
