@@ -111,7 +111,7 @@ def test_evaluate_into_a_full_or_read_only_folder_is_one_line_and_loses_nothing(
     with faulty_folder(tmp_path, monkeypatch, fault, kind) as folder:
         status = main([*argv, "--output-dir", str(folder / "existing")])
         err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "evaluating" not in line]  # not the progress bar
-        assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {folder / 'existing'}") and words in err[0], err
+        assert status == 2 and len(err) == 1 and err[0].startswith(f"error: {folder / 'existing'}/") and words in err[0], err
         assert (folder / "existing" / "metrics.json").read_bytes() == SENTINEL
         assert not [p.name for p in (folder / "existing").iterdir() if p.name != "metrics.json"]  # no partial file left
 

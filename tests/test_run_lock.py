@@ -66,4 +66,4 @@ def test_a_second_training_run_on_the_folder_is_one_error_line(tmp_path: Path, c
             other.kill()
     err = capsys.readouterr().err.strip().splitlines()
     assert err == [f"error: {tmp_path / 'run'}: in use by another run (process {other.pid}, since 2026-12-01 10:00:00); "
-                   "wait for it or choose another --save-folder"]
+                   "wait for it or choose another folder"]

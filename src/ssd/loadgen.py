@@ -46,6 +46,7 @@ ACCURACY_LOG = "mlperf_log_accuracy.json"
 SUMMARY_LOG = "mlperf_log_summary.txt"
 ACCURACY_TXT = "accuracy.txt"
 DETAIL_LOG = "mlperf_log_detail.txt"
+LOADGEN_LOGS = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG, "mlperf_log_trace.json")  # what LoadGen writes into a run's folder
 AUDIT_CONFIG = "audit.config"  # the file LoadGen applies on its own when it is in the working directory
 WRITE_PROBE = ".ssd_write_probe"
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
+from ssd.cli.outputs import holding
 from ssd.cli.ranges import COUNT, IMAGE_SIDE, SEED
 from ssd.data.kinds import DATASET_KINDS, dataset_kind
 from ssd.errors import SSDError
@@ -80,13 +81,15 @@ def _preprocess(args: argparse.Namespace) -> int:
     config = load_config(args.config or DEFAULT_CONFIG)
     dataset = dataset_kind("cognata").build(args.data_path, args.split, config, file_list=args.file_list, cache_dir=args.cache_dir)
     prefix = "calib" if args.calibration else "val"
-    frames = write_preprocessed(dataset, args.out, prefix, config.model.image_size, show_progress=True)
+    with holding(args.out):
+        frames = write_preprocessed(dataset, args.out, prefix, config.model.image_size, show_progress=True)
     print(f"wrote {frames} preprocessed frames ({prefix}_0.pkl .. {prefix}_{frames - 1}.pkl) to {args.out}")
     return 0
 
 
 def _synth(args: argparse.Namespace) -> int:
-    result = dataset_kind(args.format).synthesise(args.out, args.images, size=args.size, seed=args.seed)
+    with holding(args.out):
+        result = dataset_kind(args.format).synthesise(args.out, args.images, size=args.size, seed=args.seed)
     print(f"wrote {result.images} {args.format} images with {result.objects} objects to {result.root}")
     return 0
 

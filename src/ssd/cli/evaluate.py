@@ -15,6 +15,7 @@ in original-image pixels, torchmetrics' thresholds.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ssd.cli.outputs import holding, refuse_overwriting
 from ssd.cli.train import add_allow_other_config, add_common_arguments
 from ssd.errors import SSDError
 
@@ -34,6 +36,7 @@ if TYPE_CHECKING:  # the heavy imports wait until a command runs
 logger = logging.getLogger(__name__)
 
 FULL_EVAL_CSV = "full_eval.csv"
+RESULT_FILES = ("detections.json", "metrics.json")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,19 +183,22 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
 
     if args.pretrained_model is None:
         raise SSDError("give --pretrained-model CKPT to evaluate a model (or --full-eval, or --predictions PRED.json)")
+    refuse_overwriting([args.output_dir / name for name in RESULT_FILES], [args.pretrained_model], "--output-dir")
     context = setup_distributed(args.device, args.local_rank)
     try:
-        evaluation = ModelEvaluation(args, context, args.pretrained_model)
-        outcome = evaluation.evaluate()
+        with holding(args.output_dir) if context.is_main else contextlib.nullcontext():  # rank 0 writes it
+            evaluation = ModelEvaluation(args, context, args.pretrained_model)
+            outcome = evaluation.evaluate()
+            if context.is_main:
+                description = {
+                    "checkpoint": str(args.pretrained_model), **evaluation.describe(), "images": outcome.images,
+                    "unreadable": {"count": len(outcome.unreadable), "images": outcome.unreadable},
+                }
+                write_results(args.output_dir, outcome.result, outcome.detections, description)
     finally:
         cleanup_distributed()
     if not context.is_main:
         return None
-    description = {
-        "checkpoint": str(args.pretrained_model), **evaluation.describe(), "images": outcome.images,
-        "unreadable": {"count": len(outcome.unreadable), "images": outcome.unreadable},
-    }
-    write_results(args.output_dir, outcome.result, outcome.detections, description)
     report_unreadable(outcome.unreadable)
     return outcome.result
 
@@ -210,9 +216,9 @@ def write_results(output_dir: Path, result: EvalResult, detections: list[dict[st
     from ssd.evaluation import plot_precision_recall, stat_labels
 
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(output_dir / "detections.json", json.dumps(detections).encode())
+    write_atomically(output_dir / RESULT_FILES[0], json.dumps(detections).encode())
     metrics = {**description, **result.to_dict(), "stat_labels": [label.strip() for label in stat_labels(result.max_dets)]}
-    write_atomically(output_dir / "metrics.json", json.dumps(metrics, indent=1).encode())
+    write_atomically(output_dir / RESULT_FILES[1], json.dumps(metrics, indent=1).encode())
     plots = plot_precision_recall(result, output_dir / "plots")
     logger.info("wrote detections.json, metrics.json and %d plots to %s", len(plots), output_dir)
 

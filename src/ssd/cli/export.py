@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ssd.cli.outputs import refuse_overwriting
 from ssd.cli.ranges import CLASSES, COUNT, OPSET
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
 from ssd.errors import SSDError
@@ -40,6 +41,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.output.suffix.lower() != ".onnx":
         raise SSDError(f"--output {args.output}: expected a .onnx file name")
+    refuse_overwriting([args.output], [args.pretrained_model])
     if args.int8 and args.data_path is None:
         raise SSDError("--int8 needs calibration frames: --data-path DIR (and --dataset, --split or --file-list)")
     if args.int8 and args.dynamic_batch:

@@ -5,6 +5,7 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ssd.cli.outputs import holding, refuse_overwriting
 from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector
 from ssd.cli.ranges import CLASSES, COUNT, SECONDS
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
@@ -58,7 +59,8 @@ def run(args: argparse.Namespace) -> int:
     from ssd.data.kinds import dataset_kind
     from ssd.atomic_file import write_atomically
     from ssd.compliance import audit_config_file, check_audited_runs, verify_audit
-    from ssd.loadgen import ACCURACY_TXT, LoadgenSettings, accuracy_report, run_loadgen, samples_of, score_accuracy_log
+    from ssd.loadgen import ACCURACY_TXT, LOADGEN_LOGS, LoadgenSettings, accuracy_report, run_loadgen, samples_of, score_accuracy_log
+    from ssd.run_record import RECORD_NAME
     from ssd.loadgen_conf import DEFAULT_MLPERF_CONF, ConfFiles, check_seconds
     from ssd.decoding import DecodeSettings
 
@@ -71,6 +73,9 @@ def run(args: argparse.Namespace) -> int:
     if args.time is not None and (args.min_duration is not None or args.min_query_count is not None):
         raise SSDError("--time sets the minimum duration and query count: give it alone, or --min-duration / --min-query-count")
     conf = ConfFiles(args.mlperf_conf or DEFAULT_MLPERF_CONF, args.user_conf)
+    written = [args.output_dir / name for name in (*LOADGEN_LOGS, ACCURACY_TXT, RECORD_NAME)]
+    refuse_overwriting(written, [path for path in (args.pretrained_model, args.onnx, args.user_conf, args.mlperf_conf, args.file_list)
+                                 if path is not None], "--output-dir")
     settings = LoadgenSettings(  # the settings files and these flags, checked before the model loads
         scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
         min_duration_s=args.time if args.time is not None else args.min_duration,
@@ -87,13 +92,14 @@ def run(args: argparse.Namespace) -> int:
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
     record = run_record(args, detector, decode, settings, samples_of(settings, dataset))
-    if args.audit is None:
-        result = run_loadgen(detector, dataset, settings, args.output_dir)
-    else:
-        check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
-        with audit_config_file(args.audit) as audit_config:
-            result = run_loadgen(detector, dataset, settings, args.output_dir, audit_config)
-    record.write(result.output_dir)
+    with holding(args.output_dir):
+        if args.audit is None:
+            result = run_loadgen(detector, dataset, settings, args.output_dir)
+        else:
+            check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
+            with audit_config_file(args.audit) as audit_config:
+                result = run_loadgen(detector, dataset, settings, args.output_dir, audit_config)
+        record.write(result.output_dir)
     result_key = next((key for key in result.summary if key.endswith("th percentile latency (ns)")), None)
     for key in SUMMARY_KEYS:
         key = result_key if key == "{result}" else key

@@ -14,6 +14,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ssd.cli.outputs import holding, refuse_folder_of_inputs, refuse_overwriting
 from ssd.cli.ranges import CLASSES, COUNT, IOU, PIXELS, SCORE, WORKERS
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
@@ -105,13 +106,18 @@ def run(args: argparse.Namespace) -> int:
             raise SSDError("--dataset cognata-preprocessed holds network inputs, not pictures to draw on; predict on the raw Cognata frames")
         selection = args.split if args.file_list is None else args.file_list.stem
         output = check_folder_output(args.output or Path(f"{args.data_path.resolve().name}_{selection}_prediction"))
-        return predict_dataset(build_detector(args), output, args)
+        with holding(output):
+            return predict_dataset(build_detector(args), output, args)
     if args.input.is_dir():
         images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
         if not images:
             raise SSDError(f"{args.input}: no images ({', '.join(IMAGE_SUFFIXES)})")
         output = check_folder_output(args.output or args.input.with_name(f"{args.input.name}_prediction"))
-        return predict_images(build_detector(args), list(zip(images, output_names(images, output))), output / "detections.json", args)
+        refuse_folder_of_inputs(output, args.input)
+        jobs = list(zip(images, output_names(images, output)))
+        refuse_overwriting([target for _, target in jobs] + log_paths(output / "detections.json"), images)  # before the model loads
+        with holding(output):
+            return predict_images(build_detector(args), jobs, output / "detections.json", args)
     if args.input.suffix.lower() in IMAGE_SUFFIXES:
         output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg"), IMAGE_SUFFIXES, "image")
         return predict_images(build_detector(args), [(args.input, output)], output.with_suffix(".json"), args)
@@ -136,6 +142,11 @@ def check_folder_output(path: Path) -> Path:
     if not path.exists() and path.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES:
         raise SSDError(f"--output {path}: several images write a folder of images and detections.json, not one {path.suffix} file")
     return path
+
+
+def log_paths(json_path: Path) -> list[Path]:
+    """The detections files of a run writing ``json_path``: it, and the ``.jsonl`` written as results come."""
+    return [json_path, json_path.with_suffix(".jsonl")]
 
 
 def output_names(images: Sequence[Path], folder: Path) -> list[Path]:
@@ -222,6 +233,7 @@ def predict_images(
     ahead of the network, drawn and saved in a thread behind it, each finished image's record
     appended to ``detections.jsonl`` (``--resume`` skips them), an unreadable one reported and skipped.
     """
+    refuse_overwriting([target for _, target in jobs] + log_paths(json_path), [source for source, _ in jobs])
     if len(jobs) == 1:
         return _predict_one(detector, *jobs[0], json_path, args, orient)
     from concurrent.futures import ThreadPoolExecutor
@@ -343,6 +355,7 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
     from ssd.video import VideoReader, VideoWriter
 
     frames: list[dict[str, Any]] = []
+    refuse_overwriting([output, *log_paths(output.with_suffix(".json"))], [source])
     lines = output.with_suffix(".jsonl")
     finished = finished_video_frames(lines) if args.resume else []
     with VideoReader(source) as reader:

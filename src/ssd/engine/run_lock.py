@@ -1,6 +1,7 @@
-"""One training run per save folder: a lock file naming the run that holds it.
+"""One run per folder it writes (a training run's save folder, a prediction's or evaluation's output
+folder): a lock file naming the run that holds it.
 
-``{save_folder}/.lock`` holds the process id, host and start time of the run writing the folder.
+``{folder}/.lock`` holds the process id, host and start time of the run writing the folder.
 A second run on the same folder is refused with an error naming that run; a lock left by a run that
 was killed (its process is gone, on this host) is stale and taken over, with a message. A lock of
 another host cannot be checked: the error says which file to remove once that run is gone.
@@ -50,8 +51,12 @@ class RunLock:
             except FileExistsError:
                 self._check_holder()
                 continue
-            with os.fdopen(descriptor, "w") as handle:
-                json.dump({**self.owner, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            try:
+                with os.fdopen(descriptor, "w") as handle:
+                    json.dump({**self.owner, "started": time.strftime("%Y-%m-%d %H:%M:%S")}, handle)
+            except OSError as exc:  # a full disk: no half-written lock left, and the fault names the lock
+                self.path.unlink(missing_ok=True)
+                raise type(exc)(exc.errno, exc.strerror, str(self.path)) from exc
             return
         raise FolderInUseError(f"{self.path.parent}: could not take the lock {self.path}")
 
@@ -72,7 +77,7 @@ class RunLock:
         if pid != self.owner["pid"] and pid > 0 and process_alive(pid):
             raise FolderInUseError(
                 f"{self.path.parent}: in use by another run (process {pid}, since {holder.get('started', '?')}); "
-                "wait for it or choose another --save-folder"
+                "wait for it or choose another folder"
             )
         logger.warning("%s: taking over the lock of run %s, which is no longer running", self.path.parent, pid if pid > 0 else "?")
         self.path.unlink(missing_ok=True)

@@ -1,0 +1,92 @@
+"""No command writes over one of its inputs, and a folder of outputs is held by one run at a time."""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+
+from ssd.cli.main import main
+
+
+def _predict(files: TinyFiles, *flags: str) -> list[str]:
+    return ["predict", "--config", str(files.config), "--pretrained-model", str(files.checkpoint), "--device", "cpu", *flags]
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture
+def images(tmp_path: Path) -> Path:
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, name in enumerate(("a.jpg", "b.png")):
+        write_image(folder / name, (72, 120), seed=k)
+    return folder
+
+
+def _one_error(capsys) -> str:
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip() and "predicting" not in line]
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_a_drawn_copy_never_replaces_its_input(tiny_files: TinyFiles, images: Path, tmp_path: Path, capsys):
+    before = _snapshot(images)
+    (tmp_path / "linked.jpg").symlink_to(images / "a.jpg")
+    os.link(images / "a.jpg", tmp_path / "hard.jpg")
+    cases = [
+        (["--input", str(images), "--output", str(images)], "is the folder the input images are read from"),
+        (["--input", str(images), "--output", str(images / ".." / "images")], "is the folder the input images are read from"),
+        (["--input", str(images / "a.jpg"), "--output", str(images / "a.jpg")], "would write over the input"),
+        (["--input", str(images / "a.jpg"), "--output", str(tmp_path / "linked.jpg")], "would write over the input"),
+        (["--input", str(images / "a.jpg"), "--output", str(tmp_path / "hard.jpg")], "would write over the input"),
+        (["--input", str(images / "a.jpg"), "--output", str(images / "a.json").replace(".json", ".jpg")], "would write over the input"),
+    ]
+    for flags, message in cases:
+        assert main(_predict(tiny_files, *flags)) == 2, flags
+        line = _one_error(capsys)
+        assert line.startswith("error: --output ") and message in line, line
+    assert _snapshot(images) == before
+
+
+def test_a_drawn_video_never_replaces_its_input(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    import numpy as np
+
+    from ssd.data.synth import COGNATA_CLASSES, draw_frame
+    from ssd.video import VideoWriter
+
+    source = tmp_path / "drive.mp4"
+    with VideoWriter(source, 96, 64, fps=10) as writer:
+        for _ in range(3):
+            writer.write(draw_frame(np.random.default_rng(0), 64, 96, COGNATA_CLASSES, (1, 3))[0])
+    before = source.read_bytes()
+    assert main(_predict(tiny_files, "--input", str(source), "--output", str(source))) == 2
+    assert "would write over the input" in _one_error(capsys) and source.read_bytes() == before
+
+
+def test_a_second_run_into_a_held_output_folder_is_refused(tiny_files: TinyFiles, images: Path, tmp_path: Path, capsys):
+    output = tmp_path / "out"
+    output.mkdir()
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as other:
+        try:
+            (output / ".lock").write_text(json.dumps({"pid": other.pid, "host": socket.gethostname(), "started": "2026-12-02 10:00:00"}))
+            for argv in (_predict(tiny_files, "--input", str(images), "--output", str(output)),
+                         ["data", "synth", "--format", "coco", "--out", str(output), "--images", "2", "--size", "32x32"],
+                         ["evaluate", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--dataset",
+                          "cognata", "--data-path", str(tiny_files.data), "--device", "cpu", "--output-dir", str(output)]):
+                assert main(argv) == 2, argv
+                line = [l for l in capsys.readouterr().err.splitlines() if l.startswith("error:")]
+                assert line == [f"error: {output}: in use by another run (process {other.pid}, since 2026-12-02 10:00:00); "
+                                "wait for it or choose another folder"], line
+        finally:
+            other.kill()
+    assert sorted(p.name for p in output.iterdir()) == [".lock"]  # nothing written beside the other run's lock
+    assert main(_predict(tiny_files, "--input", str(images), "--output", str(output))) == 0  # its process gone: taken over
+    assert not (output / ".lock").exists() and (output / "detections.json").is_file()
