@@ -188,3 +188,29 @@ def test_a_value_that_is_not_a_tensor_is_named_with_its_type_and_the_full_messag
 def test_a_number_of_classes_read_off_the_weights_is_an_integer(tiny_config):
     classes = num_classes_of({}, _conf_state(12), tiny_config, None, "c.pth")
     assert type(classes) is int and classes == 4
+
+
+def test_a_run_records_the_config_as_it_was_loaded(tiny_config):
+    """The file may be edited or removed while a run goes on: the record is the text the run loaded."""
+    loaded = tiny_config.source.read_text()
+    tiny_config.source.write_text(loaded.replace("[16, 32, 64]", "[12, 32, 64]"))
+    assert config_record(tiny_config)["text"] == loaded
+    tiny_config.source.unlink()
+    assert config_record(tiny_config) == {"name": "tiny", "source": str(tiny_config.source), "text": loaded}
+
+
+def test_the_same_name_with_another_model_section_is_another_config(tiny_config):
+    record = {"config": config_record(tiny_config)}
+    path = tiny_config.source
+    path.write_text(tiny_config.text + "\n# a comment changes nothing the weights depend on\n")
+    assert recorded_other_config(record, load_config(path)) is None
+    path.write_text(tiny_config.text.replace("[16, 32, 64]", "[12, 32, 64]"))  # other anchor scales: same shapes, other boxes
+    with pytest.raises(CheckpointError, match=r"trained with config 'tiny \(as recorded: the model section of the file has changed since\)', not 'tiny'"):
+        check_config_matches(record, load_config(path), "c.pth")
+
+
+def test_a_recorded_python_config_is_never_run(tiny_config, tmp_path):
+    """A checkpoint is not trusted code: a recorded .py config is compared by name, not executed."""
+    marker = tmp_path / "ran"
+    record = {"config": {"name": "tiny", "source": str(tmp_path / "tiny.py"), "text": f"import pathlib; pathlib.Path({str(marker)!r}).touch()"}}
+    assert recorded_other_config(record, tiny_config) is None and not marker.exists()

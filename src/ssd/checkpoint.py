@@ -29,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ssd.atomic_file import as_fault_of
-from ssd.config import Config, load_config
+from ssd.config import Config, config_from_text, load_config
 from ssd.errors import SSDError
 from ssd.models import build_model
 
@@ -59,8 +59,9 @@ def epoch_checkpoint_name(save_name: str, epoch: int) -> str:
 
 
 def config_record(config: Config) -> dict[str, str]:
-    """The ``config`` entry: the config's name, where it was read from, and its text."""
-    return {"name": config.name, "source": str(config.source), "text": config.source.read_text(encoding="utf-8", errors="replace")}
+    """The ``config`` entry: the config's name, where it was read from, and its text as it was loaded
+    (the file may have been edited or removed since)."""
+    return {"name": config.name, "source": str(config.source), "text": config.text}
 
 
 def training_checkpoint(
@@ -248,15 +249,27 @@ OTHER_CONFIG_HINT = "give the config it was trained with, or --allow-other-confi
 def recorded_other_config(checkpoint: Mapping[str, Any], config: Config) -> str | None:
     """The name of the config the checkpoint records when it is another than ``config``, else None.
 
-    A config counts as the same when its name or its text is the recorded one; checkpoints without
-    a record (the reference's, bare state dicts) are not checked.
+    A config counts as the same when its text is the recorded one, or when it has the recorded name
+    and describes the same model (an edit of comments or of the dataset section changes nothing the
+    weights depend on; an edit of the model section does, so the file edited since is another
+    config). Checkpoints without a record (the reference's, bare state dicts) are not checked.
     """
     recorded = checkpoint.get("config")
-    if not isinstance(recorded, Mapping) or recorded.get("name") in (None, config.name):
+    if not isinstance(recorded, Mapping) or recorded.get("name") is None:
         return None
-    if recorded.get("text") == config_record(config)["text"]:
+    text = recorded.get("text")
+    if text == config.text:
         return None
-    return str(recorded["name"])
+    if recorded["name"] != config.name:
+        return str(recorded["name"])
+    source = Path(str(recorded.get("source", config.source)))
+    if source.suffix == ".py" or not isinstance(text, str):
+        return None  # a Python config's recorded text is never run (a checkpoint is not trusted code): the name decides
+    try:
+        then = config_from_text(str(recorded["name"]), source, text)
+    except SSDError:
+        return None  # a record this version cannot read: the name is all there is to compare
+    return None if then.model == config.model else f"{recorded['name']} (as recorded: the model section of the file has changed since)"
 
 
 def check_config_matches(checkpoint: Mapping[str, Any], config: Config, source: str, hint: str = OTHER_CONFIG_HINT) -> None:

@@ -16,7 +16,6 @@ the dataclasses it fills, so that a config error is found and worded in one plac
 from __future__ import annotations
 
 import math
-import runpy
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -102,12 +101,14 @@ class DatasetConfig:
 
 @dataclass(frozen=True)
 class Config:
-    """A loaded config: its name, where it came from, and the two sections."""
+    """A loaded config: its name, where it came from, the two sections, and its text as it was read
+    (a run records this text, never the file's later state: the file may be edited or removed mid-run)."""
 
     name: str
     source: Path
     model: ModelConfig
     dataset: DatasetConfig = field(default_factory=DatasetConfig)
+    text: str = field(default="", repr=False, compare=False)
 
     def check_arch(self, requested: str | None) -> None:
         """Raise :class:`ConfigError` unless ``requested`` (``--model``; None: anything) is this config's architecture."""
@@ -141,24 +142,33 @@ def load_config(name_or_path: str | Path) -> Config:
     optionally ``dataset = dict(...)``.
     """
     path = resolve_config_path(name_or_path)
-    raw = _read_raw(path)
-    reader = FieldReader(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+    return config_from_text(path.stem, path, text)
+
+
+def config_from_text(name: str, source: Path, text: str) -> Config:
+    """A config from its text (as read from ``source``, or as a checkpoint recorded it)."""
+    raw = _read_raw(source, text)
+    reader = FieldReader(source)
     model = _model_section(reader, reader.section(raw, "model", required=True))
     dataset = _dataset_section(reader, reader.section(raw, "dataset", required=False))
-    return Config(name=path.stem, source=path, model=model, dataset=dataset)
+    return Config(name=name, source=source, model=model, dataset=dataset, text=text)
 
 
-def _read_raw(path: Path) -> dict[str, Any]:
+def _read_raw(path: Path, text: str) -> dict[str, Any]:
+    """The config's sections from its ``text`` (a ``.py`` config is run from that text, not read again)."""
     if path.suffix == ".py":
         try:
-            namespace = runpy.run_path(str(path))
+            namespace: dict[str, Any] = {"__file__": str(path), "__name__": "__config__"}
+            exec(compile(text, str(path), "exec"), namespace)  # noqa: S102 - a reference-style config is Python by design
         except Exception as exc:  # a user's Python file can fail in any way
             raise ConfigError(f"{path}: cannot execute Python config: {exc}") from exc
         return {key: namespace[key] for key in ("model", "dataset") if key in namespace}
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"{path}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from exc
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: invalid YAML: {exc}") from exc
     if not isinstance(raw, dict):

@@ -124,7 +124,6 @@ def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], 
 
     weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
     engine = {"ssd.openvino_network": "openvino", "ssd.onnx_export": "onnxruntime"}.get(type(detector.network).__module__, "torch")
-    config_text = detector.config.source.read_text(encoding="utf-8")
     model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": args.precision,
              "weights": "int8" if detector.metadata.get("precision") == "int8" else args.precision}
     if detector.device.type == "cuda":
@@ -135,7 +134,7 @@ def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], 
         mode=args.audit or ("accuracy" if args.accuracy else "performance"),
         scenario=args.scenario,
         model=model,
-        config={"name": detector.config.name, "sha256": text_digest(config_text)},
+        config={"name": detector.config.name, "sha256": text_digest(detector.config.text)},
         decode=decode,
         dataset={"kind": args.dataset, "path": str(Path(args.data_path).resolve()), "split": args.split, "samples": samples,
                  "file_list_sha256": None if args.file_list is None else file_digest(args.file_list)},
