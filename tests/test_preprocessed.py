@@ -274,3 +274,20 @@ def test_integers_float32_cannot_hold_exactly_are_refused(tmp_path: Path):
                 load_frame(tmp_path / "val_0.pkl")
         else:
             assert load_frame(tmp_path / "val_0.pkl")["gt_boxes"][0, 2] == value
+
+
+def test_a_frame_rewritten_with_its_size_and_time_kept_is_read_again(tmp_path: Path):
+    """cp -p / rsync -a keep size and modification time; the ground-truth cache must still notice."""
+    image = np.zeros((1, 3, 2, 4), np.float32)
+    for index, label in enumerate((3, 5)):
+        (tmp_path / f"val_{index}.pkl").write_bytes(pickle.dumps({"img": image, "gt_boxes": np.array([[0, 0, 2, 1, label, 0, 0]], np.float32)}))
+    assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [3, 5]
+    assert list(tmp_path.glob(".ssd_index_*"))  # cached
+    frame = tmp_path / "val_1.pkl"
+    times = frame.stat()
+    rewritten = pickle.dumps({"img": image, "gt_boxes": np.array([[0, 0, 2, 1, 7, 0, 0]], np.float32)})
+    assert len(rewritten) == times.st_size
+    frame.write_bytes(rewritten)
+    os.utime(frame, ns=(times.st_atime_ns, times.st_mtime_ns))  # as cp -p leaves it
+    assert frame.stat().st_mtime_ns == times.st_mtime_ns and frame.stat().st_size == times.st_size
+    assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [3, 7]

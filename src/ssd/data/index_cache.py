@@ -3,8 +3,10 @@
 Scanning tens of thousands of annotation files takes minutes; the result is saved next to the data
 (``<folder>/.ssd_index_<name>.npz``) or, where that folder is read-only, in a cache folder given by
 the caller. Entries are numpy arrays plus a JSON header, written atomically and read with
-``allow_pickle=False``. The key is a hash of the file names, sizes and modification times, so any
-added, removed or rewritten file makes the entry stale and it is rebuilt.
+``allow_pickle=False``. The key is a hash of the file names, sizes, modification and change times
+and inodes, so any added, removed or rewritten file makes the entry stale and it is rebuilt, even one
+rewritten with its size and modification time kept (``cp -p``, ``rsync -a``, ``touch -r``: setting a
+modification time changes the change time, which no tool can set).
 """
 from __future__ import annotations
 
@@ -23,18 +25,18 @@ import numpy as np
 log = logging.getLogger(__name__)
 
 # bump when the layout of cached entries changes
-FORMAT_VERSION = 2  # 2: rows with a non-finite center_distance are problems, CSVs may start with a BOM
+FORMAT_VERSION = 3  # 2: rows with a non-finite center_distance are problems, CSVs may start with a BOM; 3: ctime and inode in the key
 _META = "__meta__"
 
 
 def fingerprint(files: Iterable[tuple[str, os.stat_result]]) -> str:
-    """Hash of (name, size, mtime) of ``files``, the cache key of an index built from them.
+    """Hash of (name, size, mtime, ctime, inode) of ``files``, the cache key of an index built from them.
 
     Names are relative (e.g. ``png/0000011333.png``) so a moved dataset keeps its cache.
     """
     digest = hashlib.sha1(f"ssd-index-v{FORMAT_VERSION}".encode())
     for name, stat in sorted(files, key=lambda item: item[0]):
-        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+        digest.update(f"{name}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|{stat.st_ino}\n".encode())
     return digest.hexdigest()
 
 
