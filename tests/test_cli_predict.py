@@ -121,7 +121,9 @@ def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path, workers: str):
     assert [(r["height"], r["width"]) for r in records] == [(70, 110), (50, 80), (60, 60)]
     images = [folder / "a.png", folder / "b.jpg", folder / "c.png"]
     assert [r["detections"] for r in records] == api_records(tiny_files, images, 2, score_threshold=0.3, max_detections=100)
-    lines = [json.loads(line) for line in (output / "detections.jsonl").read_text().splitlines()]
+    header, *lines = [json.loads(line) for line in (output / "detections.jsonl").read_text().splitlines()]
+    assert set(header) == {"ssd_prediction_log", "run"} and header["run"]["engine"] == "torch"
+    assert all(line.pop("source") == [Path(line["image"]).stat().st_size, Path(line["image"]).stat().st_mtime_ns] for line in lines)
     assert sorted(lines, key=lambda r: r["image"]) == records  # the same records, written as they came
 
 
@@ -135,11 +137,11 @@ def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFil
                "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # this process's threads: its rounding
     log, deadline = output / "detections.jsonl", time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 3):
+    while process.poll() is None and time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 4):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    finished = [json.loads(line) for line in log.read_text().splitlines()]
+    finished = [json.loads(line) for line in log.read_text().splitlines()[1:]]  # after the run's header
     assert 3 <= len(finished) < len(images), "the run was not killed midway"
     assert not (output / "detections.json").exists() and all(Path(r["output"]).is_file() for r in finished)
     kept = {r["output"]: Path(r["output"]).stat().st_mtime_ns for r in finished}
@@ -254,7 +256,7 @@ def test_a_variable_frame_rate_video_keeps_its_timestamps(tiny_files: TinyFiles,
     expected_times = [ms / 1000 for ms in times_ms]
     with VideoReader(output) as reader:
         assert [frame.time for frame in reader.frames()] == pytest.approx(expected_times, abs=1e-3)
-    lines = [json.loads(line) for line in output.with_suffix(".jsonl").read_text().splitlines()]
+    lines = [json.loads(line) for line in output.with_suffix(".jsonl").read_text().splitlines()[1:]]  # after the header
     assert [line["time"] for line in lines] == pytest.approx(expected_times, abs=1e-3) and [line["frame"] for line in lines] == list(range(7))
     record = json.loads(output.with_suffix(".json").read_text())
     assert [frame["detections"] for frame in record["frames"]] == [line["detections"] for line in lines]
@@ -270,7 +272,7 @@ def test_a_killed_video_run_resumes_without_running_the_network_on_its_logged_fr
     full = json.loads(output.with_suffix(".json").read_text())["frames"]
     log = output.with_suffix(".jsonl")
     logged = log.read_text().splitlines()
-    log.write_text("\n".join(logged[:3]) + "\n" + logged[3][:12])  # as a kill leaves it: 3 frames, the 4th cut short,
+    log.write_text("\n".join(logged[:4]) + "\n" + logged[4][:12])  # as a kill leaves it: the header, 3 frames, the 4th cut short,
     output.write_bytes(b"\x00half an mp4")  # the video unfinished
     output.with_suffix(".json").unlink()  # and no summary
     detected: list[int] = []
@@ -285,17 +287,17 @@ def test_a_killed_video_run_resumes_without_running_the_network_on_its_logged_fr
         assert len(resumed["detections"]) == len(straight["detections"])
         if straight["detections"]:
             assert_same_detections(detections_of_records(resumed["detections"]), detections_of_records(straight["detections"]))
-    assert [json.loads(line) for line in log.read_text().splitlines()] == frames
+    assert [json.loads(line) for line in log.read_text().splitlines()[1:]] == frames
     with VideoReader(output) as reader:
         assert sum(1 for _ in reader.frames()) == 7
-    other = tmp_path / "other.mp4"  # another video under the same --output: its timestamps do not match the log
+    other = tmp_path / "other.mp4"  # another video under the same --output: the log's header names another video
     with VideoWriter(other, 96, 64, fps=10, time_base=Fraction(1, 1000)) as writer:
         for pixels, ms in zip(_frames(np.random.default_rng(4), 7, 64, 96), range(0, 700, 100)):
             writer.write(pixels, ms)
     argv[argv.index(str(source))] = str(other)
     assert main([*argv, "--resume"]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if not line.startswith("predicting:")]  # the bar ends its line
-    assert len(err) == 1 and err[0].startswith("error: --resume: ") and "logs frame 1 at pts" in err[0] and "the log is of another video" in err[0], err
+    assert len(err) == 1 and err[0] == f"error: {log}: written by another run (video_sha256 differ); resuming would mix the two runs' results", err
 
 
 def test_a_rotated_video_with_audio_is_predicted_upright(tiny_files: TinyFiles, tmp_path: Path):
@@ -354,20 +356,20 @@ def test_an_odd_sized_video_is_predicted_at_its_size(tiny_files: TinyFiles, tmp_
 
 
 def test_a_video_log_is_reused_up_to_its_first_line_that_is_not_a_frame_record(tmp_path: Path):
-    from ssd.prediction_log import finished_video_frames
+    from ssd.prediction_log import finished_video_frames, header_line
 
     good = {"box": [1.0, 2, 3.5, 4], "score": 0.5, "label": 3, "name": "car"}
     lines = [{"frame": 0, "pts": 0, "detections": [good]}, {"frame": 1, "pts": 1, "detections": []}]
     broken = [{"frame": 2, "detections": [{**good, "box": [1, 2, 3]}]}, {"frame": 2, "detections": [{**good, "label": True}]},
               {"frame": 2, "detections": [{**good, "score": "high"}]}, {"frame": 2, "detections": [{k: v for k, v in good.items() if k != "name"}]},
               {"frame": 3, "detections": []}, {"frame": 2, "detections": None}, [2]]
-    log = tmp_path / "out.jsonl"
-    assert finished_video_frames(log) == []
-    for bad in broken:
-        log.write_text("".join(json.dumps(line) + "\n" for line in [*lines, bad, {"frame": 3, "detections": []}]))
-        assert finished_video_frames(log) == lines, bad
-    log.write_text("".join(json.dumps(line) + "\n" for line in [*lines, {"frame": 2, "detections": [good]}]))
-    assert len(finished_video_frames(log)) == 3
+    log, run = tmp_path / "out.jsonl", {"video_sha256": "0" * 64}
+    assert finished_video_frames(log, run) == []
+    for bad in [*broken, {"frame": 2, "detections": [{**good, "score": float("nan")}]}]:
+        log.write_text(header_line(run) + "".join(json.dumps(line) + "\n" for line in [*lines, bad, {"frame": 3, "detections": []}]))
+        assert finished_video_frames(log, run) == lines, bad
+    log.write_text(header_line(run) + "".join(json.dumps(line) + "\n" for line in [*lines, {"frame": 2, "detections": [good]}]))
+    assert len(finished_video_frames(log, run)) == 3
 
 
 @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (64, 2)])
@@ -377,3 +379,43 @@ def test_folder_loader_workers_follow_the_usable_cores(cores: int, workers: int,
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert default_workers() == workers
+
+
+def test_resume_continues_only_the_same_run_and_checks_what_it_reads(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    folder, output = tmp_path / "many", tmp_path / "out"
+    folder.mkdir()
+    images = [folder / f"{k}.png" for k in range(3)]
+    for k, path in enumerate(images):
+        write_image(path, (60, 90), seed=k)
+    argv = ["predict", *model_flags(tiny_files), "--input", str(folder), "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
+    assert main(argv) == 0
+    log = output / "detections.jsonl"
+    complete = log.read_text()
+    capsys.readouterr()
+
+    other_checkpoint = tmp_path / "other.pth"
+    other_checkpoint.write_bytes(tiny_files.checkpoint.read_bytes() + b"")  # the same weights under another name: still the same model
+    renamed = [*argv, "--resume"]
+    renamed[renamed.index(str(tiny_files.checkpoint))] = str(other_checkpoint)
+    assert main(renamed) == 0 and "(3 from the interrupted run)" in capsys.readouterr().out
+    for flags, differing in ((["--cls-threshold", "0.4"], "decode"), (["--box-thickness", "3"], "drawing")):
+        before = {p.name: p.stat().st_mtime_ns for p in output.iterdir()}
+        assert main([*argv, *flags, "--resume"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err == [f"error: {log}: written by another run ({differing} differ); resuming would mix the two runs' results"], err
+        assert {p.name: p.stat().st_mtime_ns for p in output.iterdir()} == before  # nothing written
+
+    lines = complete.splitlines()
+    edited = json.loads(lines[2])
+    edited["detections"] = [{"box": [0, 0, 1, 1], "score": float("nan"), "label": 1, "name": "x"}]  # not a detection
+    log.write_text("\n".join([lines[0], lines[1], json.dumps(edited), lines[3]]) + "\n")
+    write_image(images[2], (60, 90), seed=9)  # the third input changed since it was logged
+    os.utime(images[2], ns=(1, 1))
+    assert main([*argv, "--resume"]) == 0
+    assert "(1 from the interrupted run)" in capsys.readouterr().out  # the second and third done again
+    records = json.loads((output / "detections.json").read_text())
+    assert [r["detections"] for r in records] == api_records(tiny_files, images, 1, score_threshold=0.3, max_detections=100)
+
+    log.write_text("\n".join(lines[1:]) + "\n")  # records without the header that says what produced them
+    assert main([*argv, "--resume"]) == 2
+    assert f"error: {log}: not a log of an `ssd predict` run that says what produced it" in capsys.readouterr().err

@@ -167,6 +167,11 @@ class Detector:
         return self.predictor.settings
 
     @property
+    def engine(self) -> str:
+        """What runs the network: ``torch``, ``openvino`` or ``onnxruntime``."""
+        return {"ssd.openvino_network": "openvino", "ssd.onnx_export": "onnxruntime"}.get(type(self.network).__module__, "torch")
+
+    @property
     def anchors(self) -> Tensor:
         """``[A, 4]`` default boxes (cx, cy, w, h, normalised) on :attr:`device`."""
         return self.predictor.anchors

@@ -123,7 +123,7 @@ def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], 
     from ssd.run_record import RunRecord, file_digest, text_digest
 
     weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
-    engine = {"ssd.openvino_network": "openvino", "ssd.onnx_export": "onnxruntime"}.get(type(detector.network).__module__, "torch")
+    engine = detector.engine
     model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": args.precision,
              "weights": "int8" if detector.metadata.get("precision") == "int8" else args.precision}
     if detector.device.type == "cuda":

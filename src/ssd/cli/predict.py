@@ -144,6 +144,22 @@ def check_folder_output(path: Path) -> Path:
     return path
 
 
+def prediction_run(args: argparse.Namespace, detector: Detector, video: Path | None = None) -> dict[str, Any]:
+    """What produces a prediction's outputs, kept in its log so that ``--resume`` continues only the
+    same run: the model's and config's SHA-256, engine, precision, decoding and drawing, the video's SHA-256."""
+    from ssd.run_record import file_digest, text_digest
+
+    weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
+    run = {
+        "model_sha256": file_digest(weights), "config_sha256": text_digest(detector.config.text), "engine": detector.engine,
+        "precision": detector.precision, "decode": [args.cls_threshold, args.nms_threshold, args.max_boxes],
+        "drawing": [args.box_thickness, args.text_size],
+    }
+    if video is not None:
+        run["video_sha256"] = file_digest(video)
+    return run
+
+
 def log_paths(json_path: Path) -> list[Path]:
     """The detections files of a run writing ``json_path``: it, and the ``.jsonl`` written as results come."""
     return [json_path, json_path.with_suffix(".jsonl")]
@@ -245,7 +261,7 @@ def predict_images(
     from ssd.atomic_file import write_atomically
     from ssd.prediction_log import PredictionLog
 
-    log = PredictionLog(json_path.with_suffix(".jsonl"), resume=args.resume)
+    log = PredictionLog(json_path.with_suffix(".jsonl"), resume=args.resume, run=prediction_run(args, detector))
     targets = dict(jobs)
     todo = [source for source, _ in jobs if str(source) not in log.finished]
     records = dict(log.finished)
@@ -351,17 +367,18 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
     from ssd.atomic_file import write_atomically
     from ssd.image_stream import prefetch
     from ssd.inference import detection_records, detections_of_records
-    from ssd.prediction_log import finished_video_frames
+    from ssd.prediction_log import finished_video_frames, header_line
     from ssd.video import VideoReader, VideoWriter
 
     frames: list[dict[str, Any]] = []
     refuse_overwriting([output, *log_paths(output.with_suffix(".json"))], [source])
     lines = output.with_suffix(".jsonl")
-    finished = finished_video_frames(lines) if args.resume else []
+    run = prediction_run(args, detector, video=source)
+    finished = finished_video_frames(lines, run) if args.resume else []
     with VideoReader(source) as reader:
         info = reader.info
         start = time.perf_counter()
-        write_atomically(lines, "".join(json.dumps(record) + "\n" for record in finished).encode())  # a line cut by the kill goes
+        write_atomically(lines, (header_line(run) + "".join(json.dumps(record) + "\n" for record in finished)).encode())  # a cut line goes
         with VideoWriter(output, info.width, info.height, info.fps, time_base=info.time_base) as writer, \
                 lines.open("a", encoding="utf-8") as log, contextlib.closing(prefetch(reader.frames(), 2 * detector.batch_size)) as decoded, \
                 tqdm(total=info.frames or None, desc="predicting", unit="frame", dynamic_ncols=True) as progress:  # its line ends on errors too
