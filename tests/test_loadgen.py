@@ -214,3 +214,21 @@ def test_sample_indices_follow_a_file_list_with_an_empty_frame(tiny_files: TinyF
     listed = build_dataset("cognata", data, "val", load_config(tiny_files.config), file_list=listing)
     scored, samples = score_accuracy_log(output / ACCURACY_LOG, listed)
     assert samples == 3 and "mAP = " in (output / "accuracy.txt").read_text()
+
+
+def test_images_without_ground_truth_are_refused_before_the_model_runs(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    """COCO mAP over images without objects is undefined (every statistic -1): refused, not reported."""
+    from ssd.data.synth import synth_cognata
+
+    root = synth_cognata(tmp_path / "empty", 3, size=(72, 120), objects=(0, 0), seed=2).root
+    frames = sorted(p.relative_to(root).as_posix() for p in root.rglob("*.png"))
+    listing = tmp_path / "val_set.csv"
+    listing.write_text("img\n" + "".join(f"{frame}\n" for frame in frames))
+    common = ["--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--device", "cpu",
+              "--dataset", "cognata", "--data-path", str(root), "--file-list", str(listing)]
+    for argv in (["evaluate", *common, "--num-workers", "0", "--output-dir", str(tmp_path / "eval")],
+                 ["loadgen", *common, "--accuracy", "--output-dir", str(tmp_path / "loadgen")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "none of the 3 images evaluated has a ground-truth object" in err[0], err
+    assert not (tmp_path / "eval" / "metrics.json").exists() and not (tmp_path / "loadgen").exists()

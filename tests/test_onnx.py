@@ -138,12 +138,26 @@ def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
         (["export", "--config", str(tiny_files.config), "--pretrained-model", str(tiny_files.checkpoint), "--output", str(tmp_path / "x.pt")], ".onnx"),
         (["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--backend", "onnxruntime"], "--onnx"),
         (["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--backend", "onnxruntime",
-          "--onnx", str(tmp_path / "fake.onnx")], "cannot load ONNX model"),
+          "--onnx", str(tmp_path / "fake.onnx")], "fake.onnx: not a readable ONNX model"),
     ]
     for argv, expected in cases:
         assert main(argv) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
+
+
+@pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
+def test_a_truncated_export_or_a_checkpoint_given_as_one_is_one_line_on_either_engine(exported, tiny_files: TinyFiles, tmp_path: Path,
+                                                                                      capfd, engine: str):
+    truncated = tmp_path / "truncated.onnx"
+    data = exported[0].read_bytes()
+    truncated.write_bytes(data[: len(data) // 2])
+    for path in (truncated, tiny_files.checkpoint):
+        argv = ["predict", "--config", str(tiny_files.config), "--input", str(tiny_files.config), "--backend", engine, "--onnx", str(path)]
+        assert main(argv) == 2
+        err = capfd.readouterr().err.strip().splitlines()  # the C++ side's output too: no engine log, no exception text
+        assert err == [f"error: {path}: not a readable ONNX model (DecodeError): a truncated file, or not an export "
+                       "(a checkpoint goes to --pretrained-model)"], err
 
 
 def test_onnx_runtime_runs_where_asked_or_says_why_not(exported, tiny_files: TinyFiles, tmp_path: Path, capsys):

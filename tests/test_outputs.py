@@ -90,3 +90,30 @@ def test_a_second_run_into_a_held_output_folder_is_refused(tiny_files: TinyFiles
     assert sorted(p.name for p in output.iterdir()) == [".lock"]  # nothing written beside the other run's lock
     assert main(_predict(tiny_files, "--input", str(images), "--output", str(output))) == 0  # its process gone: taken over
     assert not (output / ".lock").exists() and (output / "detections.json").is_file()
+
+
+def test_what_a_folder_holds_besides_images_is_named_not_dropped(tiny_files: TinyFiles, tmp_path: Path, capsys, caplog):
+    from PIL import Image
+
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    write_image(folder / "a.png", (60, 90))
+    pixels = write_image(tmp_path / "frame.png", (60, 90), seed=1)
+    frames = [Image.fromarray(pixels), Image.fromarray(pixels[::-1].copy())]
+    frames[0].save(folder / "still.gif")
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:], duration=100)
+    (folder / "notes.txt").write_text("x")
+    (folder / "gone.png").symlink_to(tmp_path / "nothing.png")
+    (folder / "sub").mkdir()
+    (folder / ".hidden").write_text("x")
+    output = tmp_path / "out"
+    assert main(_predict(tiny_files, "--input", str(folder), "--output", str(output), "--num-workers", "0")) == 0
+    captured = capsys.readouterr()
+    warning = [line for line in captured.err.splitlines() if line.startswith("warning:")]
+    assert warning == [f"warning: 3 entries of {folder} are not images and are left out: gone.png (a broken link), notes.txt "
+                       "(not one of .jpg, .jpeg, .png, .bmp, .webp, .tif, .tiff, .gif), sub (a folder)"], warning
+    assert "animated.gif" in caplog.text and "animated GIF of 2 frames" in caplog.text and "skipped 1 unreadable" in captured.out
+    records = json.loads((output / "detections.json").read_text())
+    assert [Path(r["image"]).name for r in records] == ["a.png", "still.gif"]
+    assert main(_predict(tiny_files, "--input", str(folder / "animated.gif"))) == 2
+    assert "animated.gif: an animated GIF of 2 frames, not an image" in _one_error(capsys)

@@ -291,3 +291,14 @@ def test_a_frame_rewritten_with_its_size_and_time_kept_is_read_again(tmp_path: P
     os.utime(frame, ns=(times.st_atime_ns, times.st_mtime_ns))  # as cp -p leaves it
     assert frame.stat().st_mtime_ns == times.st_mtime_ns and frame.stat().st_size == times.st_size
     assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [3, 7]
+
+
+@pytest.mark.parametrize(("box", "refused"), [([0, 0, 2, 1], False), ([2, 0, 0, 1], True), ([0, 1, 2, 0], True), ([1, 0, 1, 1], True)])
+def test_a_box_with_swapped_or_equal_corners_is_named_when_the_folder_is_read(tmp_path: Path, box: list, refused: bool):
+    gt = np.array([[0, 0, 2, 1, 3, 0, 0], [*box, 4, 0, 0]], np.float32)
+    (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 2, 4), np.float32), "gt_boxes": gt}))
+    if refused:
+        with pytest.raises(DataError, match=r"val_0.pkl: ground-truth box 1 \[.*\] is not \[x1, y1, x2, y2\] with x2 > x1 and y2 > y1"):
+            PreprocessedCognata(tmp_path)
+    else:
+        assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [3, 4]

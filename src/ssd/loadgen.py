@@ -334,6 +334,7 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
     indices = sorted(rows)
     for index in indices:
         _check_rows(path, index, rows[index], dataset.num_classes)
+    dataset.require_ground_truth(indices)
     image_ids = [int(dataset.annotations.image_ids[index]) for index in indices]
     outputs = [
         {"boxes": torch.from_numpy(rows[i][:, :4].copy()), "labels": torch.from_numpy(rows[i][:, 4].round().astype(np.int64)),

@@ -109,9 +109,18 @@ class ExportedNetwork:
 
     @staticmethod
     def _existing(path: str | Path) -> Path:
+        """``path`` when it is a readable ONNX model; checked here, before an engine sees it (OpenVINO
+        would try its other front ends on a foreign file and print their logs, or C++ exception text)."""
+        import onnx
+
         path = Path(path)
         if not path.is_file():
             raise OnnxError(f"ONNX model not found: {path}")
+        try:
+            onnx.load(str(path), load_external_data=False)
+        except Exception as exc:  # protobuf's DecodeError and others, whatever the bytes are
+            raise OnnxError(f"{path}: not a readable ONNX model ({type(exc).__name__}): a truncated file, or not an export "
+                            "(a checkpoint goes to --pretrained-model)") from exc
         return path
 
     def _check_io(self, inputs: Sequence[str], outputs: Sequence[str]) -> None:

@@ -137,6 +137,7 @@ class ModelEvaluation:
             file_list=args.file_list, cache_dir=args.output_dir,
         )
         check_dataset_fits(checkpoint, self.model.num_classes, self.dataset, str(checkpoint_path))
+        self.dataset.require_ground_truth()  # before the model runs: no objects, no mAP
         self.label_map = checkpoint.get("label_map")
         loader = build_loader(self.dataset, args.batch_size, train=False, num_workers=args.num_workers, distributed=context.is_distributed)
         if args.mlperf:

@@ -91,6 +91,8 @@ def run(args: argparse.Namespace) -> int:
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
+    if args.accuracy:
+        dataset.require_ground_truth(range(samples_of(settings, dataset)))  # before the run: no objects, no mAP
     record = run_record(args, detector, decode, settings, samples_of(settings, dataset))
     with holding(args.output_dir):
         if args.audit is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
@@ -27,7 +28,7 @@ if TYPE_CHECKING:  # the heavy imports wait until a command runs
 
 logger = logging.getLogger(__name__)
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")  # read, and written (Pillow)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff", ".gif")  # read, and written (Pillow)
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".webm")  # the containers of ssd.video.CODECS (written)
 DEFAULT_CONFIG = "baseline_8MP_ss_scales_fm1_5x5_all"
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
@@ -109,7 +110,10 @@ def run(args: argparse.Namespace) -> int:
         with holding(output):
             return predict_dataset(build_detector(args), output, args)
     if args.input.is_dir():
-        images = sorted(p for p in args.input.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        images, passed_over = folder_images(args.input)
+        if passed_over:
+            shown = ", ".join(passed_over[:5]) + (f" and {len(passed_over) - 5} more" if len(passed_over) > 5 else "")
+            print(f"warning: {len(passed_over)} entries of {args.input} are not images and are left out: {shown}", file=sys.stderr)
         if not images:
             raise SSDError(f"{args.input}: no images ({', '.join(IMAGE_SUFFIXES)})")
         output = check_folder_output(args.output or args.input.with_name(f"{args.input.name}_prediction"))
@@ -123,6 +127,24 @@ def run(args: argparse.Namespace) -> int:
         return predict_images(build_detector(args), [(args.input, output)], output.with_suffix(".json"), args)
     output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), VIDEO_SUFFIXES, "video")
     return predict_video(build_detector(args), args.input, output, args)
+
+
+def folder_images(folder: Path) -> tuple[list[Path], list[str]]:
+    """The images of a folder, by name, and what is left out and why (hidden entries aside): a file of
+    another kind, a subfolder, a broken link."""
+    images, passed_over = [], []
+    for entry in sorted(folder.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.suffix.lower() in IMAGE_SUFFIXES and entry.is_file():
+            images.append(entry)
+        elif entry.is_symlink() and not entry.exists():
+            passed_over.append(f"{entry.name} (a broken link)")
+        elif entry.is_dir():
+            passed_over.append(f"{entry.name} (a folder)")
+        else:
+            passed_over.append(f"{entry.name} (not one of {', '.join(IMAGE_SUFFIXES)})")
+    return images, passed_over
 
 
 def check_file_output(path: Path, suffixes: Sequence[str], kind: str) -> Path:

@@ -37,7 +37,7 @@ from torchvision.transforms.v2 import functional as F
 
 from ssd.data.image_files import apply_orientation, decode_with_pillow, exif_orientation, needs_pillow
 from ssd.data.labels import LabelMap
-from ssd.data.problems import CorruptImageError, Problem, ProblemLog
+from ssd.data.problems import CorruptImageError, DataError, Problem, ProblemLog
 from ssd.data.transforms import ColorNormalize
 from ssd.errors import SSDError
 
@@ -73,6 +73,10 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *
                 image = decode_image(data, mode=ImageReadMode.RGB)
         except RuntimeError as exc:
             raise CorruptImageError(f"cannot decode: {re.sub(r'^.*?[.]cpp:[0-9]+, ', '', str(exc))}") from exc
+        if image.ndim == 4:  # an animated GIF: its frames
+            if image.shape[0] != 1:
+                raise CorruptImageError(f"an animated GIF of {image.shape[0]} frames, not an image (convert it to a video to predict on every frame)")
+            image = image[0]
         if image.dtype != torch.uint8:  # 16-bit PNG
             image = F.to_dtype(image, torch.uint8, scale=True)
     if orient:
@@ -189,6 +193,22 @@ class DetectionDataset(Dataset):
     def category_of_label(self) -> dict[int, int]:
         """Contiguous label -> ``category_id`` of :meth:`coco_ground_truth` (for ``detections_to_coco``)."""
         return dict(enumerate(self._gt_category_ids))
+
+    def objects_in(self, indices: Sequence[int] | None = None) -> int:
+        """Ground-truth objects (crowd regions left out) of the images ``indices`` (None: all)."""
+        counted = ~self.annotations.iscrowd
+        if indices is None:
+            return int(counted.sum())
+        offsets = self.annotations.offsets
+        return int(sum(counted[offsets[i] : offsets[i + 1]].sum() for i in indices))
+
+    def require_ground_truth(self, indices: Sequence[int] | None = None) -> None:
+        """Raise :class:`DataError` when the images ``indices`` (None: all) hold no ground-truth
+        object: COCO mAP is then undefined (every statistic -1), not a score to report."""
+        if self.objects_in(indices) == 0:
+            count = len(self) if indices is None else len(indices)
+            raise DataError(f"{self.root}: none of the {count} images evaluated has a ground-truth object (after the "
+                            "dataset's rules), so their mAP is undefined; evaluate images that have some")
 
     # -- items ------------------------------------------------------------------------------------
     def __len__(self) -> int:

@@ -153,6 +153,12 @@ class PreprocessedCognata(DetectionDataset):
         label_map = label_map if label_map is not None else cognata_fixed()  # the benchmark's labels
         files = frame_files(root, split)
         sizes, offsets, gt = _ground_truth(root, split, files, cache_dir)
+        empty = np.flatnonzero((gt[:, 2] <= gt[:, 0]) | (gt[:, 3] <= gt[:, 1]))
+        if len(empty):
+            frame = int(np.searchsorted(offsets, empty[0], side="right")) - 1
+            x1, y1, x2, y2 = gt[empty[0], :4]
+            raise DataError(f"{files[frame]}: ground-truth box {empty[0] - offsets[frame]} [{x1:g}, {y1:g}, {x2:g}, {y2:g}] is not "
+                            "[x1, y1, x2, y2] with x2 > x1 and y2 > y1 (swapped corners?)")
         labels = np.rint(gt[:, 4]).astype(np.int64)
         bad = np.flatnonzero((labels < 1) | (labels >= label_map.num_classes) | (labels != gt[:, 4]))
         if len(bad):
