@@ -68,7 +68,7 @@ def test_plots(files, tmp_path, capsys):
 @pytest.mark.parametrize(
     ("content", "message"),
     [
-        (None, "No such file"),
+        (None, "no such file or folder"),
         ("[{oops", "not valid JSON"),
         (json.dumps({"predictions": PREDICTIONS}), "expected a JSON list of detections"),
         (json.dumps([{**PREDICTIONS[0], "bbox": [1, 2]}]), "detection 0: bbox must be"),

@@ -73,4 +73,4 @@ def test_each_numeric_flag_at_its_bounds(words: tuple[str, ...], flag: str, numb
                 parser.parse_args(argv)
             err = capsys.readouterr().err.strip().splitlines()
             assert exited.value.code == 2 and len(err) == 1, (argv, err)
-            assert f"error: argument {flag}" in err[0] and f"{number.meaning} must be {number.describe()}" in err[0], err
+            assert err[0].startswith(f"error: ssd {' '.join(words)}: argument {flag}") and f"{number.meaning} must be {number.describe()}" in err[0], err

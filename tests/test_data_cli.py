@@ -57,7 +57,7 @@ def test_stats_errors_name_the_path(tmp_path: Path, capsys):
     assert main(["data", "stats", "--dataset", "cognata", "--data-path", str(tmp_path / "missing")]) == 2
     assert str(tmp_path / "missing") in capsys.readouterr().err
     assert main(["data", "synth", "--format", "coco", "--out", str(tmp_path), "--size", "48by64"]) == 2
-    assert capsys.readouterr().err.strip() == "ssd data synth: error: argument --size: expected HxW such as 300x300, got '48by64'"
+    assert capsys.readouterr().err.strip() == "error: ssd data synth: argument --size: expected HxW such as 300x300, got '48by64'"
 
 
 @pytest.mark.parametrize("kind", ["cognata", "coco"])

@@ -94,11 +94,12 @@ def run(args: argparse.Namespace) -> int:
     if args.accuracy:
         dataset.require_ground_truth(range(samples_of(settings, dataset)))  # before the run: no objects, no mAP
     record = run_record(args, detector, decode, settings, samples_of(settings, dataset))
+    if args.audit is not None:
+        check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
     with holding(args.output_dir):
         if args.audit is None:
             result = run_loadgen(detector, dataset, settings, args.output_dir)
         else:
-            check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
             with audit_config_file(args.audit) as audit_config:
                 result = run_loadgen(detector, dataset, settings, args.output_dir, audit_config)
         record.write(result.output_dir)

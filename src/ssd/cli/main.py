@@ -21,11 +21,11 @@ COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "submis
 
 
 class CommandLineParser(argparse.ArgumentParser):
-    """argparse's parser, with a usage error as one line (``ssd predict: error: argument ...``) and
+    """argparse's parser, with a usage error as one line (``error: ssd predict: argument ...``) and
     exit status 2, as every other error of the command is; ``--help`` still shows the usage."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        self.exit(2, f"error: {self.prog}: {message}\n")
 
 
 def build_parser() -> argparse.ArgumentParser:

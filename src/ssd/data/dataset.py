@@ -35,7 +35,7 @@ from torchvision import tv_tensors
 from torchvision.io import ImageReadMode, decode_image
 from torchvision.transforms.v2 import functional as F
 
-from ssd.data.image_files import apply_orientation, decode_with_pillow, exif_orientation, needs_pillow
+from ssd.data.image_files import apply_orientation, decode_with_pillow, exif_orientation, header_problem, needs_pillow, png_problem
 from ssd.data.labels import LabelMap
 from ssd.data.problems import CorruptImageError, DataError, Problem, ProblemLog
 from ssd.data.transforms import ColorNormalize
@@ -62,9 +62,11 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *
         raise CorruptImageError(f"cannot read: {exc.strerror or exc}") from exc
     if data.numel() == 0:
         raise CorruptImageError("empty file")
-    pillow = needs_pillow(data[:4].numpy().tobytes())
-    raw = data.numpy().tobytes() if pillow or orient else b""  # the file's bytes for Pillow, copied once
-    if pillow:
+    raw = data.numpy().tobytes()  # the file's bytes, copied once, for the checks and Pillow
+    problem = header_problem(raw) or png_problem(raw)  # what would take the process down in a decoder
+    if problem is not None:
+        raise CorruptImageError(problem)
+    if needs_pillow(raw[:4]):
         image = decode_with_pillow(raw)
     else:
         try:
