@@ -12,7 +12,8 @@ measures training samples per second through a DataLoader with one and with two 
   ``ColorJitter``, ``ToTensor``, ``Normalize``, then its Encoder.encode (unchunked ``box_iou`` on
   all anchors) inside ``__getitem__``.
 
-Then the time per stage (one thread), and the encoding cost per image in a worker (one thread)
+Then the time per stage (one thread; the decode includes the PNG check that keeps torchvision's
+decoder from crashing on a hostile PNG, also timed alone), and the encoding cost per image in a worker (one thread)
 and batched after collate on the training device (CUDA when present, else this process's CPU
 threads). Timings on a shared machine are noisy: compare figures from the same run.
 """
@@ -26,6 +27,7 @@ import tempfile
 import time
 from pathlib import Path
 from random import choice, uniform
+from unittest.mock import patch
 
 import torch
 from PIL import Image
@@ -38,6 +40,8 @@ from ssd.anchors import default_boxes
 from ssd.config import load_config
 from ssd.data import build_loader, collate
 from ssd.data.cognata import CognataDataset
+from ssd.data import dataset as dataset_module
+from ssd.data.image_files import header_problem, png_problem
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
 from ssd.data.transforms import train_transform
 from ssd.matching import TargetEncoder
@@ -149,8 +153,12 @@ def print_stages(dataset, reference: ReferenceDataset, encoder: TargetEncoder) -
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     count = len(dataset)
-    stages = {"decode": 0.0, "augment": 0.0, "encode": 0.0}
+    stages = {"decode": 0.0, "of which the PNG check": 0.0, "augment": 0.0, "encode": 0.0}
     for index in range(count):
+        data = dataset.image_path(index).read_bytes()
+        start = time.perf_counter()
+        header_problem(data) or png_problem(data)  # what read_image runs before the decoder (ssd.data.image_files)
+        stages["of which the PNG check"] += time.perf_counter() - start
         start = time.perf_counter()
         dataset.load_image(index)
         decode = time.perf_counter() - start
@@ -215,6 +223,10 @@ def main() -> None:
                     loader = build_loader(dataset, 1, train=True, num_workers=workers, pin_memory=False)
                 rates[label, workers] = samples_per_second(loader, args.samples)
                 print(f"ours       {workers} worker(s), {label}: {rates[label, workers]:6.2f} samples/s", flush=True)
+        with patch.object(dataset_module, "png_problem", lambda data: None):  # the same loader without the check (forked workers inherit it)
+            unchecked = samples_per_second(build_loader(dataset, 1, train=True, num_workers=1, pin_memory=False), args.samples)
+        print(f"ours       1 worker(s), encode on device, PNG check off: {unchecked:6.2f} samples/s "
+              f"(with the check {rates['encode on device', 1] / unchecked:.2f}x of that)", flush=True)
         baseline = "PIL + v1 transforms, encode in __getitem__ (reference)"
         for workers in (1, 2):
             for label in ("encode on device", "encode in worker"):
