@@ -1,9 +1,50 @@
-"""Shared fixtures: a tiny two-map config small enough for fast model tests."""
+"""Shared fixtures: a tiny two-map config small enough for fast model tests; the hostile suite's count
+per kind of bad input, printed after every run; and the property tests' profiles (``default`` in
+``make test``, ``sweep`` for the larger sweep: ``pytest -m hostile --hypothesis-profile=sweep``)."""
 from __future__ import annotations
 
+from collections import Counter
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
+
+settings.register_profile("default", max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("sweep", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("default")
+
+# the kinds of bad input the hostile suite covers (README, "Faults and bad input")
+HOSTILE_KINDS = (
+    "crashing images", "faults of the machine", "numbers", "inputs overwritten, outputs raced", "resume and caches",
+    "config mid-run", "silence and vague words", "MLPerf files and settings", "malformed records",
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    marker = item.get_closest_marker("hostile")
+    if marker is not None:
+        assert marker.args and marker.args[0] in HOSTILE_KINDS, f"{item.nodeid}: hostile kind {marker.args} not in HOSTILE_KINDS"
+        outcome.get_result().user_properties.append(("hostile", marker.args[0]))
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """How many hostile cases of each kind ran, and how many of them failed."""
+    counts: dict[str, Counter] = {}
+    for outcome in ("passed", "failed", "error"):
+        for report in terminalreporter.stats.get(outcome, []):
+            if outcome != "error" and getattr(report, "when", "call") != "call":
+                continue
+            for key, kind in getattr(report, "user_properties", ()):
+                if key == "hostile":
+                    counts.setdefault(kind, Counter())[outcome] += 1
+    if counts:
+        terminalreporter.write_sep("-", "hostile-input suite, by kind")
+        for kind in HOSTILE_KINDS:
+            if kind in counts:
+                done = counts[kind]
+                terminalreporter.write_line(f"{kind:36s} {sum(done.values()):4d} cases, {done['failed'] + done['error']} failed")
 
 from ssd.config import Config, load_config
 

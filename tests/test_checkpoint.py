@@ -190,6 +190,7 @@ def test_a_number_of_classes_read_off_the_weights_is_an_integer(tiny_config):
     assert type(classes) is int and classes == 4
 
 
+@pytest.mark.hostile("config mid-run")
 def test_a_run_records_the_config_as_it_was_loaded(tiny_config):
     """The file may be edited or removed while a run goes on: the record is the text the run loaded."""
     loaded = tiny_config.source.read_text()
@@ -199,6 +200,7 @@ def test_a_run_records_the_config_as_it_was_loaded(tiny_config):
     assert config_record(tiny_config) == {"name": "tiny", "source": str(tiny_config.source), "text": loaded}
 
 
+@pytest.mark.hostile("config mid-run")
 def test_the_same_name_with_another_model_section_is_another_config(tiny_config):
     record = {"config": config_record(tiny_config)}
     path = tiny_config.source
@@ -209,6 +211,7 @@ def test_the_same_name_with_another_model_section_is_another_config(tiny_config)
         check_config_matches(record, load_config(path), "c.pth")
 
 
+@pytest.mark.hostile("config mid-run")
 def test_a_recorded_python_config_is_never_run(tiny_config, tmp_path):
     """A checkpoint is not trusted code: a recorded .py config is compared by name, not executed."""
     marker = tmp_path / "ran"

@@ -355,6 +355,7 @@ def test_an_odd_sized_video_is_predicted_at_its_size(tiny_files: TinyFiles, tmp_
     assert len(json.loads(output.with_suffix(".json").read_text())["frames"]) == 3
 
 
+@pytest.mark.hostile("resume and caches")
 def test_a_video_log_is_reused_up_to_its_first_line_that_is_not_a_frame_record(tmp_path: Path):
     from ssd.prediction_log import finished_video_frames, header_line
 
@@ -381,6 +382,7 @@ def test_folder_loader_workers_follow_the_usable_cores(cores: int, workers: int,
     assert default_workers() == workers
 
 
+@pytest.mark.hostile("resume and caches")
 def test_resume_continues_only_the_same_run_and_checks_what_it_reads(tiny_files: TinyFiles, tmp_path: Path, capsys):
     folder, output = tmp_path / "many", tmp_path / "out"
     folder.mkdir()

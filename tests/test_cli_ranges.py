@@ -9,6 +9,8 @@ import pytest
 from ssd.cli.main import build_parser
 from ssd.cli.ranges import Number
 
+pytestmark = pytest.mark.hostile("numbers")
+
 
 def _parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
     """(command words, parser) for the ``ssd`` parser and every sub-command's."""

@@ -173,6 +173,7 @@ def _edited_record(run: Path, target: Path, **changes) -> Path:
     ("audit", {"batch_size": 2}, "the TEST01 run is not of the same model and settings as the performance run .*batch_size"),
     ("performance", {"mode": "accuracy"}, "a accuracy run, not the performance run"),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_logs_of_another_model_config_or_settings_are_never_laid_out(runs: Runs, tmp_path: Path, which: str, changes: dict, message: str):
     folders = {"accuracy": runs.accuracy, "performance": runs.performance, "audit": runs.audit}
     folders[which] = _edited_record(folders[which], tmp_path / which, **changes)
@@ -183,6 +184,7 @@ def test_logs_of_another_model_config_or_settings_are_never_laid_out(runs: Runs,
     assert not (tmp_path / "tree").exists()
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 def test_an_audit_of_runs_of_another_model_is_refused_before_it_runs(runs: Runs, tiny_files: TinyFiles, tmp_path: Path, capsys):
     other = _edited_record(runs.performance, tmp_path / "performance", model={"sha256": "0" * 64})
     user_conf = tmp_path / "user.conf"
@@ -200,6 +202,7 @@ def test_an_audit_of_runs_of_another_model_is_refused_before_it_runs(runs: Runs,
     assert "checked against --accuracy-run DIR and --performance-run DIR" in capsys.readouterr().err
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 def test_an_audit_config_in_the_working_folder_is_refused(tiny_files: TinyFiles, tmp_path: Path, monkeypatch, capsys):
     """LoadGen would apply it to the run on its own: a compliance test left behind, running silently."""
     monkeypatch.chdir(tmp_path)

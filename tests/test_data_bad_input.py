@@ -17,6 +17,8 @@ from ssd.data.problems import DataError
 from ssd.errors import SSDError
 from ssd.data.synth import synth_coco
 
+pytestmark = pytest.mark.hostile("malformed records")
+
 SCENARIO, CAMERA = "10001_Urban_Clear_Noon", "Cognata_Camera_01_8M"
 HEADER = ["object_id", "object_class", "object_class_name", "bounding_box_2D", "center_distance", "occlusion"]
 GOOD_ROW = ["1", "8", "Car", "[10, 10, 40, 30]", "20.5", "0"]

@@ -152,6 +152,7 @@ def _annotation_of(image: str) -> str:
     return image.replace("_png", "_ann").replace(".png", ".csv")
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 def test_file_lists_are_read_as_the_harness_reads_them(synth_root: Path, tmp_path: Path):
     """csv.DictReader: columns by name in any order, blank lines skipped, CRLF; ``ann`` must be the frame's own CSV."""
     chosen = CognataDataset(synth_root, "all").annotations.paths[2:5]

@@ -28,6 +28,8 @@ from ssd.cli.main import main
 from ssd.data.dataset import read_image
 from ssd.data.problems import CorruptImageError
 
+pytestmark = pytest.mark.hostile("crashing images")
+
 WIDTH, HEIGHT = 40, 30
 
 

@@ -216,6 +216,7 @@ def test_sample_indices_follow_a_file_list_with_an_empty_frame(tiny_files: TinyF
     assert samples == 3 and "mAP = " in (output / "accuracy.txt").read_text()
 
 
+@pytest.mark.hostile("silence and vague words")
 def test_images_without_ground_truth_are_refused_before_the_model_runs(tiny_files: TinyFiles, tmp_path: Path, capsys):
     """COCO mAP over images without objects is undefined (every statistic -1): refused, not reported."""
     from ssd.data.synth import synth_cognata

@@ -105,6 +105,7 @@ def test_applied_to_loadgens_settings():
     ("ssd.SingleStream.target_latency_percentile = nan", "line 2: .* got 'nan'"),
     ("ssd.SingleStream.target_latency = inf", "line 2: .* got 'inf'"),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_a_bad_line_is_an_error_naming_file_and_line(tmp_path, line, message):
     path = write(tmp_path, f"*.*.min_duration = 1\n{line}\n")
     with pytest.raises(LoadgenConfError, match=message) as raised:
@@ -202,6 +203,7 @@ def _boundary(tmp_path: Path, line: str, refused: bool, message: str = "") -> No
     ("*.MultiStream.samples_per_query = 0", True), ("*.MultiStream.samples_per_query = 1", False),
     (f"*.*.min_query_count = {2**64 - 1}", False), (f"*.*.min_query_count = {2**64}", True),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_every_setting_is_held_to_the_range_its_meaning_allows(tmp_path: Path, line: str, refused: bool):
     _boundary(tmp_path, line, refused)
 
@@ -214,6 +216,7 @@ def test_every_setting_is_held_to_the_range_its_meaning_allows(tmp_path: Path, l
     ("ssd.ConstantStream.target_qps = 166666", False),  # 600 s x 166,666 queries/s: < 1e8
     ("ssd.ConstantStream.target_qps = 166667", True),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_a_run_loadgen_cannot_hold_in_memory_is_refused(tmp_path: Path, user_conf: str, refused: bool, monkeypatch):
     """LoadGen generates every query up front: min_query_count, or (multiplier x min duration x rate)."""
     scenario = "ConstantStream" if "ConstantStream" in user_conf else "SingleStream"
@@ -232,6 +235,7 @@ def test_a_run_loadgen_cannot_hold_in_memory_is_refused(tmp_path: Path, user_con
     (0.0, False), (-0.001, True), (MAX_DURATION_MS / 1000, False), (MAX_DURATION_MS / 1000 * 1.001, True),
     (float("nan"), True), (float("inf"), True),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_the_trial_durations_are_held_to_the_same_range(seconds: float, refused: bool):
     if refused:
         with pytest.raises(ValueError, match="must be from 0 to"):

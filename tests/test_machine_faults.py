@@ -24,6 +24,8 @@ from ssd.checkpoint import LAST, atomic_save
 from ssd.cli.main import main
 from ssd.errors import describe_os_error
 
+pytestmark = pytest.mark.hostile("faults of the machine")
+
 SENTINEL = b"written before the run"
 
 

@@ -146,6 +146,7 @@ def test_export_and_onnx_errors(tiny_files: TinyFiles, tmp_path: Path, capsys):
         assert len(err) == 1 and err[0].startswith("error: ") and expected in err[0], err
 
 
+@pytest.mark.hostile("silence and vague words")
 @pytest.mark.parametrize("engine", ["onnxruntime", "openvino"])
 def test_a_truncated_export_or_a_checkpoint_given_as_one_is_one_line_on_either_engine(exported, tiny_files: TinyFiles, tmp_path: Path,
                                                                                       capfd, engine: str):

@@ -37,6 +37,7 @@ def _one_error(capsys) -> str:
     return err[0]
 
 
+@pytest.mark.hostile("inputs overwritten, outputs raced")
 def test_a_drawn_copy_never_replaces_its_input(tiny_files: TinyFiles, images: Path, tmp_path: Path, capsys):
     before = _snapshot(images)
     (tmp_path / "linked.jpg").symlink_to(images / "a.jpg")
@@ -56,6 +57,7 @@ def test_a_drawn_copy_never_replaces_its_input(tiny_files: TinyFiles, images: Pa
     assert _snapshot(images) == before
 
 
+@pytest.mark.hostile("inputs overwritten, outputs raced")
 def test_a_drawn_video_never_replaces_its_input(tiny_files: TinyFiles, tmp_path: Path, capsys):
     import numpy as np
 
@@ -71,6 +73,7 @@ def test_a_drawn_video_never_replaces_its_input(tiny_files: TinyFiles, tmp_path:
     assert "would write over the input" in _one_error(capsys) and source.read_bytes() == before
 
 
+@pytest.mark.hostile("inputs overwritten, outputs raced")
 def test_a_second_run_into_a_held_output_folder_is_refused(tiny_files: TinyFiles, images: Path, tmp_path: Path, capsys):
     output = tmp_path / "out"
     output.mkdir()
@@ -92,6 +95,7 @@ def test_a_second_run_into_a_held_output_folder_is_refused(tiny_files: TinyFiles
     assert not (output / ".lock").exists() and (output / "detections.json").is_file()
 
 
+@pytest.mark.hostile("silence and vague words")
 def test_what_a_folder_holds_besides_images_is_named_not_dropped(tiny_files: TinyFiles, tmp_path: Path, capsys, caplog):
     from PIL import Image
 

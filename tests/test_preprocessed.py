@@ -90,6 +90,7 @@ class RunsCode:
         return os.system, (f"touch {self.marker}",)
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 def test_a_malicious_pickle_is_refused_without_running_it(tmp_path: Path, capsys):
     marker = tmp_path / "pwned"
     folder = tmp_path / "val_2d"
@@ -124,6 +125,7 @@ def test_frames_pickled_with_any_protocol_load(tmp_path: Path, protocol: int):
     ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.zeros((1, 6), np.float32)}, r"'gt_boxes' must be a real numeric array \[G, 7\]"),
     ({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": np.full((1, 7), np.nan, np.float32)}, "not finite"),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_a_malformed_frame_is_an_error_naming_the_file(tmp_path: Path, payload, message):
     (tmp_path / "val_0.pkl").write_bytes(pickle.dumps(payload))
     with pytest.raises(DataError, match=message) as raised:
@@ -231,6 +233,7 @@ def test_frames_the_harness_writes_score_as_the_raw_path(raw: Path, tiny_files: 
     ([[0.0, 0.5, 3.0, 2.0, 4, 0, 0]], np.float32),  # a float among them
     ([], np.float32),  # no object: torch.tensor([]) is a float32 [0]
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_every_gt_dtype_the_harness_writes_loads(tmp_path: Path, rows: list, dtype):
     write_harness_frame(tmp_path / "val_0.pkl", torch.zeros(3, 2, 4), rows)
     frame = load_frame(tmp_path / "val_0.pkl")
@@ -239,6 +242,7 @@ def test_every_gt_dtype_the_harness_writes_loads(tmp_path: Path, rows: list, dty
     assert harness_gt_boxes(rows).dtype == dtype
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 @pytest.mark.parametrize("dtype", [np.int32, np.int64, np.uint16, np.float32, np.float64, np.float16])
 def test_gt_boxes_of_any_real_dtype_convert_once(tmp_path: Path, dtype):
     gt = np.array([[1, 2, 30, 20, 5, 0, 0], [0, 0, 8, 9, 14, 0, 0]]).astype(dtype)
@@ -259,12 +263,14 @@ def test_gt_boxes_of_any_real_dtype_convert_once(tmp_path: Path, dtype):
     (np.zeros((3,), np.int64), "int64 array [3]"),
     ([[0, 0, 1, 1, 3, 0, 0]], "list"),
 ])
+@pytest.mark.hostile("MLPerf files and settings")
 def test_gt_boxes_that_are_not_real_numbers_are_refused(tmp_path: Path, gt, shown):
     (tmp_path / "val_0.pkl").write_bytes(pickle.dumps({"img": np.zeros((1, 3, 2, 2), np.float32), "gt_boxes": gt}))
     with pytest.raises(DataError, match=rf"val_0.pkl: 'gt_boxes' must be a real numeric array \[G, 7\].*got {re.escape(shown)}$"):
         load_frame(tmp_path / "val_0.pkl")
 
 
+@pytest.mark.hostile("MLPerf files and settings")
 def test_integers_float32_cannot_hold_exactly_are_refused(tmp_path: Path):
     for value, refused in ((2**24, False), (2**24 + 1, True)):  # float32 holds every integer up to 2^24
         gt = np.array([[0, 0, value, 1, 3, 0, 0]], np.int64)
@@ -276,6 +282,7 @@ def test_integers_float32_cannot_hold_exactly_are_refused(tmp_path: Path):
             assert load_frame(tmp_path / "val_0.pkl")["gt_boxes"][0, 2] == value
 
 
+@pytest.mark.hostile("resume and caches")
 def test_a_frame_rewritten_with_its_size_and_time_kept_is_read_again(tmp_path: Path):
     """cp -p / rsync -a keep size and modification time; the ground-truth cache must still notice."""
     image = np.zeros((1, 3, 2, 4), np.float32)
@@ -293,6 +300,7 @@ def test_a_frame_rewritten_with_its_size_and_time_kept_is_read_again(tmp_path: P
     assert PreprocessedCognata(tmp_path).annotations.labels.tolist() == [3, 7]
 
 
+@pytest.mark.hostile("silence and vague words")
 @pytest.mark.parametrize(("box", "refused"), [([0, 0, 2, 1], False), ([2, 0, 0, 1], True), ([0, 1, 2, 0], True), ([1, 0, 1, 1], True)])
 def test_a_box_with_swapped_or_equal_corners_is_named_when_the_folder_is_read(tmp_path: Path, box: list, refused: bool):
     gt = np.array([[0, 0, 2, 1, 3, 0, 0], [*box, 4, 0, 0]], np.float32)
