@@ -127,12 +127,18 @@ def test_folder_of_images(tiny_files: TinyFiles, tmp_path: Path, workers: str):
     assert sorted(lines, key=lambda r: r["image"]) == records  # the same records, written as they came
 
 
-def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFiles, tmp_path: Path, capsys):
-    folder, output = tmp_path / "many", tmp_path / "out"
+def image_folder(folder: Path, count: int) -> list[Path]:
+    """``count`` generated 60x90 PNGs ``00.png``, ``01.png``... in a new ``folder``."""
     folder.mkdir()
-    images = [folder / f"{k:02d}.png" for k in range(14)]
+    images = [folder / f"{k:02d}.png" for k in range(count)]
     for k, path in enumerate(images):
         write_image(path, (60, 90), seed=k)
+    return images
+
+
+def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFiles, tmp_path: Path, capsys):
+    folder, output = tmp_path / "many", tmp_path / "out"
+    images = image_folder(folder, 14)
     command = [str(Path(sys.executable).with_name("ssd")), "predict", *model_flags(tiny_files), "--input", str(folder),
                "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # this process's threads: its rounding
@@ -385,10 +391,7 @@ def test_folder_loader_workers_follow_the_usable_cores(cores: int, workers: int,
 @pytest.mark.hostile("resume and caches")
 def test_resume_continues_only_the_same_run_and_checks_what_it_reads(tiny_files: TinyFiles, tmp_path: Path, capsys):
     folder, output = tmp_path / "many", tmp_path / "out"
-    folder.mkdir()
-    images = [folder / f"{k}.png" for k in range(3)]
-    for k, path in enumerate(images):
-        write_image(path, (60, 90), seed=k)
+    images = image_folder(folder, 3)
     argv = ["predict", *model_flags(tiny_files), "--input", str(folder), "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
     assert main(argv) == 0
     log = output / "detections.jsonl"

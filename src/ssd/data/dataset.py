@@ -65,7 +65,7 @@ def read_image(path: str | Path, expected_size: tuple[int, int] | None = None, *
     raw = data.numpy().tobytes()  # the file's bytes, copied once, for the checks and Pillow
     problem = header_problem(raw) or png_problem(raw)  # what would take the process down in a decoder
     if problem is not None:
-        raise CorruptImageError(problem)
+        raise CorruptImageError(f"cannot decode: {problem}")
     if needs_pillow(raw[:4]):
         image = decode_with_pillow(raw)
     else:
