@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ssd.errors import SSDError
-from ssd.loadgen import ACCURACY_LOG, AUDIT_CONFIG, DETAIL_LOG, SUMMARY_LOG, accuracy_log_entries
+from ssd.loadgen import ACCURACY_LOG, AUDIT_CONFIG, DETAIL_LOG, SUMMARY_LOG, accuracy_log_entries, read_summary
 from ssd.run_record import SHARED, SHARED_WITH_TIMING, RunRecord, read_record, require_same
 
 # compliance/TEST01/ssd/audit.config of mlperf_automotive: mode 2 is PerformanceOnly
@@ -38,8 +38,7 @@ PERFORMANCE_TOLERANCE = 0.10
 SHORT_LATENCY_TOLERANCE = 0.20  # when the submission's estimate is at most SHORT_LATENCY_NS
 SHORT_LATENCY_NS = 200_000
 # the estimates verify_performance.py reads (another percentile's run fails there, so it fails here)
-_ESTIMATE = re.compile(r"Early stopping (90th|90\.0th|99\.9th) percentile estimate\s*:\s*(\d+)")
-_FIELD = re.compile(r"^\s*(Scenario|Result is)\s*:\s*(.+?)\s*$")
+_ESTIMATE = re.compile(r"Early stopping (90th|90\.0th|99\.9th) percentile estimate$")  # a summary line's key
 
 
 class ComplianceError(SSDError):
@@ -131,21 +130,15 @@ def verify_accuracy(accuracy_log: str | Path, audit_log: str | Path) -> Check:
 def summary_fields(path: str | Path) -> dict[str, str]:
     """A LoadGen summary's scenario, result and early-stopping estimate (``percentile``, ``estimate_ns``)."""
     path = Path(path)
-    try:
-        text = path.read_text(errors="replace")
-    except FileNotFoundError:
-        raise ComplianceError(f"LoadGen summary not found: {path}") from None
-    except OSError as exc:
-        raise ComplianceError(f"{path}: cannot read LoadGen summary: {exc}") from exc
-    fields: dict[str, str] = {}
-    for line in text.splitlines():
-        match = _FIELD.match(line)
-        if match:
-            fields.setdefault(match.group(1), match.group(2))
-        estimate = _ESTIMATE.search(line)
-        if estimate:
+    if not path.is_file():
+        raise ComplianceError(f"LoadGen summary not found: {path}")
+    summary = read_summary(path)
+    fields = {key: summary[key] for key in ("Scenario", "Result is") if key in summary}
+    for key, value in summary.items():
+        estimate = _ESTIMATE.search(key)
+        if estimate and value.isdigit():
             fields.setdefault("percentile", estimate.group(1))
-            fields.setdefault("estimate_ns", estimate.group(2))
+            fields.setdefault("estimate_ns", value)
     return fields
 
 
@@ -205,12 +198,13 @@ VERIFY_PERFORMANCE = "verify_performance.txt"
 def check_audited_runs(test: str, accuracy_run: str | Path, performance_run: str | Path, audit_record: RunRecord) -> None:
     """Raise unless the two runs a compliance test audits are an accuracy and a performance run of the
     model and settings of ``audit_record`` (checked before the test runs, and again when verified)."""
-    records = {"accuracy": read_record(accuracy_run), "performance": read_record(performance_run)}
+    folders = {"accuracy": Path(accuracy_run), "performance": Path(performance_run)}
+    records = {name: read_record(folder) for name, folder in folders.items()}
     for name, record in records.items():
         if record.mode != name:
-            raise ComplianceError(f"{accuracy_run if name == 'accuracy' else performance_run}: a {record.mode} run, not the {name} run")
-    require_same({test: audit_record, **records}, SHARED)
-    require_same({test: audit_record, "performance": records["performance"]}, SHARED_WITH_TIMING)
+            raise ComplianceError(f"{folders[name]}: a {record.mode} run, not the {name} run")
+    require_same({**records, test: audit_record}, SHARED)
+    require_same({"performance": records["performance"], test: audit_record}, SHARED_WITH_TIMING)
 
 
 def audit_verdict(test: str, accuracy_run: str | Path, performance_run: str | Path, audit_run: str | Path) -> Verdict:

@@ -229,9 +229,8 @@ def samples_of(settings: LoadgenSettings, dataset: DetectionDataset) -> int:
 
 def _test_settings(settings: LoadgenSettings, count: int) -> tuple[lg.TestSettings, int]:
     """LoadGen's settings for a run over ``count`` samples, and its performance sample count."""
-    test = settings.test_settings()
-    values = settings.conf.settings(settings.model_name, settings.scenario)
-    wanted = settings.performance_sample_count or values.get("performance_sample_count_override") or count
+    test = settings.test_settings()  # performance_sample_count_override: the files' value, 0 when they set none
+    wanted = settings.performance_sample_count or test.performance_sample_count_override or count
     performance_samples = min(count, wanted)
     test.performance_sample_count_override = performance_samples
     return test, performance_samples
@@ -241,7 +240,7 @@ def read_summary(path: Path) -> dict[str, str]:
     """The ``key : value`` lines of a LoadGen summary (first occurrence of each key)."""
     summary: dict[str, str] = {}
     if path.is_file():
-        for line in path.read_text().splitlines():
+        for line in path.read_text(errors="replace").splitlines():
             key, colon, value = line.partition(":")
             if colon and key.strip() and value.strip():
                 summary.setdefault(key.strip(), value.strip())

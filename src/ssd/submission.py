@@ -29,7 +29,7 @@ from ssd.compliance import VERIFY_ACCURACY, VERIFY_PERFORMANCE, audit_verdict
 from ssd.errors import SSDError
 from ssd.loadgen import ACCURACY_LOG, ACCURACY_TXT, DETAIL_LOG, SUMMARY_LOG
 from ssd.loadgen_conf import MODEL_NAME
-from ssd.run_record import SHARED, SHARED_WITH_TIMING, RunRecord, read_record, require_same
+from ssd.run_record import RunRecord, read_record
 
 IMPLEMENTATION = "ssd"
 TEST = "TEST01"  # the compliance test MLPerf Automotive requires of ssd
@@ -88,18 +88,13 @@ def lay_out_submission(system: SystemDescription, accuracy_run: str | Path, perf
     if out.exists() or out.is_symlink():
         raise SubmissionError(f"{out}: already exists; a submission tree is written only into a new folder")
     runs = {"accuracy": Path(accuracy_run), "performance": Path(performance_run), TEST: Path(audit_run)}
-    records = {name: read_record(folder) for name, folder in runs.items()}
-    for name, record in records.items():
-        if record.mode != name:
-            raise SubmissionError(f"{runs[name]}: a {record.mode} run, not the {name} run")
-    require_same(records, SHARED)
-    require_same({"performance": records["performance"], TEST: records[TEST]}, SHARED_WITH_TIMING)
-    if not (runs["accuracy"] / ACCURACY_TXT).is_file():
-        raise SubmissionError(f"{runs['accuracy']}: no {ACCURACY_TXT} (the accuracy run's score)")
+    # the three runs' modes and records are checked against each other there (ssd.compliance.check_audited_runs)
     verdict = audit_verdict(TEST, runs["accuracy"], runs["performance"], runs[TEST])
     if not verdict.passed:
-        raise SubmissionError(f"{runs[TEST]}: {TEST} does not pass against these runs: {verdict.summary().splitlines()[-3]} / "
-                              f"{verdict.summary().splitlines()[-2]}")
+        raise SubmissionError(f"{runs[TEST]}: {TEST} does not pass against these runs: {' / '.join(verdict.summary().splitlines()[:2])}")
+    if not (runs["accuracy"] / ACCURACY_TXT).is_file():
+        raise SubmissionError(f"{runs['accuracy']}: no {ACCURACY_TXT} (the accuracy run's score)")
+    records = {name: read_record(folder) for name, folder in runs.items()}
     scenario = records["accuracy"].scenario
     description, unfilled = _system_json(system, records["performance"])
 
@@ -205,10 +200,9 @@ def machine_fields(record: RunRecord) -> dict[str, Any]:
         fields["host_memory_capacity"] = f"{int(memory.group(1)) / 2**20:.0f} GB"
     engines = {"torch": "PyTorch", "openvino": "OpenVINO", "onnxruntime": "ONNX Runtime"}
     engine = record.model["engine"]
-    package = {"torch": "torch"}.get(engine, engine)
-    fields["framework"] = f"{engines.get(engine, engine)} {record.software.get(package, '')}".strip()
+    fields["framework"] = f"{engines.get(engine, engine)} {record.software.get(engine, '')}".strip()  # engines' packages: their names
     fields["other_software_stack"] = ", ".join(f"{name} {version}" for name, version in sorted(record.software.items())
-                                               if name != package) + f", Python {platform.python_version()}"
+                                               if name != engine) + f", Python {platform.python_version()}"
     if record.device.startswith("cuda"):
         fields["accelerators_per_node"] = 1
         fields["accelerator_model_name"] = record.model.get("device_name", "")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ssd.cli.outputs import holding, refuse_overwriting
-from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector
+from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector, model_file
 from ssd.cli.ranges import CLASSES, COUNT, SECONDS
 from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
 from ssd.errors import SSDError
@@ -91,9 +91,10 @@ def run(args: argparse.Namespace) -> int:
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
     check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
+    samples = samples_of(settings, dataset)
     if args.accuracy:
-        dataset.require_ground_truth(range(samples_of(settings, dataset)))  # before the run: no objects, no mAP
-    record = run_record(args, detector, decode, settings, samples_of(settings, dataset))
+        dataset.require_ground_truth(range(samples))  # before the run: no objects, no mAP
+    record = run_record(args, detector, decode, settings, samples)
     if args.audit is not None:
         check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
     with holding(args.output_dir):
@@ -125,7 +126,7 @@ def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], 
     """What this run runs, for ``ssd_run.json`` (:mod:`ssd.run_record`)."""
     from ssd.run_record import RunRecord, file_digest, text_digest
 
-    weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
+    weights = model_file(args)
     engine = detector.engine
     model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": args.precision,
              "weights": "int8" if detector.metadata.get("precision") == "int8" else args.precision}
@@ -147,7 +148,7 @@ def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], 
                    "performance_sample_count": settings.performance_sample_count},
         device=str(detector.device), batch_size=args.batch_size,
         command=["ssd", *args.argv],
-        software=_versions("ssd", "torch", "mlcommons-loadgen", *({"openvino": ["openvino"], "onnxruntime": ["onnxruntime"]}.get(engine, []))),
+        software=_versions("ssd", "torch", "mlcommons-loadgen", *([engine] if engine != "torch" else [])),  # engines' packages: their names
     )
 
 

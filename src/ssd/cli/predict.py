@@ -124,8 +124,10 @@ def run(args: argparse.Namespace) -> int:
             return predict_images(build_detector(args), jobs, output / "detections.json", args)
     if args.input.suffix.lower() in IMAGE_SUFFIXES:
         output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg"), IMAGE_SUFFIXES, "image")
+        refuse_overwriting([output, *log_paths(output.with_suffix(".json"))], [args.input])  # before the model loads
         return predict_images(build_detector(args), [(args.input, output)], output.with_suffix(".json"), args)
     output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), VIDEO_SUFFIXES, "video")
+    refuse_overwriting([output, *log_paths(output.with_suffix(".json"))], [args.input])
     return predict_video(build_detector(args), args.input, output, args)
 
 
@@ -171,15 +173,19 @@ def prediction_run(args: argparse.Namespace, detector: Detector, video: Path | N
     same run: the model's and config's SHA-256, engine, precision, decoding and drawing, the video's SHA-256."""
     from ssd.run_record import file_digest, text_digest
 
-    weights = args.pretrained_model if args.pretrained_model is not None else args.onnx
     run = {
-        "model_sha256": file_digest(weights), "config_sha256": text_digest(detector.config.text), "engine": detector.engine,
+        "model_sha256": file_digest(model_file(args)), "config_sha256": text_digest(detector.config.text), "engine": detector.engine,
         "precision": detector.precision, "decode": [args.cls_threshold, args.nms_threshold, args.max_boxes],
         "drawing": [args.box_thickness, args.text_size],
     }
     if video is not None:
         run["video_sha256"] = file_digest(video)
     return run
+
+
+def model_file(args: argparse.Namespace) -> Path:
+    """The weights' file the flags name: ``--pretrained-model``, else ``--onnx``."""
+    return args.pretrained_model if args.pretrained_model is not None else args.onnx
 
 
 def log_paths(json_path: Path) -> list[Path]:
@@ -271,7 +277,6 @@ def predict_images(
     ahead of the network, drawn and saved in a thread behind it, each finished image's record
     appended to ``detections.jsonl`` (``--resume`` skips them), an unreadable one reported and skipped.
     """
-    refuse_overwriting([target for _, target in jobs] + log_paths(json_path), [source for source, _ in jobs])
     if len(jobs) == 1:
         return _predict_one(detector, *jobs[0], json_path, args, orient)
     from concurrent.futures import ThreadPoolExecutor
@@ -370,6 +375,7 @@ def predict_dataset(detector: Detector, output: Path, args: argparse.Namespace) 
     for index in range(len(dataset)):
         source = dataset.image_path(index)
         jobs.append((source, (output / source.relative_to(dataset.root)).with_suffix(".jpg")))
+    refuse_overwriting([target for _, target in jobs] + log_paths(output / "detections.json"), [source for source, _ in jobs])
     return predict_images(detector, jobs, output / "detections.json", args, orient=False)  # as the annotations see them
 
 
@@ -393,7 +399,6 @@ def predict_video(detector: Detector, source: Path, output: Path, args: argparse
     from ssd.video import VideoReader, VideoWriter
 
     frames: list[dict[str, Any]] = []
-    refuse_overwriting([output, *log_paths(output.with_suffix(".json"))], [source])
     lines = output.with_suffix(".jsonl")
     run = prediction_run(args, detector, video=source)
     finished = finished_video_frames(lines, run) if args.resume else []

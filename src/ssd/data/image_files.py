@@ -131,7 +131,7 @@ def png_problem(data: bytes) -> str | None:
         if kind == b"IHDR" and length == 13:
             header = struct.unpack(">IIBBBBB", body)
         elif kind == b"IDAT" and header is not None:
-            if zlib.crc32(kind + body) != struct.unpack(">I", stored_crc)[0]:
+            if zlib.crc32(body, zlib.crc32(kind)) != struct.unpack(">I", stored_crc)[0]:
                 crc_errors += 1
             try:
                 rows += inflater.decompress(body)
