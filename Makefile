@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: install test demo bench mutation gpu-check clean
+.PHONY: install test check demo bench mutation gpu-check clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -17,6 +17,10 @@ install: $(STAMP)
 test: install
 	$(PY) -m pytest -q
 
+# the fast inner loop: every test but the few whole runs marked slow (`make test` runs them all)
+check: install
+	$(PY) -m pytest -q -m "not slow"
+
 demo: install
 	$(VENV)/bin/ssd demo
 
@@ -27,8 +31,8 @@ bench: install
 gpu-check: install
 	$(PY) benchmarks/gpu_check.py --out gpu_check.json
 
-# Mutation testing of the numeric core and the data rules (not part of `make test`; see README,
-# "Tests"): the functions below, against the fast tests listed under [tool.mutmut] in pyproject.toml.
+# Mutation testing of the numeric core and the data rules (not part of `make test`; see docs/testing.md,
+# "Mutation testing"): the functions below, against the fast tests listed under [tool.mutmut] in pyproject.toml.
 MUTATION_SCOPE := 'ssd.anchors.*' 'ssd.box_ops.*' 'ssd.matching.*' 'ssd.loss.*' 'ssd.decoding.*' \
 	'ssd.data.labels.*' 'ssd.data.cognata.x_select_objects*' 'ssd.data.cognata.x_split_frames*' \
 	'ssd.data.cognata.x_config_selection*' 'ssd.data.coco.*CocoDataset*_objects*' \

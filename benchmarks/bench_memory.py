@@ -12,7 +12,7 @@ and the step's wall time. The reference trains in float32 without checkpointing:
 are the float32 "off" case's count, from which the last lines say how many 8 MP images fit on an
 80 GB GPU, ours (each mode) against the reference's. Not part of ``make bench``: a float32 case takes
 about five minutes on two cores, and bfloat16 is far slower on a CPU without AVX-512 BF16 (it is
-emulated); ``--dtypes``, ``--modes`` and ``--batches`` pick cases. Its figures are in the README.
+emulated); ``--dtypes``, ``--modes`` and ``--batches`` pick cases. Its figures are in docs/performance.md.
 """
 from __future__ import annotations
 
@@ -26,8 +26,9 @@ import time
 
 import torch
 
-from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
+from ssd import TargetEncoder, default_boxes, load_config
 from ssd.amp import MixedPrecision
+from ssd.engine.train import TrainingStep
 from ssd.models import build_model
 from ssd.models.checkpointing import MODES, set_activation_checkpointing
 
@@ -82,19 +83,15 @@ def run_step(config_name: str, mode: str, dtype: str, batch: int) -> dict[str, f
     anchors = default_boxes(config)
     model = _model(config_name, mode, "cpu")
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
-    precision = MixedPrecision(torch.device("cpu"), dtype != "fp32", dtype if dtype != "fp32" else None)
+    cpu = torch.device("cpu")
+    step = TrainingStep(model, TargetEncoder(anchors), optimizer, MixedPrecision(cpu, dtype), cpu, channels_last=True)
     generator = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, *config.model.image_size, generator=generator).contiguous(memory_format=torch.channels_last)
     low = torch.rand(batch, BOXES_PER_IMAGE, 2, generator=generator) * 0.8
     boxes = torch.cat((low, low + 0.02 + torch.rand(batch, BOXES_PER_IMAGE, 2, generator=generator) * 0.15), dim=2)
     labels = torch.randint(1, NUM_CLASSES, (batch, BOXES_PER_IMAGE), generator=generator)
-    targets = TargetEncoder(anchors).encode_batch(list(boxes), list(labels))
     start = time.perf_counter()
-    with precision.autocast():
-        locs, confs = model(images)
-    loss = MultiBoxLoss()(locs, confs, targets).total
-    optimizer.zero_grad(set_to_none=True)
-    precision.backward_and_step(loss, optimizer)
+    step(images, [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)])  # ssd train's step, target encoding included
     seconds = time.perf_counter() - start
     return {"peak_gib": peak_rss_gib(), "step_s": seconds}
 

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from test_inference import save_checkpoint
+from support import save_checkpoint
 
 from ssd.cli.main import main as ssd
 from ssd.config import load_config, resolve_config_path

@@ -34,10 +34,10 @@ from collections.abc import Callable
 import torch
 
 from reference_impl import reference_encode, reference_loss
-from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
+from ssd import TargetEncoder, default_boxes, load_config
 from ssd.amp import MixedPrecision
 from ssd.engine.schedule import WarmupMultiStep, build_scheduler
-from ssd.engine.train import train_one_epoch
+from ssd.engine.train import TrainingStep, train_one_epoch
 from ssd.heap_retention import heap_retention_for
 from ssd.models import build_model
 
@@ -95,18 +95,19 @@ def plain_eager_step(config, anchors: torch.Tensor) -> Callable[[Batch], float]:
     return step
 
 
-def our_step(config, anchors: torch.Tensor, amp: bool = False, compile_model: bool = False) -> Callable[[Batch], float]:
+def our_step(config, anchors: torch.Tensor, precision: str = "fp32", compile_model: bool = False) -> Callable[[Batch], float]:
     """:func:`train_one_epoch` over a one-batch loader: one step of ``ssd train`` (channels-last)."""
     device = torch.device("cpu")
     model = fresh_model(config, channels_last=True)
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9, weight_decay=5e-4, nesterov=True)
     scheduler = build_scheduler(optimizer, WarmupMultiStep([100], 1, 0))
     network = torch.compile(model) if compile_model else model
-    arguments = (TargetEncoder(anchors), MultiBoxLoss(), optimizer, scheduler, MixedPrecision(device, amp), device)
+    training_step = TrainingStep(network, TargetEncoder(anchors), optimizer, MixedPrecision(device, precision), device, scheduler,
+                                 channels_last=True)
     after_step = heap_retention_for(device)  # as ssd train hands it to its loops
 
     def step(batch: Batch) -> float:
-        return train_one_epoch(network, [batch], *arguments, epoch=0, channels_last=True, show_progress=False, after_step=after_step).seconds
+        return train_one_epoch(training_step, [batch], epoch=0, show_progress=False, after_step=after_step).seconds
 
     return step
 
@@ -120,7 +121,7 @@ VARIANTS: dict[str, Callable[..., Callable[[Batch], float]]] = {
     "plain": plain_eager_step,
     "plain-huge-pages": plain_eager_step,  # the same step with the huge pages ssd turns on
     "ours": our_step,
-    "amp": functools.partial(our_step, amp=True),
+    "amp": functools.partial(our_step, precision="amp"),
     "compile": functools.partial(our_step, compile_model=True),
 }
 

@@ -40,12 +40,13 @@ from pathlib import Path
 
 import torch
 
-from ssd import MultiBoxLoss, TargetEncoder, default_boxes, load_config
+from ssd import TargetEncoder, default_boxes, load_config
 from ssd.amp import MixedPrecision
 from ssd.config import Config
 from ssd.decoding import DecodeSettings
 from ssd.device import configure_cudnn, stage_on_device
 from ssd.engine.schedule import build_optimizer
+from ssd.engine.train import TrainingStep
 from ssd.models import build_model
 from ssd.models.checkpointing import set_activation_checkpointing
 from ssd.summary import summarize
@@ -57,8 +58,8 @@ PEAK_TFLOPS = {
     "H200": (67.0, 989.0), "H100": (67.0, 989.0), "A100": (19.5, 312.0), "L40S": (91.6, 362.0),
     "L4": (30.3, 121.0), "A10": (31.2, 125.0), "V100": (15.7, 125.0), "RTX 4090": (82.6, 165.0),
 }
-TRAINING_VARIANTS = (  # (name, amp dtype or None, channels-last, compile)
-    ("fp32", None, False, False),
+TRAINING_VARIANTS = (  # (name, precision, channels-last, compile)
+    ("fp32", "fp32", False, False),
     ("AMP fp16", "fp16", False, False),
     ("AMP bf16", "bf16", False, False),
     ("AMP bf16 + channels-last", "bf16", True, False),
@@ -81,7 +82,7 @@ class Check:
         if not self.dry_run:
             return load_config(MLPERF_CONFIG)
         sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-        from conftest import TINY_YAML
+        from support import TINY_YAML
 
         path = Path(tempfile.mkdtemp()) / "tiny.yaml"
         path.write_text(TINY_YAML)
@@ -103,8 +104,8 @@ class Check:
             torch.cuda.empty_cache()
             torch.cuda.reset_peak_memory_stats(self.device)
 
-    def batch(self, size: int, channels_last: bool) -> tuple[torch.Tensor, object]:
-        """Random images and the loss targets of ~40 random boxes each, on the device."""
+    def batch(self, size: int, channels_last: bool) -> tuple[torch.Tensor, list[dict]]:
+        """Random images and ~40 random boxes each (a training step's batch), on the device."""
         generator = torch.Generator().manual_seed(size)
         images = torch.randn(size, 3, *self.config.model.image_size, generator=generator).to(self.device)
         if channels_last:
@@ -112,7 +113,12 @@ class Check:
         low = torch.rand(size, 40, 2, generator=generator) * 0.8
         boxes = torch.cat((low, low + 0.02 + torch.rand(size, 40, 2, generator=generator) * 0.15), dim=2).to(self.device)
         labels = torch.randint(1, NUM_CLASSES, (size, 40), generator=generator).to(self.device)
-        return images, TargetEncoder(self.anchors).encode_batch(list(boxes), list(labels))
+        return images, [{"boxes": b, "labels": l} for b, l in zip(boxes, labels)]
+
+    def training_step(self, network, optimizer, precision: str, channels_last: bool) -> TrainingStep:
+        """``ssd train``'s step of ``network`` (the model or its wrapper) on this check's device."""
+        return TrainingStep(network, TargetEncoder(self.anchors), optimizer, MixedPrecision(self.device, precision), self.device,
+                            channels_last=channels_last)
 
     def section(self, name: str, run: Callable[[], object]) -> None:
         if time.monotonic() > self.deadline:
@@ -127,35 +133,27 @@ class Check:
 
 
 # -- 1. training -----------------------------------------------------------------------------------
-def training_step(check: Check, model, optimizer, precision: MixedPrecision, images, targets) -> None:
-    with precision.autocast():
-        locs, confs = model(images)
-    loss = MultiBoxLoss()(locs, confs, targets).total
-    optimizer.zero_grad(set_to_none=True)
-    precision.backward_and_step(loss, optimizer)
-
-
-def measure_training(check: Check, amp: str | None, channels_last: bool, compile_: bool, checkpointing: str) -> dict:
+def measure_training(check: Check, precision: str, channels_last: bool, compile_: bool, checkpointing: str) -> dict:
     """Images/s at the largest batch that fits (doubling from 1), and that batch's peak memory."""
     model = build_model(check.config, NUM_CLASSES).to(check.device).train()
     set_activation_checkpointing(model, checkpointing)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     network = torch.compile(model) if compile_ else model
-    precision = MixedPrecision(check.device, amp is not None, amp)
     optimizer = build_optimizer(model, lr=1e-4, momentum=0.9, weight_decay=5e-4, no_decay_bn=False, fused=check.device.type == "cuda")
+    training_step = check.training_step(network, optimizer, precision, channels_last)
     best, size, limit = None, 1, 1 if check.dry_run else 64
     while size <= limit and time.monotonic() < check.deadline:
         try:
             check.reset_peak()
             images, targets = check.batch(size, channels_last)
             if not check.dry_run:  # a dry run checks the path, in one step: its figures mean nothing
-                training_step(check, network, optimizer, precision, images, targets)  # warm-up (and compilation)
+                training_step(images, targets)  # warm-up (and compilation)
             check.synchronize()
             steps = 1 if check.dry_run else 5
             start = time.perf_counter()
             for _ in range(steps):
-                training_step(check, network, optimizer, precision, images, targets)
+                training_step(images, targets)
             check.synchronize()
             seconds = (time.perf_counter() - start) / steps
             best = {"batch": size, "images_per_s": size / seconds, "peak_gib": check.peak_memory_gib()}
@@ -173,7 +171,7 @@ def training(check: Check) -> list[dict]:
     mult_adds = summarize(check.config, NUM_CLASSES, batch_size=1).mult_adds
     peaks = next((v for k, v in PEAK_TFLOPS.items() if k in check.device_name), None)
     rows = []
-    for name, amp, channels_last, compile_ in TRAINING_VARIANTS:
+    for name, precision, channels_last, compile_ in TRAINING_VARIANTS:
         for checkpointing in ("off", "all"):
             if compile_ and check.dry_run:  # minutes of compiling on the CPU; the GPU run measures it
                 rows.append({"variant": name, "checkpointing": checkpointing, "result": "not in a dry run"})
@@ -182,11 +180,11 @@ def training(check: Check) -> list[dict]:
                 rows.append({"variant": name, "checkpointing": checkpointing, "result": "not run: time budget spent"})
                 continue
             try:
-                row = measure_training(check, amp, channels_last, compile_, checkpointing)
+                row = measure_training(check, precision, channels_last, compile_, checkpointing)
             except Exception as exc:  # recorded per row
                 row = {"result": f"error: {type(exc).__name__}: {exc}"}
             if "images_per_s" in row and peaks is not None:
-                peak = peaks[1] if amp else peaks[0]
+                peak = peaks[1] if precision != "fp32" else peaks[0]
                 row["mfu"] = mult_adds * 2 * 3 * row["images_per_s"] / (peak * 1e12)
             rows.append({"variant": name, "checkpointing": checkpointing, **row})
     return rows
@@ -231,17 +229,13 @@ def _ddp_worker(rank: int, world_size: int, config_path: str, dry_run: bool, por
     model = build_model(config, NUM_CLASSES).to(device).train()
     network = DistributedDataParallel(model, device_ids=[rank] if device.type == "cuda" else None)
     optimizer = build_optimizer(model, lr=1e-4, momentum=0.9, weight_decay=5e-4, no_decay_bn=False, fused=device.type == "cuda")
-    anchors = default_boxes(config).to(device)
-    precision = MixedPrecision(device, not dry_run, None)
+    step = TrainingStep(network, TargetEncoder(default_boxes(config).to(device)), optimizer,
+                        MixedPrecision(device, "fp32" if dry_run else "amp"), device)
     images = torch.randn(1, 3, *config.model.image_size, device=device)
-    targets = TargetEncoder(anchors).encode_batch([torch.tensor([[0.1, 0.1, 0.4, 0.5]], device=device)], [torch.tensor([3], device=device)])
+    targets = [{"boxes": torch.tensor([[0.1, 0.1, 0.4, 0.5]], device=device), "labels": torch.tensor([3], device=device)}]
     start = time.perf_counter()
     for _ in range(5):
-        with precision.autocast():
-            locs, confs = network(images)
-        loss = MultiBoxLoss()(locs, confs, targets).total
-        optimizer.zero_grad(set_to_none=True)
-        precision.backward_and_step(loss, optimizer)
+        step(images, targets)
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     if rank == 0:
@@ -268,17 +262,17 @@ def stalls(check: Check) -> dict:
     from torch.profiler import ProfilerActivity, profile
 
     model = build_model(check.config, NUM_CLASSES).to(check.device).train().to(memory_format=torch.channels_last)
-    precision = MixedPrecision(check.device, True, None)
     optimizer = build_optimizer(model, lr=1e-4, momentum=0.9, weight_decay=5e-4, no_decay_bn=False, fused=check.device.type == "cuda")
+    training_step = check.training_step(model, optimizer, "amp", channels_last=True)
     images, targets = check.batch(1, True)
-    training_step(check, model, optimizer, precision, images, targets)
+    training_step(images, targets)
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if check.device.type == "cuda" else [])
     host_work = ("aten::item", "aten::_local_scalar_dense", "cudaStreamSynchronize", "cudaDeviceSynchronize",
                  "cudaMemcpy", "aten::copy_", "aten::nonzero", "torchvision::nms")
     with profile(activities=activities) as trace:
         for _ in range(2):
             images, targets = check.batch(1, True)  # data to the device and target encoding inside the trace
-            training_step(check, model, optimizer, precision, images, targets)
+            training_step(images, targets)
         check.synchronize()
     events = [e for e in trace.key_averages() if any(e.key.startswith(name) for name in host_work)]
     events.sort(key=lambda e: e.self_cpu_time_total, reverse=True)
@@ -308,7 +302,7 @@ def review(check: Check) -> dict:
 
     model = torch.nn.Linear(8, 8).to(check.device)
     optimizer = build_optimizer(model, lr=0.1, momentum=0.9, weight_decay=0.0, no_decay_bn=False, fused=check.device.type == "cuda")
-    precision = MixedPrecision(check.device, True, "fp16")
+    precision = MixedPrecision(check.device, "fp16")
     before = model.weight.detach().clone()
     with precision.autocast():
         loss = model(torch.randn(4, 8, device=check.device)).float().square().mean()

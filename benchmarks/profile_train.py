@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 from torch.profiler import ProfilerActivity, profile
 
-from ssd import MultiBoxLoss, TargetEncoder, default_boxes, huge_pages, load_config  # noqa: E402
+from ssd import TargetEncoder, default_boxes, huge_pages, load_config  # noqa: E402
 from ssd.amp import MixedPrecision
 from ssd.data import build_loader
 from ssd.data.cognata import CognataDataset
 from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_cognata
 from ssd.data.transforms import train_transform
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler
-from ssd.engine.train import train_one_epoch
+from ssd.engine.train import TrainingStep, train_one_epoch
 from ssd.heap_retention import heap_retention_for
 from ssd.models import build_model
 
@@ -99,11 +99,9 @@ def main() -> None:
               f"compile {args.compile}, huge pages {os.environ[huge_pages.ENV]!r}, {args.workers} worker(s), {torch.get_num_threads()} threads", flush=True)
         network = torch.compile(model) if args.compile else model
         with profile(activities=[ProfilerActivity.CPU]) as profiler:
-            stats = train_one_epoch(
-                network, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
-                MixedPrecision(device, args.amp), device, 0, channels_last=args.channels_last, show_progress=False,
-                after_step=heap_retention_for(device),
-            )
+            step = TrainingStep(network, TargetEncoder(default_boxes(config)), optimizer, MixedPrecision(device, "amp" if args.amp else "fp32"),
+                                device, scheduler, channels_last=args.channels_last)
+            stats = train_one_epoch(step, loader, 0, show_progress=False, after_step=heap_retention_for(device))
     events = profiler.key_averages()
     seconds = phase_seconds(events)
     print(f"\nepoch: {stats.images} images in {stats.seconds:.1f} s ({stats.seconds / stats.images:.1f} s per image)")

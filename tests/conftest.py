@@ -13,7 +13,7 @@ settings.register_profile("default", max_examples=60, deadline=None, suppress_he
 settings.register_profile("sweep", max_examples=3000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("default")
 
-# the kinds of bad input the hostile suite covers (README, "Faults and bad input")
+# the kinds of bad input the hostile suite covers (docs/usage.md, "Faults and bad input")
 HOSTILE_KINDS = (
     "crashing images", "faults of the machine", "numbers", "inputs overwritten, outputs raced", "resume and caches",
     "config mid-run", "silence and vague words", "MLPerf files and settings", "malformed records",
@@ -46,21 +46,10 @@ def pytest_terminal_summary(terminalreporter) -> None:
                 done = counts[kind]
                 terminalreporter.write_line(f"{kind:36s} {sum(done.values()):4d} cases, {done['failed'] + done['error']} failed")
 
+from support import TINY_YAML, TinyFiles, build_tiny_files
+
 from ssd.config import Config, load_config
 
-TINY_YAML = """
-model:
-  image_size: [64, 128]
-  steps: [8, 16]
-  scales: [16, 32, 64]
-  aspect_ratios: [[2], []]
-  middle_blocks:
-    - {kernel_size: [1, 3], padding: [0, 1], stride: [1, 2]}
-  head:
-    num_defaults: [3, 2]
-    loc: [{kernel_size: 3, padding: 1}, {kernel_size: 3, padding: 1}]
-    conf: [{kernel_size: 3, padding: 1}, {kernel_size: 3, padding: 1}]
-"""
 
 
 @pytest.fixture
@@ -73,3 +62,9 @@ def tiny_config_path(tmp_path: Path) -> Path:
 @pytest.fixture
 def tiny_config(tiny_config_path: Path) -> Config:
     return load_config(tiny_config_path)
+
+
+@pytest.fixture(scope="session")
+def tiny_files(tmp_path_factory) -> TinyFiles:
+    """The tiny model's config, checkpoint and data (:func:`support.build_tiny_files`), built once per run."""
+    return build_tiny_files(tmp_path_factory.mktemp("tiny"))

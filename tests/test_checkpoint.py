@@ -120,7 +120,7 @@ def test_number_of_classes_is_requested_else_recorded_else_read_off_the_first_co
     assert num_classes_of({"num_classes": 9}, state, tiny_config, None, "c.pth") == 9
     assert num_classes_of({}, state, tiny_config, 6, "c.pth") == 6
     assert num_classes_of({"num_classes": 6}, state, tiny_config, 6, "c.pth") == 6
-    with pytest.raises(CheckpointError, match="^c.pth: trained for 9 classes, --num-classes says 6$"):
+    with pytest.raises(CheckpointError, match="^c.pth: trained for 9 classes, num_classes says 6$"):
         num_classes_of({"num_classes": 9}, state, tiny_config, 6, "c.pth")
     assert num_classes_of({}, _conf_state(2 * per_location), tiny_config, None, "c.pth") == 2  # background + one class
     for channels in (per_location, 2 * per_location + 1):  # one class only (background), or not a multiple
@@ -157,7 +157,7 @@ def test_load_model_gives_the_weights_in_eval_mode_and_refuses_another_config_un
         load_model(path, other)
     with caplog.at_level("WARNING"):
         allowed, _ = load_model(path, other, allow_other_config=True)
-    assert "trained with config 'tiny', used here with 'other' (--allow-other-config)" in caplog.text
+    assert "trained with config 'tiny', used here with 'other' (allow_other_config)" in caplog.text
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in allowed.state_dict().items())
 
 

@@ -36,7 +36,7 @@ def _step(model: torch.nn.Module, images: torch.Tensor, autocast: bool = False) 
 @pytest.fixture(scope="module", params=["tiny", "demo_ssdlite_160"])
 def config(request, tmp_path_factory):
     if request.param == "tiny":
-        from conftest import TINY_YAML
+        from support import TINY_YAML
 
         path = tmp_path_factory.mktemp("config") / "tiny.yaml"
         path.write_text(TINY_YAML)
@@ -68,6 +68,7 @@ def test_no_checkpointing_without_gradients(config):
         assert all(torch.equal(a, b) for a, b in zip(checkpointed, model(images)))
 
 
+@pytest.mark.slow
 def test_compiled_checkpointed_step_equals_the_eager_plain_one(tiny_config):
     """SSD-ResNet50, the 8 MP network (compiling takes most of a minute: one architecture)."""
     config = tiny_config

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_cli_predict import run_script
-from test_inference import TinyFiles, save_checkpoint, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles, run_script, save_checkpoint
 
 from ssd.cli.main import main
 from ssd.config import load_config

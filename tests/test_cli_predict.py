@@ -4,7 +4,6 @@ from __future__ import annotations
 import json
 import os
 from fractions import Fraction
-import runpy
 import signal
 import subprocess
 import sys
@@ -15,7 +14,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
-from test_inference import TinyFiles, assert_same_detections, tiny_files, write_image  # noqa: F401 (fixture)
+from support import TinyFiles, assert_same_detections, model_flags, run_script, write_image
 
 from ssd import Detector
 from ssd.cli.main import main
@@ -25,25 +24,7 @@ from ssd.inference import detection_records, detections_of_records
 from ssd.data.synth import COGNATA_CLASSES, draw_frame
 from ssd.video import VideoReader, VideoWriter
 
-ROOT = Path(__file__).resolve().parents[1]
 FRAMES = 5
-
-
-def model_flags(files: TinyFiles) -> list[str]:
-    return ["--config", str(files.config), "--pretrained-model", str(files.checkpoint), "--device", "cpu"]
-
-
-def run_script(name: str, argv: list[str]) -> int:
-    """Run a root script of the repository in this process, as ``python NAME ARGV``."""
-    old = sys.argv
-    sys.argv = [name, *argv]
-    try:
-        runpy.run_path(str(ROOT / name), run_name="__main__")
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    finally:
-        sys.argv = old
-    return 0
 
 
 def api_records(files: TinyFiles, images: list[Path], batch_size: int = 4, **decode) -> list[list[dict]]:
@@ -382,7 +363,7 @@ def test_a_video_log_is_reused_up_to_its_first_line_that_is_not_a_frame_record(t
 @pytest.mark.parametrize(("cores", "workers"), [(1, 0), (2, 0), (3, 2), (64, 2)])
 def test_folder_loader_workers_follow_the_usable_cores(cores: int, workers: int, monkeypatch):
     """Every core count on every machine: the affinity mask is simulated."""
-    from ssd.cli.predict import default_workers
+    from ssd.prediction import default_workers
 
     monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(cores)))
     assert default_workers() == workers

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles
 
 from ssd.cli.main import main
 from ssd.compliance import AUDIT_FOUND, ComplianceError, audit_verdict, verify_performance

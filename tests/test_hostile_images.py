@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles
 
 import ssd.data.image_files as image_files
 from ssd.cli.main import main
@@ -159,8 +159,7 @@ def test_the_pixel_limit_at_its_bound():
 
 
 def test_a_folder_with_a_hostile_png_is_predicted_with_it_named(tiny_files: TinyFiles, tmp_path: Path, caplog, capsys):
-    from test_inference import write_image
-
+    from support import write_image
     folder = tmp_path / "images"
     folder.mkdir()
     write_image(folder / "a.png", (60, 90))

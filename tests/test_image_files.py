@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image, ImageOps
-from test_cli_predict import model_flags
-from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+from support import TinyFiles, model_flags, write_image
 
 from ssd import Detector
 from ssd.cli.main import main
+from ssd import prediction
 from ssd.cli.predict import IMAGE_SUFFIXES, VIDEO_SUFFIXES
 from ssd.data.dataset import read_image
 from ssd.data.image_files import apply_orientation
@@ -100,6 +100,7 @@ def test_a_truncated_tiff_is_a_corrupt_image(tmp_path: Path):
 
 def test_the_written_video_suffixes_are_the_encoders():
     assert set(VIDEO_SUFFIXES) == set(CODECS)
+    assert (IMAGE_SUFFIXES, VIDEO_SUFFIXES) == (prediction.IMAGE_SUFFIXES, prediction.VIDEO_SUFFIXES)  # the CLI's light copy
 
 
 @pytest.mark.parametrize("case", ["image suffix", "no suffix", "image to folder", "video suffix", "folder to file", "folder to existing file"])

@@ -1,82 +1,23 @@
-"""The Detector API: any image size and input type, batching, class names, model loading, bad input.
-
-Also home of the fixtures the inference tests share (a tiny config, a checkpoint saved the way the
-trainer saves them, a small synthetic Cognata dataset); the other test modules import them.
-"""
+"""The Detector API: any image size and input type, batching, class names, model loading, bad input."""
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_YAML
-from PIL import Image
+from support import TINY_YAML, TinyFiles, assert_same_detections, write_image
 
 from ssd import Detector, default_boxes, load_config, postprocess
 from ssd.checkpoint import CheckpointError
 from ssd.data import eval_transform
 from ssd.data.labels import cognata_fixed
-from ssd.data.synth import COGNATA_CLASSES, draw_frame, synth_cognata
 from ssd.evaluation import score_detections
 from ssd.checkpoint import load_model
 from ssd.data.labels import class_names_for, default_class_names
 from ssd.inference import InferenceError
 from ssd.models.fold import fold_batchnorm
 from ssd.models import build_model
-
-NUM_CLASSES = 15  # the fixed Cognata map the synthetic data uses
-
-
-@dataclass(frozen=True)
-class TinyFiles:
-    config: Path
-    checkpoint: Path
-    data: Path
-    folder: Path
-
-
-def save_checkpoint(path: Path, model: torch.nn.Module, config_path: Path, epoch: int = 0) -> Path:
-    """A checkpoint laid out as ``ssd.engine.fit`` writes them (without optimiser state)."""
-    labels = cognata_fixed()
-    torch.save({
-        "epoch": epoch, "model_state_dict": model.state_dict(),
-        "config": {"name": config_path.stem, "source": str(config_path), "text": config_path.read_text()},
-        "arch": "ssd", "num_classes": labels.num_classes, "class_names": list(labels.class_names), "label_map": labels.to_dict(),
-    }, path)
-    return path
-
-
-def write_image(path: Path, size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """A synthetic RGB image of ``size`` (H, W) saved losslessly; returns its pixels."""
-    image, _ = draw_frame(np.random.default_rng(seed), *size, COGNATA_CLASSES, (1, 3))
-    Image.fromarray(image).save(path)
-    return image
-
-
-@pytest.fixture(scope="session")
-def tiny_files(tmp_path_factory) -> TinyFiles:
-    folder = tmp_path_factory.mktemp("tiny")
-    config_path = folder / "tiny.yaml"
-    config_path.write_text(TINY_YAML)
-    torch.manual_seed(0)
-    model = build_model(load_config(config_path), NUM_CLASSES)
-    with torch.no_grad():  # random heads saturate the softmax (tied scores) and the box offsets
-        for scale, head in ((0.05, model.loc), (0.15, model.conf)):
-            for parameter in head.parameters():
-                parameter.mul_(scale)
-    checkpoint = save_checkpoint(folder / "tiny.pth", model, config_path)
-    data = synth_cognata(folder / "cognata", 20, size=(72, 120), seed=1).root
-    return TinyFiles(config_path, checkpoint, data, folder)
-
-
-def assert_same_detections(a: dict, b: dict, atol: float = 1e-2) -> None:
-    """Equal up to float noise, which may swap detections of near-equal score."""
-    torch.testing.assert_close(a["scores"], b["scores"], rtol=1e-4, atol=1e-5)
-    distance = (a["boxes"][:, None, :] - b["boxes"][None, :, :]).abs().amax(dim=2)  # [K, K]
-    distance[a["labels"][:, None] != b["labels"][None, :]] = float("inf")
-    assert distance.amin(dim=1).max() < atol and distance.amin(dim=0).max() < atol
 
 
 @pytest.fixture(scope="module")
@@ -163,7 +104,7 @@ def test_bad_input_is_a_clear_error(detector: Detector, tiny_files: TinyFiles, t
     (tmp_path / "broken.png").write_bytes(b"not a png")
     with pytest.raises(InferenceError, match="broken.png"):
         detector([tmp_path / "broken.png"])
-    with pytest.raises(CheckpointError, match="--num-classes says 5"):
+    with pytest.raises(CheckpointError, match="num_classes says 5"):
         Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, num_classes=5)
     other = tmp_path / "other.yaml"
     other.write_text(TINY_YAML.replace("[[2], []]", "[[2, 3], []]").replace("[3, 2]", "[4, 2]"))

@@ -35,6 +35,7 @@ PINNED_MAP = 0.15
 MAP_TOLERANCE = 0.06
 PINNED_AP50 = 0.5
 AP50_TOLERANCE = 0.15
+pytestmark = pytest.mark.slow
 
 
 def learning_argv(config: Path, data: Path, out: Path, epochs: int) -> list[str]:

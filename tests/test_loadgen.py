@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles
 
 from ssd.cli.main import main
 from ssd.config import load_config

@@ -18,7 +18,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles
 
 from ssd.checkpoint import LAST, atomic_save
 from ssd.cli.main import main

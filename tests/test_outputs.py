@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+from support import TinyFiles, write_image
 
 from ssd.cli.main import main
 
@@ -121,3 +121,50 @@ def test_what_a_folder_holds_besides_images_is_named_not_dropped(tiny_files: Tin
     assert [Path(r["image"]).name for r in records] == ["a.png", "still.gif"]
     assert main(_predict(tiny_files, "--input", str(folder / "animated.gif"))) == 2
     assert "animated.gif: an animated GIF of 2 frames, not an image" in _one_error(capsys)
+
+
+@pytest.mark.hostile("faults of the machine")
+@pytest.mark.parametrize("writer", ["bytes", "checkpoint", "index cache", "video"])
+def test_every_writer_leaves_the_old_file_or_none_when_the_write_fails(writer: str, tmp_path: Path):
+    """The one atomic-write helper under each kind of output: a failure inside the write leaves the
+    previous file untouched (or no file) and no temporary beside it."""
+    import numpy as np
+    import torch
+
+    from ssd.atomic_file import atomic_write
+    from ssd.checkpoint import atomic_save
+    from ssd.data.index_cache import IndexCache
+    from ssd.video import VideoWriter
+
+    target = tmp_path / {"bytes": "out.json", "checkpoint": "last.pth", "index cache": ".ssd_index_index.npz", "video": "out.mp4"}[writer]
+    target.write_bytes(b"previous")
+
+    class Fault(Exception):
+        pass
+
+    with pytest.raises(Fault):
+        if writer == "bytes":
+            with atomic_write(target) as handle:
+                handle.write(b"half")
+                raise Fault
+        elif writer == "checkpoint":  # the bytes written, then the disk fails to sync them
+            with pytest.MonkeyPatch.context() as patch:
+                patch.setattr(os, "fsync", lambda fd: (_ for _ in ()).throw(Fault()))
+                atomic_save({"weights": torch.ones(3)}, target)
+        elif writer == "index cache":
+            with pytest.MonkeyPatch.context() as patch:
+                def failing_savez(handle, **arrays):
+                    handle.write(b"half")
+                    raise Fault
+                patch.setattr(np, "savez", failing_savez)
+                IndexCache(None).save(tmp_path, "index", "key", {}, {"a": np.zeros(2)})
+        else:
+            with VideoWriter(target, 32, 32, fps=10) as video:
+                video.write(np.zeros((32, 32, 3), np.uint8))
+                raise Fault
+    assert target.read_bytes() == b"previous"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [target.name]
+    if writer == "video":  # and a finished one is in place, playable
+        with VideoWriter(target, 32, 32, fps=10) as video:
+            video.write(np.zeros((32, 32, 3), np.uint8))
+        assert target.read_bytes()[4:8] == b"ftyp" and sorted(p.name for p in tmp_path.iterdir()) == [target.name]

@@ -13,7 +13,7 @@ import onnx
 import pytest
 import torch
 from onnx import numpy_helper
-from test_inference import TinyFiles, tiny_files, write_image  # noqa: F401 (fixture)
+from support import TinyFiles, write_image
 
 from ssd import Detector
 from ssd.checkpoint import load_model
@@ -189,11 +189,10 @@ def test_bf16_autocast_runs_the_network_in_bfloat16_close_to_fp32(tiny_files: Ti
 
 
 def test_precisions_that_do_not_apply_are_one_error(int8_export, fp32_export: Path, tiny_files: TinyFiles, capsys):
-    from ssd.cli.predict import PRECISIONS as CLI_PRECISIONS
-    from ssd.inference import PRECISIONS, InferenceError
+    from ssd.choices import PrecisionError
+    from ssd.inference import InferenceError
 
-    assert CLI_PRECISIONS == PRECISIONS
-    with pytest.raises(InferenceError, match="precision 'int4': expected one of fp32, bf16, fp16"):
+    with pytest.raises(PrecisionError, match="precision int4: expected one of fp32, bf16, fp16, amp"):
         Detector.from_checkpoint(tiny_files.checkpoint, tiny_files.config, precision="int4")
     with pytest.raises(InferenceError, match="precision bf16 is an autocast of a PyTorch network"):
         Detector(OnnxNetwork(fp32_export), load_config(tiny_files.config), cognata_fixed().class_names, precision="bf16")
@@ -276,7 +275,7 @@ def test_a_compiled_precision_other_than_the_one_asked_is_refused(fp32_export: P
 
     core = SimulatedBf16Core(openvino_network.openvino_core(), compiles_to="f32")
     monkeypatch.setattr(openvino_network, "openvino_core", lambda: core)
-    with pytest.raises(OnnxError, match=r"--precision bf16: OpenVINO compiled fp32.onnx for f32 instead \(CPU capabilities: .*BF16"):
+    with pytest.raises(OnnxError, match=r"precision bf16: OpenVINO compiled fp32.onnx for f32 instead \(CPU capabilities: .*BF16"):
         OpenVinoNetwork(fp32_export, precision="bf16")
     assert OpenVinoNetwork(fp32_export, precision="fp32").precision == "fp32"  # what CompiledAs reports for f32 too
 

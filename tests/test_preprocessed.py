@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 import torch
 from harness_impl import harness_gt_boxes, harness_gt_rows, write_harness_frame
-from test_inference import TinyFiles, tiny_files  # noqa: F401 (fixture)
+from support import TinyFiles
 
 from ssd.cli.main import main
 from ssd.config import load_config

@@ -46,7 +46,7 @@ def test_one_process_resumes_from_its_last_checkpoint(tmp_path):
 
 def test_a_missing_explicit_resume_is_an_error_naming_it(tmp_path):
     atomic_save({"epoch": 4}, tmp_path / "last.pth")  # not taken instead
-    with pytest.raises(CheckpointError, match=r"--resume: checkpoint not found: .*gone\.pth"):
+    with pytest.raises(CheckpointError, match=r"resume: checkpoint not found: .*gone\.pth"):
         find_resume_point(Path(tmp_path / "gone.pth"), tmp_path, ALONE)
 
 

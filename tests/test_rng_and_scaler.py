@@ -57,9 +57,9 @@ def test_a_checkpoint_with_every_devices_state_restores_this_devices(fake_cuda, 
 
 
 def test_a_checkpoint_saved_without_a_scaler_resumes_with_an_fp16_scaler():
-    precision = MixedPrecision(torch.device("cpu"), enabled=True)
+    precision = MixedPrecision(torch.device("cpu"), "amp")
     precision.scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10)  # the fp16 scaler of a CUDA run
-    precision.load_scaler_state({})  # what a run without --amp saved
+    precision.load_scaler_state({})  # what a run in fp32 or bf16 saved
     assert precision.scaler.get_scale() == 2.0**10
     trained = torch.amp.GradScaler("cpu", init_scale=2.0**7)
     precision.load_scaler_state(trained.state_dict())
@@ -70,7 +70,7 @@ def test_a_checkpoint_saved_without_a_scaler_resumes_with_an_fp16_scaler():
 
 # -- the fp16 gradient scaler's path, as on CUDA, on the CPU -----------------------------------------
 def _fp16_precision(init_scale: float) -> MixedPrecision:
-    precision = MixedPrecision(torch.device("cpu"), enabled=True, dtype="fp16")
+    precision = MixedPrecision(torch.device("cpu"), "fp16")
     precision.scaler = torch.amp.GradScaler("cpu", init_scale=init_scale, growth_interval=1000)
     return precision
 
@@ -82,14 +82,20 @@ def _one_step(model: torch.nn.Module, optimizer, precision: MixedPrecision, inpu
     precision.backward_and_step(loss, optimizer)
 
 
-def test_fp16_is_the_cuda_default_bf16_the_cpus_and_fp16_always_scales():
-    assert MixedPrecision(torch.device("cpu"), True).dtype == torch.bfloat16
-    assert not MixedPrecision(torch.device("cpu"), True).scaler.is_enabled()
-    fp16 = MixedPrecision(torch.device("cpu"), True, "fp16")
+def test_amp_is_fp16_on_cuda_bf16_on_the_cpu_and_fp16_always_scales():
+    from ssd.choices import PrecisionError, resolve_precision
+
+    amp = MixedPrecision(torch.device("cpu"), "amp")
+    assert amp.name == "bf16" and amp.dtype == torch.bfloat16 and not amp.scaler.is_enabled()
+    assert resolve_precision("amp", "cuda") == "fp16" and resolve_precision("amp", "cpu") == "bf16"
+    fp16 = MixedPrecision(torch.device("cpu"), "fp16")
     assert fp16.dtype == torch.float16 and fp16.scaler.is_enabled()
-    assert not MixedPrecision(torch.device("cpu"), False, "fp16").scaler.is_enabled()
-    with pytest.raises(ValueError, match="amp dtype 'fp8'"):
-        MixedPrecision(torch.device("cpu"), True, "fp8")
+    fp32 = MixedPrecision(torch.device("cpu"))
+    assert fp32.name == "fp32" and not fp32.enabled and not fp32.scaler.is_enabled()
+    with fp32.autocast():
+        assert torch.ones(2, 2).matmul(torch.ones(2, 2)).dtype == torch.float32
+    with pytest.raises(PrecisionError, match="precision fp8: expected one of fp32, bf16, fp16, amp"):
+        MixedPrecision(torch.device("cpu"), "fp8")
 
 
 @pytest.mark.parametrize("fused", [False, True])
@@ -117,15 +123,30 @@ def test_under_the_fp16_scaler_a_non_finite_loss_is_still_reported_with_its_own_
     from test_train import ONE_BOX
 
     from ssd.anchors import default_boxes
-    from ssd.engine.train import NonFiniteLossError, train_one_epoch
+    from ssd.engine.train import NonFiniteLossError, TrainingStep, train_one_epoch
     from ssd.loss import MultiBoxLoss
     from ssd.matching import TargetEncoder
-    from ssd.models import build_model
 
-    model = build_model(tiny_config, 3)
+    anchors = default_boxes(tiny_config)
+
+    class PooledHeads(torch.nn.Module):
+        """Every default box's offsets and scores from the images' mean colours: the step's whole path
+        (targets, autocast, loss, the scaler's backward and step) without a backbone's cost in fp16 on a CPU."""
+
+        def __init__(self, classes: int):
+            super().__init__()
+            self.classes = classes
+            self.loc, self.conf = torch.nn.Linear(3, 4 * len(anchors)), torch.nn.Linear(3, classes * len(anchors))
+
+        def forward(self, images):
+            pooled = images.mean(dim=(2, 3))
+            return self.loc(pooled).view(len(images), 4, -1), self.conf(pooled).view(len(images), self.classes, -1)
+
+    model = PooledHeads(3)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     batches = [torch.randn(2, 3, 64, 128), torch.full((2, 3, 64, 128), float("nan")), torch.randn(2, 3, 64, 128)]
     with pytest.raises(NonFiniteLossError, match="epoch 2 step 1 "):
-        train_one_epoch(model, [(b, ONE_BOX) for b in batches], TargetEncoder(default_boxes(tiny_config)), MultiBoxLoss(), optimizer,
-                        scheduler, _fp16_precision(2.0**16), torch.device("cpu"), 2, show_progress=False)
+        step = TrainingStep(model, TargetEncoder(anchors), optimizer, _fp16_precision(2.0**16), torch.device("cpu"),
+                            scheduler, MultiBoxLoss())
+        train_one_epoch(step, [(b, ONE_BOX) for b in batches], 2, show_progress=False)

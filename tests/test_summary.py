@@ -1,10 +1,6 @@
-import subprocess
-import sys
-from pathlib import Path
+from support import run_script
 
 from ssd.cli.main import main
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_seed_test_8mp_figures(capsys):
@@ -16,14 +12,8 @@ def test_seed_test_8mp_figures(capsys):
     assert "Default boxes: 788,144" in out and "Mult-adds: 5.56 T" in out
 
 
-def test_seed_script_and_bad_config():
-    done = subprocess.run(
-        [sys.executable, "model_summary.py", "--config", "coco_300x300", "--num-classes", "81"],
-        cwd=ROOT, capture_output=True, text=True, timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert "Default boxes: 8,732" in done.stdout
-    bad = subprocess.run(
-        [sys.executable, "model_summary.py", "--config", "nope"], cwd=ROOT, capture_output=True, text=True, timeout=120
-    )
-    assert bad.returncode == 2 and bad.stderr.startswith("error: config 'nope' not found")
+def test_seed_script_and_bad_config(capsys):
+    assert run_script("model_summary.py", ["--config", "coco_300x300", "--num-classes", "81"]) == 0
+    assert "Default boxes: 8,732" in capsys.readouterr().out
+    assert run_script("model_summary.py", ["--config", "nope"]) == 2
+    assert capsys.readouterr().err.startswith("error: config 'nope' not found")

@@ -23,7 +23,7 @@ from ssd.data import build_dataset
 from ssd.data.synth import synth_cognata
 from ssd.heap_retention import no_step_hook
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, load_optimizer_state, scaled_learning_rate
-from ssd.engine.train import NonFiniteLossError, train_one_epoch
+from ssd.engine.train import NonFiniteLossError, TrainingStep, train_one_epoch
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
 from ssd.anchors import default_boxes
@@ -68,6 +68,7 @@ def _evaluated_map(checkpoint: Path, data: Path, config: Path, tmp_path: Path, *
     return float(f"{json.loads((output / 'metrics.json').read_text())['stats'][0]:.6g}")
 
 
+@pytest.mark.slow
 def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     out = tmp_path / "out"
     _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
@@ -82,6 +83,7 @@ def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     assert float(row["loss"]) > 0 and float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path, "--no-channels-last")
 
 
+@pytest.mark.slow
 def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, config_path):
     out = tmp_path / "out"
     _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "train.py",
@@ -119,6 +121,7 @@ def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[st
     assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
 
 
+@pytest.mark.slow
 def test_two_torchrun_nodes_train_evaluate_checkpoint_and_resume_without_shared_storage(tmp_path, cognata, config_path):
     """Two "nodes" (c10d rendezvous on 127.0.0.1), each with its own save folder as on machines
     without shared storage: one checkpoint (on rank 0's node), evaluation gathered from both ranks,
@@ -245,14 +248,14 @@ def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path)
 ONE_BOX = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
 
 
-def _train_epoch(model, config, loader, epoch: int = 0, amp: bool = False, channels_last: bool = False, after_step=no_step_hook):
+def _train_epoch(model, config, loader, epoch: int = 0, precision: str = "fp32", channels_last: bool = False, after_step=no_step_hook):
     """One ``train_one_epoch`` of ``model`` over ``loader`` with plain SGD on the CPU."""
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     cpu = torch.device("cpu")
-    return train_one_epoch(model, loader, TargetEncoder(default_boxes(config)), MultiBoxLoss(), optimizer, scheduler,
-                           MixedPrecision(cpu, amp), cpu, epoch, channels_last=channels_last, show_progress=False,
-                           after_step=after_step)
+    step = TrainingStep(model, TargetEncoder(default_boxes(config)), optimizer, MixedPrecision(cpu, precision), cpu, scheduler,
+                        MultiBoxLoss(), channels_last=channels_last)
+    return train_one_epoch(step, loader, epoch, show_progress=False, after_step=after_step)
 
 
 def test_non_finite_loss_stops_naming_the_step(tiny_config):
@@ -278,7 +281,7 @@ def test_each_step_calls_the_after_step_hook(tiny_config):
 def test_bf16_autocast_step_on_cpu(tiny_config):
     model = build_model(tiny_config, 3)
     before = model.conf[0].weight.detach().clone()
-    stats = _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], amp=True)
+    stats = _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], precision="amp")
     assert stats.images == 2 and torch.isfinite(torch.tensor(stats.loss))
     assert not torch.equal(before, model.conf[0].weight)
 
@@ -416,4 +419,4 @@ def test_resuming_with_other_optimizer_flags_is_an_error_naming_both(tmp_path, c
         assert main([*argv, *extra]) == 2
         err = capsys.readouterr().err.strip()
         assert err == (f"error: {folder / 'last.pth'}: trained with --optimizer sgd, this run has {ours}; "
-                       "resume with the checkpoint's optimizer flags, or train into another --save-folder"), err
+                       "resume with the checkpoint's optimizer settings, or train into another --save-folder"), err

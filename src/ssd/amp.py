@@ -1,37 +1,42 @@
-"""Mixed precision with torch.amp: fp16 + GradScaler on CUDA, bf16 (no scaler) on the CPU by default."""
+"""Precision with torch.amp: the autocast of a precision name (:mod:`ssd.choices`) on a device, and
+the gradient scaler that fp16 training steps go through (bf16 keeps fp32's exponent range: no scaler)."""
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Callable
 
 import torch
 
-from ssd.engine.options import AMP_DTYPE_NAMES
+from ssd.choices import resolve_precision
 
-AMP_DTYPES = dict(zip(AMP_DTYPE_NAMES, (torch.bfloat16, torch.float16)))
+AUTOCAST_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+Autocast = Callable[[], contextlib.AbstractContextManager]
 
 
 class MixedPrecision:
-    """The autocast context and gradient scaler for one device; a no-op when disabled.
+    """The autocast context and gradient scaler of one precision on one device.
 
-    ``dtype``: ``bf16`` or ``fp16``; None is fp16 on CUDA and bf16 on the CPU. fp16 steps go
-    through the gradient scaler, on either device.
+    ``precision``: a name of :data:`ssd.choices.PRECISION_NAMES` (``amp``: fp16 on CUDA, bf16
+    elsewhere); :attr:`name` is the one it resolved to. fp16 steps go through the gradient scaler, on
+    either device; fp32 is a no-op.
     """
 
-    def __init__(self, device: torch.device, enabled: bool, dtype: str | None = None):
-        self.device_type = device.type
-        self.enabled = enabled
-        if dtype is not None and dtype not in AMP_DTYPES:
-            raise ValueError(f"amp dtype {dtype!r}: expected one of {', '.join(AMP_DTYPES)}")
-        self.dtype = AMP_DTYPES[dtype] if dtype is not None else torch.float16 if device.type == "cuda" else torch.bfloat16
-        # bf16 keeps fp32's exponent range, so only fp16 needs loss scaling
-        self.scaler = torch.amp.GradScaler(device.type, enabled=enabled and self.dtype == torch.float16)
+    def __init__(self, device: torch.device, precision: str = "fp32"):
+        self.device_type = torch.device(device).type
+        self.name = resolve_precision(precision, self.device_type)
+        self.enabled = self.name != "fp32"
+        self.dtype = AUTOCAST_DTYPES.get(self.name, torch.float32)
+        self.scaler = torch.amp.GradScaler(self.device_type, enabled=self.name == "fp16")
 
     def autocast(self) -> contextlib.AbstractContextManager:
-        return torch.autocast(self.device_type, dtype=self.dtype, enabled=self.enabled)
+        if not self.enabled:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device_type, dtype=self.dtype)
 
     def load_scaler_state(self, state: dict) -> None:
         """Restore a checkpoint's scaler state; a run saved without a scaler saved ``{}``, which is skipped
-        (``GradScaler.load_state_dict`` refuses it), so such a checkpoint resumes with ``--amp`` too."""
+        (``GradScaler.load_state_dict`` refuses it), so such a checkpoint resumes in fp16 too."""
         if state:
             self.scaler.load_state_dict(state)
 

@@ -26,7 +26,7 @@ from ssd.errors import SSDError
 if TYPE_CHECKING:
     from torch import nn
 
-    from ssd.config import ArchitectureFields, FieldReader, ModelConfig, SharedModelFields
+    from ssd.config_fields import ArchitectureFields, FieldReader, ModelConfig, SharedModelFields
 
 # built-in architectures: name -> module defining ``ARCHITECTURE`` (imported when first asked for)
 BUILTIN = {"ssd": "ssd.models.ssd_resnet", "ssdlite": "ssd.models.ssdlite"}

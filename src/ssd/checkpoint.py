@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
@@ -28,9 +27,9 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from ssd.atomic_file import as_fault_of
+from ssd.atomic_file import write_atomically
 from ssd.config import Config, config_from_text, load_config
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 from ssd.models import build_model
 
 if TYPE_CHECKING:
@@ -98,53 +97,13 @@ def training_checkpoint(
     }
 
 
-def _temporary(path: Path, pid: int) -> Path:
-    return path.with_name(f".{path.name}.{pid}.tmp")
-
-
 def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path`` through a temporary file and an atomic rename (a failed write, such
-    as on a full disk, leaves the previous file in place and names ``path``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _temporary(path, os.getpid())
+    """``torch.save`` to ``path``, whole or not at all and on the disk when it returns
+    (:func:`ssd.atomic_file.write_atomically`, durable): a failed write, such as on a full disk, leaves
+    the previous file in place and names ``path``."""
     buffer = io.BytesIO()  # serialised first: torch.save on a full disk fails with a RuntimeError that hides the cause
     torch.save(obj, buffer)
-    try:
-        with as_fault_of(path, temporary):
-            with open(temporary, "wb") as handle:
-                handle.write(buffer.getbuffer())
-                handle.flush()
-                os.fsync(handle.fileno())
-            os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def remove_stale_temporaries(folder: Path) -> list[Path]:
-    """Delete the temporary files of :func:`atomic_save` calls whose process is gone (killed runs); return them."""
-    removed = []
-    for candidate in folder.glob(".*.pth.*.tmp"):  # _temporary's names: .{name}.{pid}.tmp
-        pid = candidate.name.rsplit(".", 2)[1]
-        if pid.isdigit() and not process_alive(int(pid)):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
-    return removed
-
-
-def process_alive(pid: int) -> bool:
-    """Whether a process ``pid`` runs on this host."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # another user's process
-        return True
-    return True
+    write_atomically(path, buffer.getbuffer(), durable=True)
 
 
 # -- reading ----------------------------------------------------------------------------------------
@@ -225,7 +184,7 @@ def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], c
     recorded = checkpoint.get("num_classes")
     if requested is not None:
         if recorded is not None and int(recorded) != requested:
-            raise CheckpointError(f"{source}: trained for {recorded} classes, --num-classes says {requested}")
+            raise CheckpointError(f"{source}: trained for {recorded} classes, {parameter('num_classes')} says {requested}")
         return requested
     if recorded is not None:
         return int(recorded)
@@ -233,7 +192,7 @@ def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], c
     # with num_defaults[0] x classes channels
     biases = [tensor for key, tensor in state.items() if key.startswith("conf.0.") and key.endswith("bias")]
     if not biases:
-        raise CheckpointError(f"{source}: no conf.0 head to read the number of classes from; give --num-classes")
+        raise CheckpointError(f"{source}: no conf.0 head to read the number of classes from; give {parameter('num_classes')}")
     channels, per_location = biases[-1].shape[0], config.model.head.num_defaults[0]
     if channels % per_location or channels // per_location < 2:
         raise CheckpointError(
@@ -243,7 +202,7 @@ def num_classes_of(checkpoint: Mapping[str, Any], state: Mapping[str, Tensor], c
     return channels // per_location
 
 
-OTHER_CONFIG_HINT = "give the config it was trained with, or --allow-other-config to use it anyway"
+OTHER_CONFIG_HINT = f"give the config it was trained with, or {parameter('allow_other_config')} to use it anyway"
 
 
 def recorded_other_config(checkpoint: Mapping[str, Any], config: Config) -> str | None:
@@ -306,7 +265,7 @@ def load_model(
     if not allow_other_config:
         check_config_matches(checkpoint, config, str(path))
     elif (other := recorded_other_config(checkpoint, config)) is not None:
-        logger.warning("%s was trained with config %r, used here with %r (--allow-other-config)", path, other, config.name)
+        logger.warning("%s was trained with config %r, used here with %r (allow_other_config)", path, other, config.name)
     model.load_state_dict(state, strict=True)
     return model.to(device).eval(), checkpoint
 

@@ -1,8 +1,8 @@
 """Process-group set-up for torchrun / torch.distributed.launch, and the few collectives we need.
 
 This is the one module that reads the launcher's environment (RANK, LOCAL_RANK, WORLD_SIZE). CUDA
-processes use NCCL on the device of their *local* rank (the reference used the global rank, which
-breaks on a second node); CPU processes use gloo. One process without a launcher works the same.
+processes use NCCL on the device of their *local* rank (the global rank would name a GPU that a
+second node does not have); CPU processes use gloo. One process without a launcher works the same.
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ def select_device(requested: str | None, local_rank: int) -> torch.device:
     device = torch.device(requested)
     if device.type == "cuda":
         if not torch.cuda.is_available():
-            raise SSDError(f"--device {requested}: CUDA is not available on this machine")
+            raise SSDError(f"{parameter('device')} {requested}: CUDA is not available on this machine")
         if device.index is None:
             device = torch.device("cuda", local_rank % torch.cuda.device_count())
         torch.cuda.set_device(device)

@@ -3,13 +3,13 @@
 glibc hands every freed block above 32 MiB back to the OS, so a CPU training step maps its large
 activations and gradients afresh each time and the kernel zeroes every page again as it is first
 touched; so does each forward pass of an evaluation or prediction loop. Told to keep freed memory
-(no mmap, no trimming), glibc reuses it instead: on 2 cores a 300x300 batch-8 SSD-ResNet50 training
-step became 1.14x faster, an 8 MP forward pass 1.2x (README, performance). The price is
-fragmentation: training at 8 MP, the resident set grew from a 12.5 GiB peak to over 20 GiB in two steps.
-So the heap is kept only when three times the process's peak so far fits in the memory it could
-have, and handed back for good once the resident set passes twice that peak (the third peak is
-room for the step during which it did); forked children (data loader workers) start with glibc's
-defaults. A no-op except with glibc on Linux.
+(no mmap, no trimming), glibc reuses it instead, and the steps stop paying for those page faults
+(the figures, for training steps and repeated forward passes, are in docs/performance.md). The price
+is fragmentation: with steps as large as 8 MP training's, the resident set can grow far past the
+step's peak within a few steps. So the heap is kept only when three times the process's peak so far
+fits in the memory it could have, and handed back for good once the resident set passes twice that
+peak (the third peak is room for the step during which it did); forked children (data loader
+workers) start with glibc's defaults. A no-op except with glibc on Linux.
 
 Nothing happens at import: a loop receives the hook of :func:`heap_retention_for` (the CLI builds
 one per process and hands it to the training, evaluation and prediction loops) and calls it after
@@ -21,6 +21,7 @@ import ctypes
 import os
 import platform
 import resource
+import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -103,8 +104,7 @@ class HeapRetention:
                 self.allocator.mallopt(M_MMAP_MAX, 0)
                 self.allocator.mallopt(M_TRIM_THRESHOLD, NEVER_TRIM)
                 self.state = "kept"
-                # a forked child (a data loader worker) does other work than the steps decided for
-                os.register_at_fork(after_in_child=self.hand_back)
+                _hand_back_in_forked_children(self)
             else:
                 self.state = "handed back"
         elif self.state == "kept" and self.resident() > self.limit:
@@ -117,6 +117,19 @@ class HeapRetention:
             self.allocator.mallopt(M_TRIM_THRESHOLD, DEFAULT_TRIM_THRESHOLD)
             self.allocator.malloc_trim(0)
         self.state = "handed back"
+
+
+_KEPT: weakref.WeakSet[HeapRetention] = weakref.WeakSet()  # retentions a forked child hands back
+_FORK_HANDLER: list[bool] = []  # registered once per process: os.register_at_fork cannot unregister
+
+
+def _hand_back_in_forked_children(retention: HeapRetention) -> None:
+    """A forked child (a data loader worker) does other work than the steps ``retention`` decided for:
+    it starts with glibc's defaults. One handler per process serves every retention alive."""
+    _KEPT.add(retention)
+    if not _FORK_HANDLER:
+        os.register_at_fork(after_in_child=lambda: [kept.hand_back() for kept in list(_KEPT)])
+        _FORK_HANDLER.append(True)
 
 
 StepHook = Callable[[], None]

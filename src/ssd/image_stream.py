@@ -1,8 +1,9 @@
 """Inputs prepared ahead of the detector: image files in loader worker processes, video frames in a thread.
 
-Decoding a JPEG and resizing it to the model's size take as long as a small model's forward pass, so
-for a folder of images ``ssd predict`` runs them in :class:`torch.utils.data.DataLoader` workers
-while the main process runs the network; each item keeps the decoded image too, for drawing.
+Decoding a JPEG and resizing it to the model's size is work of the order of a small model's forward
+pass, so for a folder of images ``ssd predict`` can run them in :class:`torch.utils.data.DataLoader`
+workers (where there are cores to spare) while the main process runs the network; each item keeps the
+decoded image too, for drawing.
 """
 from __future__ import annotations
 

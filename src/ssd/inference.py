@@ -13,8 +13,6 @@ evaluation's; models are loaded by :func:`ssd.checkpoint.load_model`.
 """
 from __future__ import annotations
 
-import contextlib
-import functools
 import logging
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -25,24 +23,23 @@ import torch
 from torch import Tensor, nn
 from torchvision import tv_tensors
 
-from ssd.amp import AMP_DTYPES
-from ssd.anchors import default_boxes
+from ssd.amp import MixedPrecision
 from ssd.checkpoint import METADATA_KEYS, load_model
+from ssd.choices import resolve_precision
 from ssd.config import Config, load_config
 from ssd.data.dataset import read_image
 from ssd.data.labels import class_names_for, default_class_names
 from ssd.data.problems import CorruptImageError
 from ssd.data.transforms import eval_transform
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 from ssd.heap_retention import StepHook, no_step_hook
 from ssd.models.fold import fold_batchnorm
 from ssd.decoding import DecodeSettings
-from ssd.predictor import Network, Predictor
+from ssd.predictor import Network, build_predictor
 
 logger = logging.getLogger(__name__)
 
 ImageInput = Union[np.ndarray, Tensor, str, Path]
-PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 class InferenceError(SSDError):
@@ -81,8 +78,8 @@ def prepare(image: Tensor, transform: Any) -> tuple[Tensor, tuple[int, int]]:
 
 def fastest_engine(device: str | None = None) -> str:
     """The engine ``engine="auto"`` (``--backend auto``) runs an exported model with: OpenVINO on the
-    CPU when it is installed (the fastest CPU engine measured, float32 equal to PyTorch's detections;
-    README, Performance), else ONNX Runtime, which also runs CUDA (``device`` cuda, or None with a
+    CPU when it is installed (the fastest CPU engine in docs/performance.md, its float32 detections
+    equal to PyTorch's), else ONNX Runtime, which also runs CUDA (``device`` cuda, or None with a
     GPU and ONNX Runtime's CUDA provider)."""
     if device is not None and not str(device).startswith("cpu"):
         return "onnxruntime"
@@ -111,13 +108,14 @@ class Detector:
         batch_size: images per forward pass (a 2160x3840 image needs a few GB on its own).
         metadata: what the checkpoint says about the model (epoch, label map, config record...).
         channels_last: run an ``nn.Module`` network in channels-last memory format, which oneDNN's
-            CPU convolutions (and cuDNN's) run faster (1.3-2x for the 8 MP model on two CPU cores).
+            CPU convolutions (and cuDNN's) run faster.
         fold_bn: run an ``nn.Module`` network as a :func:`ssd.models.fold.fold_batchnorm` copy (else
             the module given is used, put in eval mode and converted to ``channels_last`` in place).
-        after_batch: called after each forward pass (the CLI passes
-            :func:`ssd.heap_retention.heap_retention_for`'s hook: 1.2x on repeated 8 MP images).
-        precision: ``fp32``, or ``bf16`` / ``fp16``: an ``nn.Module`` network under that autocast
-            (an exported network runs at the precision :meth:`from_onnx` compiled it for).
+        after_batch: called after each forward pass (the caller's memory policy; the CLI passes
+            :func:`ssd.heap_retention.heap_retention_for`'s hook).
+        precision: a name of :data:`ssd.choices.PRECISION_NAMES`: ``fp32``, or ``bf16`` / ``fp16`` /
+            ``amp``: an ``nn.Module`` network under that autocast (an exported network runs at the
+            precision :meth:`from_onnx` compiled it for); :attr:`precision` is the name it resolved to.
     """
 
     def __init__(
@@ -138,21 +136,20 @@ class Detector:
         if batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         is_module = isinstance(network, nn.Module)
-        if precision not in PRECISIONS:
-            raise InferenceError(f"precision {precision!r}: expected one of {', '.join(PRECISIONS)}")
-        if precision != "fp32" and not is_module:
-            raise InferenceError(f"precision {precision} is an autocast of a PyTorch network; an export runs at the precision its engine compiled it for")
+        self.device = torch.device(device)
+        resolved = MixedPrecision(self.device, precision).name
+        if resolved != "fp32" and not is_module:
+            raise InferenceError(f"{parameter('precision')} {precision} is an autocast of a PyTorch network; an export runs at "
+                                 "the precision its engine compiled it for")
         self.memory_format = torch.channels_last if channels_last and is_module else torch.contiguous_format
         if is_module:
             network = (fold_batchnorm(network) if fold_bn else network.eval()).to(memory_format=self.memory_format)
         self.config = config
         self.class_names = tuple(class_names)
-        self.device = torch.device(device)
-        self.predictor = Predictor(
-            network, default_boxes(config), settings, self.device, channels_last=self.memory_format == torch.channels_last,
-            autocast=contextlib.nullcontext if precision == "fp32" else functools.partial(torch.autocast, self.device.type, dtype=AMP_DTYPES[precision]),
+        self.predictor = build_predictor(
+            network, config, settings, self.device, precision=resolved, channels_last=self.memory_format == torch.channels_last,
         )
-        self.precision = precision
+        self.precision = resolved if is_module else getattr(network, "precision", "fp32")
         self.batch_size = batch_size
         self.metadata = dict(metadata or {})
         self.transform = eval_transform(config.model.image_size)
@@ -233,6 +230,7 @@ class Detector:
         number of classes.
         """
         config = config if isinstance(config, Config) else load_config(config)
+        precision = resolve_precision(precision, "cuda" if str(device or "").startswith("cuda") else "cpu")
         if engine == "auto":
             engine = fastest_engine(device)
         if engine == "openvino":

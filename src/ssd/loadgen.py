@@ -28,7 +28,7 @@ from torch import Tensor
 from ssd.atomic_file import write_atomically
 from ssd.data.dataset import DetectionDataset
 from ssd.device import stage_on_device
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 from ssd.evaluation import EvalResult, detections_to_coco
 from ssd.evaluation.coco_eval import Thresholds
 from ssd.evaluation import score_detections
@@ -257,7 +257,7 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     """
     if audit_config is None and (Path.cwd() / AUDIT_CONFIG).exists():
         raise LoadgenError(f"{Path.cwd() / AUDIT_CONFIG}: LoadGen would override this run's settings with it (a compliance test's file); "
-                           "remove it, or run the compliance test with `ssd loadgen --audit`")
+                           f"remove it, or run the compliance test through {parameter('audit')}")
     count = samples_of(settings, dataset)
     test, performance_samples = _test_settings(settings, count)
     output = Path(output_dir)
@@ -326,7 +326,7 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
     """COCO mAP of an accuracy log over the samples it holds, and the number of samples scored."""
     rows = read_accuracy_log(path)
     if not rows:
-        raise LoadgenError(f"{path}: no samples in the accuracy log (was LoadGen run with --accuracy?)")
+        raise LoadgenError(f"{path}: no samples in the accuracy log (was LoadGen run in {parameter('accuracy')} mode?)")
     bad = [index for index in rows if not 0 <= index < len(dataset)]
     if bad:
         raise LoadgenError(f"{path}: sample index {bad[0]} is outside the dataset's {len(dataset)} images")

@@ -2,8 +2,9 @@
 
 Only positives and the mined negatives contribute to the loss (a few thousand of ~780k anchors at
 8 MP), so after one gradient-free cross-entropy pass over every anchor to rank the negatives, the
-differentiable part runs on the gathered few. This replaces the reference's two full argsorts and
-its dense backward pass; values and gradients are the same.
+differentiable part runs on the gathered few: no full sort of the anchors, and a backward pass over
+the gathered anchors only. Values and gradients equal those of the dense loss over every anchor (the
+reference's, which ranks the negatives with two full argsorts).
 """
 from __future__ import annotations
 

@@ -13,11 +13,12 @@ from torch import Tensor
 from ssd.box_ops import DEFAULT_VARIANCES, cxcywh_to_xyxy, xyxy_to_cxcywh
 from ssd.loss import LossTargets
 
-# IoU entries per chunk (boxes x anchors): small enough to stay in cache, which measured ~3x faster
-# than whole-image planes at 8 MP, and bounded memory whatever the number of boxes.
+# IoU entries per chunk (boxes x anchors): small enough for a chunk's planes to stay in the CPU's cache
+# while the IoU steps run over them (faster than whole-image planes: docs/performance.md), and memory
+# bounded whatever the number of boxes.
 CHUNK_ELEMENTS = 1 << 19
-# On CUDA a cache-sized chunk costs a few kernel launches each (~1,300 chunks for an 8 MP image with
-# 40 boxes); 2^27 entries (512 MB planes) take such an image in one chunk, 500 boxes in three.
+# On CUDA every chunk costs its own series of kernel launches (an 8 MP image with 40 boxes is 60
+# cache-sized chunks); 2^27 entries (512 MB planes) take such an image in one chunk, 500 boxes in three.
 CUDA_CHUNK_ELEMENTS = 1 << 27
 
 
@@ -30,8 +31,8 @@ def iou_with_anchors(gt_boxes: Tensor, anchor_coords: Tensor, anchor_areas: Tens
     """IoU ``[G, K]`` of ground truth ``[G, 4]`` (xyxy) with anchors given column-wise.
 
     Same numbers as ``torchvision.ops.box_iou(gt_boxes, anchors)``, but each step runs on a
-    contiguous ``[G, K]`` plane in place instead of ``[G, K, 2]`` temporaries, which makes the 8 MP
-    case (40 boxes x 776k anchors) several times faster.
+    contiguous ``[G, K]`` plane in place instead of ``[G, K, 2]`` temporaries, so far less memory is
+    written and read (the 8 MP figure: docs/performance.md).
 
     Args:
         anchor_coords: ``[4, K]`` anchor x1, y1, x2, y2 rows; ``anchor_areas``: ``[K]``.

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,7 @@ class ExportedNetwork:
     num_classes: int
     num_anchors: int
     metadata: dict[str, str]
+    precision: str = "fp32"  # what the engine computes in (a name of ssd.choices.PRECISIONS)
 
     @staticmethod
     def _existing(path: str | Path) -> Path:
@@ -120,7 +121,7 @@ class ExportedNetwork:
             onnx.load(str(path), load_external_data=False)
         except Exception as exc:  # protobuf's DecodeError and others, whatever the bytes are
             raise OnnxError(f"{path}: not a readable ONNX model ({type(exc).__name__}): a truncated file, or not an export "
-                            "(a checkpoint goes to --pretrained-model)") from exc
+                            f"(a checkpoint is read by {parameter('pretrained_model')})") from exc
         return path
 
     def _check_io(self, inputs: Sequence[str], outputs: Sequence[str]) -> None:
@@ -168,15 +169,15 @@ class OnnxNetwork(ExportedNetwork):
 
         self.path = self._existing(path)
         if precision != "fp32":
-            raise OnnxError(f"{self.path}: ONNX Runtime runs the export as stored (float32 or INT8); --precision {precision} is for "
-                            "--backend torch, or openvino on a CPU with bfloat16")
+            raise OnnxError(f"{self.path}: ONNX Runtime runs the export as stored (float32 or INT8); {parameter('precision')} {precision} is for "
+                            f"the torch {parameter('backend')}, or openvino on a CPU with bfloat16")
         available = onnxruntime.get_available_providers()
         kind, colon, index = (device or "").partition(":")
         if device is not None and (kind not in ("cpu", "cuda") or (colon and not index.isdigit())):
-            raise OnnxError(f"--device {device}: ONNX Runtime runs on cpu, cuda or cuda:N")
+            raise OnnxError(f"{parameter('device')} {device}: ONNX Runtime runs on cpu, cuda or cuda:N")
         wants_cuda = kind == "cuda"
         if wants_cuda and "CUDAExecutionProvider" not in available:
-            raise OnnxError(f"{self.path}: --device {device} but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)")
+            raise OnnxError(f"{self.path}: {parameter('device')} {device} but this ONNX Runtime has no CUDA provider (install onnxruntime-gpu)")
         self.device_id = int(index) if wants_cuda and index else 0  # the CUDA device the session and its bindings use
         names = ("CPUExecutionProvider",) if kind == "cpu" else ("CUDAExecutionProvider", "CPUExecutionProvider")
         providers = [(p, {"device_id": self.device_id}) if p == "CUDAExecutionProvider" else p for p in names if p in available]

@@ -1,12 +1,12 @@
 """The exported network run by OpenVINO on the CPU (``--backend openvino``).
 
-OpenVINO compiles ``ssd export``'s ONNX file for the CPU it runs on; at 8 MP it ran the MLPerf
-model in float32 2.1x as fast as plain PyTorch eager on two AVX2 cores, ahead of our PyTorch path
-(1.8x) and ONNX Runtime (1.3x), and an INT8 export 4.2x (README, Performance). Its CPU plugin would run in bfloat16 on processors with
-AVX-512 BF16 or AMX unless told otherwise, so the inference precision is pinned to float32: a
-faster, less exact mode is a choice to measure, not a default (``--precision bf16``, refused on a
-CPU without native bfloat16, where OpenVINO would quietly run float32 instead). The compiled
-model's precision is read back and must be the one asked for.
+OpenVINO compiles ``ssd export``'s ONNX file (float32, or the INT8 file with its int8 kernels) for
+the CPU it runs on. ``--backend auto`` picks it for an export on the CPU when it is installed: of the
+CPU engines measured it was the fastest in float32, with PyTorch's detections (docs/performance.md).
+Its CPU plugin would run in bfloat16 on processors with AVX-512 BF16 or AMX unless told otherwise, so
+the inference precision is pinned to float32: a faster, less exact mode is a choice to measure, not a
+default (``--precision bf16``, refused on a CPU without native bfloat16, where OpenVINO would quietly
+run float32 instead). The compiled model's precision is read back and must be the one asked for.
 
 A process holds one OpenVINO ``Core`` (:func:`openvino_core`), never one per network: each Core
 loads its own CPU plugin, and the plugin (OpenVINO 2026.4) gives the thread that loads it a new
@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ssd.errors import parameter
 from ssd.onnx_export import ExportedNetwork, OnnxError
 
 logger = logging.getLogger(__name__)
@@ -52,19 +53,19 @@ class OpenVinoNetwork(ExportedNetwork):
 
     def __init__(self, path: str | Path, device: str | None = None, precision: str = "fp32"):
         if device not in (None, "cpu"):
-            raise OnnxError(f"--device {device}: the OpenVINO backend runs on the CPU here")
+            raise OnnxError(f"{parameter('device')} {device}: the OpenVINO backend runs on the CPU here")
         if precision not in INFERENCE_PRECISION:
-            raise OnnxError(f"--precision {precision}: OpenVINO runs {' or '.join(INFERENCE_PRECISION)} here")
+            raise OnnxError(f"{parameter('precision')} {precision}: OpenVINO runs {' or '.join(INFERENCE_PRECISION)} here")
         try:
             import openvino
         except ImportError:
-            raise OnnxError(f"--backend openvino needs OpenVINO: {INSTALL}") from None
+            raise OnnxError(f"{parameter('backend')} openvino needs OpenVINO: {INSTALL}") from None
         import onnx
 
         self.path = self._existing(path)
         capabilities = cpu_capabilities()
         if precision == "bf16" and "BF16" not in capabilities:
-            raise OnnxError(f"--precision bf16: this CPU has no native bfloat16 (OpenVINO's CPU capabilities: {', '.join(capabilities)}); "
+            raise OnnxError(f"{parameter('precision')} bf16: this CPU has no native bfloat16 (OpenVINO's CPU capabilities: {', '.join(capabilities)}); "
                             "it needs AVX-512 BF16 or AMX")
         config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": INFERENCE_PRECISION[precision]}
         try:
@@ -73,7 +74,7 @@ class OpenVinoNetwork(ExportedNetwork):
             raise OnnxError(f"{self.path}: OpenVINO cannot load the model: {exc}") from exc
         compiled_precision = self.compiled.get_property("INFERENCE_PRECISION_HINT").to_string()  # a Type: 'f32', 'bf16'
         if compiled_precision != INFERENCE_PRECISION[precision]:
-            raise OnnxError(f"--precision {precision}: OpenVINO compiled {self.path.name} for {compiled_precision} instead "
+            raise OnnxError(f"{parameter('precision')} {precision}: OpenVINO compiled {self.path.name} for {compiled_precision} instead "
                             f"(CPU capabilities: {', '.join(capabilities)})")
         self.device = "cpu"
         inputs, outputs = self.compiled.inputs, self.compiled.outputs

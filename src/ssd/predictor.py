@@ -1,4 +1,5 @@
-"""The one forward pass + decoding that evaluation, training's per-epoch evaluation and :class:`Detector` share.
+"""The one forward pass + decoding that evaluation, training's per-epoch evaluation and :class:`Detector`
+share, assembled in one place (:func:`build_predictor`).
 
 ``network(images [N, 3, H, W]) -> (locs [N, 4, A], confs [N, C, A])`` is an ``nn.Module`` in eval
 mode or an ONNX Runtime session (:class:`ssd.onnx_export.OnnxNetwork`); the predictor moves a
@@ -15,8 +16,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
-from ssd.device import images_to_device
+from ssd.amp import Autocast, MixedPrecision
+from ssd.anchors import default_boxes
+from ssd.config import Config
 from ssd.decoding import DecodeSettings
+from ssd.device import images_to_device
 
 Network = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -30,7 +34,7 @@ class Predictor:
     settings: DecodeSettings
     device: torch.device
     channels_last: bool = False
-    autocast: Callable[[], contextlib.AbstractContextManager] = field(default=contextlib.nullcontext)
+    autocast: Autocast = field(default=contextlib.nullcontext)
 
     def __post_init__(self) -> None:
         self.anchors = self.anchors.to(self.device)
@@ -42,3 +46,17 @@ class Predictor:
         with self.autocast():
             locs, confs = self.network(images)
         return self.settings.decode(locs, confs, self.anchors, image_sizes)
+
+
+def build_predictor(
+    network: Network, config: Config, settings: DecodeSettings, device: torch.device | str, *,
+    precision: str = "fp32", channels_last: bool = False,
+) -> Predictor:
+    """The predictor of ``network`` built for ``config`` (its default boxes), decoding with ``settings``,
+    its batches on ``device`` (channels-last if asked) under ``precision``'s autocast
+    (:data:`ssd.choices.PRECISION_NAMES`; an exported network is compiled for its own and takes fp32 here)."""
+    device = torch.device(device)
+    return Predictor(
+        network, default_boxes(config), settings, device, channels_last=channels_last,
+        autocast=MixedPrecision(device, precision).autocast,
+    )

@@ -70,9 +70,9 @@ def _calibrate(fp32_path: Path, frames: _CalibrationFrames, scratch: Path) -> Pa
 
     ONNX Runtime's calibrator adds a ReduceMin and a ReduceMax for each tensor and runs the graph.
     Its session uses the default execution order, which schedules those reductions after the whole
-    network, so every activation of a frame stays alive until the end: 23 GB and more at 8 MP. Run
-    in priority order (the nodes as listed, each reduction next to its tensor), a frame takes what
-    inference takes (3.1 GB at 8 MP)."""
+    network, so every activation of a frame stays alive until the end (tens of GB at 8 MP). Run in
+    priority order (the nodes as listed, each reduction next to its tensor), a frame takes the memory
+    inference takes (figures in docs/performance.md)."""
     import onnxruntime
     from onnxruntime.quantization.calibrate import MinMaxCalibrater, save_tensors_data
 

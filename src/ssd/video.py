@@ -1,13 +1,13 @@
 """Reading and writing videos with PyAV: RGB frames as ``[H, W, 3]`` uint8 arrays in, and out.
 
-The reference's video script was broken; here decoding and encoding go through FFmpeg (PyAV),
-frame by frame, so a long video never sits in memory. Any FFmpeg failure (a file that is not a
-video, a corrupt stream, an encoder that rejects its settings) becomes a :class:`VideoError`
-naming the file.
+Decoding and encoding go through FFmpeg (PyAV), frame by frame, so a long video never sits in
+memory. Any FFmpeg failure (a file that is not a video, a corrupt stream, an encoder that rejects
+its settings) becomes a :class:`VideoError` naming the file.
 """
 from __future__ import annotations
 
 import itertools
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from fractions import Fraction
@@ -17,11 +17,13 @@ from types import TracebackType
 import av
 import numpy as np
 
+from ssd.atomic_file import as_fault_of, temporary_name
 from ssd.errors import SSDError
 
 DEFAULT_FPS = Fraction(30)
 # encoder per output container; H.264 where the container takes it, MPEG-4 part 2 as the fallback
 CODECS = {".mp4": "libx264", ".mkv": "libx264", ".mov": "libx264", ".avi": "mpeg4", ".webm": "libvpx-vp9"}
+CONTAINERS = {".mp4": "mp4", ".mkv": "matroska", ".mov": "mov", ".avi": "avi", ".webm": "webm"}  # FFmpeg's muxer per suffix
 FALLBACK_CODEC = "mpeg4"
 
 
@@ -140,7 +142,9 @@ class VideoWriter:
 
     The codec follows the file suffix (:data:`CODECS`; H.264 for ``.mp4``). Encoders working in
     YUV 4:2:0 need even sizes, so an odd width or height is rounded down by one pixel (the frame is
-    rescaled, not cropped). Use as a context manager: closing flushes the encoder.
+    rescaled, not cropped). Use as a context manager: closing flushes the encoder. The file is written
+    whole or not at all (:mod:`ssd.atomic_file`'s temporary name, renamed into place when the block
+    ends without an exception), so a killed run never leaves half a video under the real name.
     """
 
     def __init__(
@@ -153,8 +157,9 @@ class VideoWriter:
         self.width, self.height = width - width % 2, height - height % 2
         if self.width < 2 or self.height < 2:
             raise VideoError(f"{self.path}: frame size {width}x{height} is too small to encode")
+        self._temporary = temporary_name(self.path)
         try:
-            self._container = av.open(str(self.path), mode="w")
+            self._container = av.open(str(self._temporary), mode="w", format=CONTAINERS.get(self.path.suffix.lower()))
             self._stream = self._container.add_stream(codec, rate=Fraction(fps).limit_denominator(100000))
         except (av.FFmpegError, ValueError) as exc:
             raise VideoError(f"{self.path}: cannot write video with codec {codec}: {exc}") from exc
@@ -182,15 +187,22 @@ class VideoWriter:
             raise VideoError(f"{self.path}: cannot encode frame {self.frames}: {exc}") from exc
         self.frames += 1
 
-    def close(self) -> None:
-        """Flush the encoder and finish the file."""
+    def close(self, keep: bool = True) -> None:
+        """Flush the encoder and finish the file; put it in place of :attr:`path` (``keep``), else remove it."""
         try:
-            self._container.mux(self._stream.encode(None))
+            if keep:
+                self._container.mux(self._stream.encode(None))
         finally:
             self._container.close()
+        try:
+            if keep:
+                with as_fault_of(self.path, self._temporary):
+                    os.replace(self._temporary, self.path)
+        finally:
+            self._temporary.unlink(missing_ok=True)
 
     def __enter__(self) -> "VideoWriter":
         return self
 
     def __exit__(self, kind: type[BaseException] | None, value: BaseException | None, trace: TracebackType | None) -> None:
-        self.close()
+        self.close(keep=kind is None)

@@ -79,7 +79,7 @@ def _preprocess(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.out.is_dir():  # before the scan of the raw dataset
         raise SSDError(f"--out {args.out}: exists and is not a folder")
     config = load_config(args.config or DEFAULT_CONFIG)
-    dataset = dataset_kind("cognata").build(args.data_path, args.split, config, file_list=args.file_list, cache_dir=args.cache_dir)
+    dataset = dataset_kind("cognata").build(args.data_path, args.split, config, train=False, file_list=args.file_list, cache_dir=args.cache_dir)
     prefix = "calib" if args.calibration else "val"
     with holding(args.out):
         frames = write_preprocessed(dataset, args.out, prefix, config.model.image_size, show_progress=True)

@@ -20,17 +20,17 @@ import json
 import logging
 import re
 import sys
-from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ssd.cli.flags import add_allow_other_config
 from ssd.cli.outputs import holding, refuse_overwriting
-from ssd.cli.train import add_allow_other_config, add_common_arguments
+from ssd.cli.train import add_common_arguments
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
     from ssd.distributed import DistributedContext
-    from ssd.engine.evaluate import Evaluation
+    from ssd.engine.model_evaluation import EvaluationSpec, ModelEvaluation
     from ssd.evaluation import EvalResult
 
 logger = logging.getLogger(__name__)
@@ -54,8 +54,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                        help="evaluate every {save-name}_ep{N}.pth of --save-folder in epoch order, one CSV row each")
     model.add_argument("--mlperf", action="store_true",
                        help="MLPerf scoring: 500 detections, score 0.05, NMS 0.5, torchmetrics thresholds")
-    model.add_argument("--file-list", type=Path,
-                       help="Cognata: CSV of image paths to evaluate (e.g. MLPerf's val_set.csv) instead of the validation split")
+    model.add_argument("--file-list", "--file_list", type=Path,
+                       help="Cognata: CSV of the images to evaluate (e.g. MLPerf's val_set.csv), in its order, instead of the validation split")
     model.add_argument("--output-dir", type=Path, default=Path("evaluation"),
                        help="detections.json, metrics.json, plots/ and full_eval.csv (default ./evaluation)")
     parser.add_argument(
@@ -101,78 +101,24 @@ def score_predictions(args: argparse.Namespace) -> EvalResult:
     return evaluate_coco(args.annotations, args.predictions, thresholds=args.thresholds)
 
 
-class ModelEvaluation:
-    """The validation split, its loader and a model, set up once; :meth:`evaluate` scores the loaded weights.
+def evaluation_spec(args: argparse.Namespace) -> EvaluationSpec:
+    """The model-evaluation flags as a plain value."""
+    from ssd.engine.model_evaluation import EvaluationSpec
 
-    The split is built with the label map saved in the first checkpoint (the fixed Cognata map for
-    the reference's checkpoints); :meth:`load` swaps in another checkpoint of the same run. Every
-    rank predicts its shard; rank 0 scores all of them (:class:`ssd.engine.evaluate.Evaluator`).
-    """
+    return EvaluationSpec(
+        config=args.config, data_path=args.data_path, dataset=args.dataset, model=args.model, file_list=args.file_list,
+        batch_size=args.batch_size, num_workers=args.num_workers, precision=args.precision, channels_last=args.channels_last,
+        cudnn_benchmark=args.cudnn_benchmark, nms_threshold=args.nms_threshold, thresholds=args.thresholds, mlperf=args.mlperf,
+        strict=args.strict, allow_other_config=args.allow_other_config, cache_dir=args.output_dir,
+    )
 
-    def __init__(self, args: argparse.Namespace, context: DistributedContext, checkpoint_path: Path):
-        import torch
 
-        from ssd.amp import MixedPrecision
-        from ssd.anchors import default_boxes
-        from ssd.checkpoint import check_dataset_fits, load_model
-        from ssd.config import load_config
-        from ssd.data.kinds import dataset_kind
-        from ssd.data.loader import build_loader
-        from ssd.device import configure_cudnn
-        from ssd.engine.evaluate import Evaluator
-        from ssd.heap_retention import heap_retention_for
-        from ssd.decoding import DecodeSettings
-        from ssd.predictor import Predictor
+def model_evaluation(args: argparse.Namespace, context: DistributedContext, checkpoint: Path) -> ModelEvaluation:
+    """:class:`ssd.engine.model_evaluation.ModelEvaluation` of the flags, with the process's memory policy."""
+    from ssd.engine.model_evaluation import ModelEvaluation
+    from ssd.heap_retention import heap_retention_for
 
-        self.args, self.context = args, context
-        configure_cudnn(context.device, args.cudnn_benchmark)
-        self.config = load_config(args.config)
-        self.config.check_arch(args.model)
-        self.model, checkpoint = load_model(checkpoint_path, self.config, device=context.device, allow_other_config=args.allow_other_config)
-        if args.channels_last:
-            self.model = self.model.to(memory_format=torch.channels_last)
-        kind = dataset_kind(args.dataset)
-        self.dataset = kind.build(
-            args.data_path, "val", self.config, label_map=checkpoint.get("label_map"), strict=args.strict,
-            file_list=args.file_list, cache_dir=args.output_dir,
-        )
-        check_dataset_fits(checkpoint, self.model.num_classes, self.dataset, str(checkpoint_path))
-        self.dataset.require_ground_truth()  # before the model runs: no objects, no mAP
-        self.label_map = checkpoint.get("label_map")
-        loader = build_loader(self.dataset, args.batch_size, train=False, num_workers=args.num_workers, distributed=context.is_distributed)
-        if args.mlperf:
-            self.settings, self.thresholds = DecodeSettings.mlperf(), "torchmetrics"
-        else:
-            self.settings, self.thresholds = kind.decode_settings(args.nms_threshold), args.thresholds
-        precision = MixedPrecision(context.device, args.amp)
-        predictor = Predictor(
-            self.model, default_boxes(self.config), self.settings, context.device, channels_last=args.channels_last,
-            autocast=precision.autocast,
-        )
-        self.evaluator = Evaluator(
-            predictor, loader, self.dataset, thresholds=self.thresholds, after_step=heap_retention_for(context.device),
-            show_progress=context.is_main,
-        )
-
-    def load(self, checkpoint_path: Path) -> None:
-        """Load another checkpoint of the same run (same label map) into the model."""
-        from ssd.checkpoint import CheckpointError, load_checkpoint
-
-        checkpoint = load_checkpoint(self.model, checkpoint_path, map_location=self.context.device)
-        if checkpoint.get("label_map") != self.label_map:
-            raise CheckpointError(f"{checkpoint_path}: its label map differs from the first checkpoint's")
-
-    def evaluate(self) -> Evaluation:
-        """Predict on every rank; the score everywhere, every rank's detections on rank 0."""
-        return self.evaluator.evaluate()
-
-    def describe(self) -> dict[str, Any]:
-        """What was evaluated and how, for ``metrics.json``."""
-        return {
-            "config": self.config.name, "dataset": self.args.dataset, "data_path": str(self.args.data_path),
-            "file_list": None if self.args.file_list is None else str(self.args.file_list),
-            "decode": asdict(self.settings), "thresholds": self.thresholds,
-        }
+    return ModelEvaluation(evaluation_spec(args), context, checkpoint, after_step=heap_retention_for(context.device))
 
 
 def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
@@ -188,7 +134,7 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
     context = setup_distributed(args.device, args.local_rank)
     try:
         with holding(args.output_dir) if context.is_main else contextlib.nullcontext():  # rank 0 writes it
-            evaluation = ModelEvaluation(args, context, args.pretrained_model)
+            evaluation = model_evaluation(args, context, args.pretrained_model)
             outcome = evaluation.evaluate()
             if context.is_main:
                 description = {
@@ -242,7 +188,7 @@ def run_full_evaluation(args: argparse.Namespace) -> int:
     csv_path = args.output_dir / FULL_EVAL_CSV
     context = setup_distributed(args.device, args.local_rank)
     try:
-        evaluation = ModelEvaluation(args, context, checkpoints[0][1])
+        evaluation = model_evaluation(args, context, checkpoints[0][1])
         for number, (epoch, path) in enumerate(checkpoints):
             if number:
                 evaluation.load(path)

@@ -5,9 +5,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from ssd.cli.flags import add_allow_other_config, add_config, add_data
 from ssd.cli.outputs import refuse_overwriting
 from ssd.cli.ranges import CLASSES, COUNT, OPSET
-from ssd.cli.train import DATASET_HELP, add_allow_other_config, dataset_name
 from ssd.errors import SSDError
 
 CHECK_FRAMES = 2  # calibration frames an INT8 export is compared with PyTorch on
@@ -15,7 +15,7 @@ CHECK_FRAMES = 2  # calibration frames an INT8 export is compared with PyTorch o
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("export", help="export a model to ONNX (float32 or INT8) and compare it with PyTorch")
-    parser.add_argument("--config", required=True, help="config name or path")
+    add_config(parser, None)
     parser.add_argument("--pretrained-model", "--pretrained_model", required=True, type=Path, help="checkpoint to export")
     parser.add_argument("--output", required=True, type=Path, help="ONNX file to write")
     parser.add_argument("--opset", type=OPSET, default=17, help="ONNX opset (default 17)")
@@ -24,10 +24,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_allow_other_config(parser)
     int8 = parser.add_argument_group("INT8 (post-training quantization; run the file with --backend openvino or onnxruntime)")
     int8.add_argument("--int8", action="store_true", help="write the INT8 model, calibrated on --data-path")
-    int8.add_argument("--data-path", "--data_path", type=Path, help="calibration dataset root")
-    int8.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
-    int8.add_argument("--split", help="calibration split (default: calib for Cognata-preprocessed, else train)")
-    int8.add_argument("--file-list", type=Path, help="Cognata: CSV of the calibration frames instead of the split")
+    add_data(int8, split=None, what="calibration frames", split_default_help="calib for Cognata-preprocessed, else train")
     int8.add_argument("--count", type=COUNT, default=100, help="calibration frames, spread evenly over the split (default 100)")
     parser.set_defaults(run=run)
 

@@ -5,10 +5,10 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from ssd.cli.flags import add_data, add_detector
 from ssd.cli.outputs import holding, refuse_overwriting
-from ssd.cli.predict import BACKEND_HELP, BACKENDS, PRECISION_HELP, PRECISIONS, build_detector, model_file
-from ssd.cli.ranges import CLASSES, COUNT, SECONDS
-from ssd.cli.train import DATASET_HELP, add_allow_other_config, add_cudnn_benchmark, dataset_name
+from ssd.cli.predict import build_detector, detector_spec
+from ssd.cli.ranges import COUNT, SECONDS
 from ssd.errors import SSDError
 
 # summary lines worth printing, in order, when LoadGen wrote them ("{result}": the line of the
@@ -20,16 +20,8 @@ SUMMARY_KEYS = (
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser("loadgen", help="run MLPerf LoadGen (performance or accuracy) over a dataset split")
-    parser.add_argument("--config", required=True, help="config name or path")
-    parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
-    parser.add_argument("--num-classes", "--num_classes", type=CLASSES, help="classes incl. background, when the checkpoint cannot tell")
-    parser.add_argument("--backend", choices=BACKENDS, default="auto", help=BACKEND_HELP)
-    parser.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32", help=PRECISION_HELP)
-    parser.add_argument("--data-path", "--data_path", required=True, type=Path, help="dataset root")
-    parser.add_argument("--dataset", type=dataset_name, default="cognata", help=f"{DATASET_HELP}; default Cognata")
-    parser.add_argument("--split", default="val", help="dataset split (default val)")
-    parser.add_argument("--file-list", type=Path, help="Cognata: CSV of image paths (e.g. MLPerf's val_set.csv) instead of the split")
+    add_detector(parser, config_default=None, batch_size=1, batch_help="samples per forward pass when a query holds several")
+    add_data(parser.add_argument_group("samples"), path_required=True, what="samples")
     parser.add_argument("--scenario", default="SingleStream", help="SingleStream, or ConstantStream where the installed LoadGen has it")
     parser.add_argument("--accuracy", action="store_true", help="accuracy mode: every sample once, then score the accuracy log")
     parser.add_argument("--audit", choices=("TEST01",), help="run MLPerf's compliance test TEST01 (performance mode with sampled "
@@ -44,10 +36,6 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-duration", type=SECONDS, help="LoadGen minimum duration in seconds (default: the settings', 600)")
     parser.add_argument("--min-query-count", type=COUNT, help="LoadGen minimum number of queries (default: the settings', 6636)")
     parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
-    parser.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: CUDA when available)")
-    parser.add_argument("--batch-size", type=COUNT, default=1, help="samples per forward pass when a query holds several (default 1)")
-    add_allow_other_config(parser)
-    add_cudnn_benchmark(parser)
     parser.set_defaults(run=run)
 
 
@@ -85,16 +73,17 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError("--audit TEST01 is a performance run checked against --accuracy-run DIR and --performance-run DIR (not --accuracy)")
     if args.audit is None and (args.accuracy_run is not None or args.performance_run is not None):
         raise SSDError("--accuracy-run and --performance-run are the runs --audit TEST01 checks; give --audit")
+    spec = detector_spec(args)
     decode = asdict(DecodeSettings.mlperf())  # 500 detections, score > 0.05, NMS 0.5
-    detector = build_detector(args, decode)
+    detector = build_detector(spec, decode)
     dataset = dataset_kind(args.dataset).build(
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )
-    check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(args.pretrained_model or args.onnx))
+    check_dataset_fits(detector.metadata, len(detector.class_names), dataset, str(spec.model_file))
     samples = samples_of(settings, dataset)
     if args.accuracy:
         dataset.require_ground_truth(range(samples))  # before the run: no objects, no mAP
-    record = run_record(args, detector, decode, settings, samples)
+    record = run_record(args, spec.model_file, detector, decode, settings, samples)
     if args.audit is not None:
         check_audited_runs(args.audit, args.accuracy_run, args.performance_run, record)  # before the run, not after it
     with holding(args.output_dir):
@@ -122,14 +111,13 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_record(args: argparse.Namespace, detector: Any, decode: dict[str, Any], settings: Any, samples: int) -> Any:
+def run_record(args: argparse.Namespace, weights: Path, detector: Any, decode: dict[str, Any], settings: Any, samples: int) -> Any:
     """What this run runs, for ``ssd_run.json`` (:mod:`ssd.run_record`)."""
     from ssd.run_record import RunRecord, file_digest, text_digest
 
-    weights = model_file(args)
     engine = detector.engine
-    model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": args.precision,
-             "weights": "int8" if detector.metadata.get("precision") == "int8" else args.precision}
+    model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": detector.precision,
+             "weights": "int8" if detector.metadata.get("precision") == "int8" else detector.precision}
     if detector.device.type == "cuda":
         import torch
 

@@ -4,7 +4,8 @@ Each sub-command module exposes ``add_parser(subparsers)`` (registering its pars
 ``set_defaults(run=...)``) and a ``run(args) -> int``, importing only light modules at the top so
 ``ssd --help`` stays instant. Library errors (:class:`ssd.errors.SSDError`, missing files) become
 one line on stderr and exit status 2, and so do faults of the machine (:class:`OSError`: a full disk,
-a read-only folder, a path that is a file where a folder is needed), in words. The command turns the process's memory policies on: huge
+a read-only folder, a path that is a file where a folder is needed), in words; the parameters a
+library message names (:func:`ssd.errors.parameter`) are printed as the flags that set them. The command turns the process's memory policies on: huge
 pages for large tensors (:func:`ssd.huge_pages.enable_huge_pages`, before torch is imported); each
 command hands its loops a :func:`ssd.heap_retention.heap_retention_for` hook.
 """
@@ -47,7 +48,7 @@ def run_command(args: argparse.Namespace) -> int:
     try:
         return int(args.run(args) or 0)
     except SSDError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {exc.naming(flag_of)}", file=sys.stderr)
         return 2
     except OSError as exc:  # a fault of the machine: full disk, read-only folder, a file where a folder is needed...
         print(f"error: {describe_os_error(exc)}", file=sys.stderr)
@@ -55,6 +56,11 @@ def run_command(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def flag_of(parameter: str) -> str:
+    """The flag that sets a library parameter named in an error message (``file_list`` -> ``--file-list``)."""
+    return "--" + parameter.replace("_", "-")
 
 
 def configure_logging(verbose: bool = False) -> None:

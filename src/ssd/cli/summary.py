@@ -3,12 +3,13 @@ from __future__ import annotations
 
 import argparse
 
+from ssd.cli.flags import add_config
 from ssd.cli.ranges import CLASSES, COUNT, DEPTH
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The seed's model_summary.py flags."""
-    parser.add_argument("--config", required=True, help="config name in configs/ or path (.yaml or reference .py)")
+    add_config(parser, None)
     parser.add_argument("--num-classes", "--num_classes", type=CLASSES, default=10, help="classes incl. background (default 10)")
     parser.add_argument("--batch-size", "--batch_size", type=COUNT, default=4, help="batch size of the summary input (default 4)")
     parser.add_argument("--depth", type=DEPTH, default=3, help="nesting depth of the layer table (default 3)")

@@ -10,20 +10,10 @@ from dataclasses import fields
 from pathlib import Path
 
 from ssd.architectures import architecture_names
+from ssd.choices import ACTIVATION_CHECKPOINTING
+from ssd.cli.flags import add_config, add_cudnn_benchmark, add_data, add_device, add_precision
 from ssd.cli.ranges import COUNT, EPOCH, IOU, LEARNING_RATE, MOMENTUM, RANK, SEED, WEIGHT_DECAY, WORKERS
-from ssd.data.kinds import DATASET_KINDS, UnknownDatasetError, dataset_kind
-from ssd.engine.options import ACTIVATION_CHECKPOINTING, AMP_DTYPE_NAMES, AUGMENTATIONS, DEFAULTS, OPTIMIZERS, TrainOptions
-
-
-def dataset_name(value: str) -> str:
-    """``--dataset``: a dataset kind, case-insensitive (the reference writes Cognata and Coco)."""
-    try:
-        return dataset_kind(value).name
-    except UnknownDatasetError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-DATASET_HELP = " or ".join(kind.title for kind in DATASET_KINDS.values()) + " (any case)"
+from ssd.engine.options import AUGMENTATIONS, DEFAULTS, OPTIMIZERS, TrainOptions
 
 
 def save_name(value: str) -> str:
@@ -33,18 +23,17 @@ def save_name(value: str) -> str:
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """Flags shared by training and evaluation (the reference's evaluate.py takes train.py's)."""
-    parser.add_argument("--data-path", "--data_path", type=Path, default=DEFAULTS.data_path, help="dataset root")
-    parser.add_argument("--dataset", type=dataset_name, default=DEFAULTS.dataset, help=DATASET_HELP)
-    parser.add_argument("--config", default=DEFAULTS.config, help="config name or path")
+    add_data(parser, path_default=DEFAULTS.data_path, kind_default=DEFAULTS.dataset, selects=False)
+    add_config(parser, DEFAULTS.config)
     parser.add_argument("--model", choices=architecture_names(), default=DEFAULTS.model, help="checked against the config's arch")
     parser.add_argument("--batch-size", "--batch_size", type=COUNT, default=DEFAULTS.batch_size, help="images per process")
     parser.add_argument("--num-workers", "--num_workers", type=WORKERS, default=DEFAULTS.num_workers, help="data loader workers per process")
     parser.add_argument("--nms-threshold", "--nms_threshold", type=IOU, default=DEFAULTS.nms_threshold)
-    parser.add_argument("--amp", action="store_true", help="mixed precision (fp16 on CUDA, bf16 on CPU)")
+    add_precision(parser)
     parser.add_argument("--channels-last", action=argparse.BooleanOptionalAction, default=DEFAULTS.channels_last,
                         help="channels-last memory format (default: on; faster convolutions)")
-    parser.add_argument("--device", default=DEFAULTS.device, help="cpu, cuda or cuda:N (default: CUDA when available)")
-    add_cudnn_benchmark(parser)
+    add_device(parser, DEFAULTS.device)
+    add_cudnn_benchmark(parser, DEFAULTS.cudnn_benchmark)
     parser.add_argument("--local-rank", "--local_rank", type=RANK, default=DEFAULTS.local_rank, help="set by torch.distributed.launch")
     parser.add_argument("--save-folder", "--save_folder", type=Path, default=DEFAULTS.save_folder)
     parser.add_argument("--save-name", "--save-path", "--save_name", "--save_path", dest="save_name", type=save_name,
@@ -52,18 +41,6 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--pretrained-model", "--pretrained_model", type=Path, default=DEFAULTS.pretrained_model,
                         help="model weights to start from")
     parser.add_argument("--strict", action="store_true", help="stop on the first bad file or annotation")
-
-
-def add_cudnn_benchmark(parser: argparse.ArgumentParser) -> None:
-    """cuDNN's algorithm search for the fixed input size (commands that run a model on CUDA)."""
-    parser.add_argument("--cudnn-benchmark", action=argparse.BooleanOptionalAction, default=DEFAULTS.cudnn_benchmark,
-                        help="on CUDA, time cuDNN's convolution algorithms once and keep the fastest (default: on)")
-
-
-def add_allow_other_config(parser: argparse.ArgumentParser) -> None:
-    """The override for a checkpoint that records another config (commands that load a trained model)."""
-    parser.add_argument("--allow-other-config", action="store_true",
-                        help="use a checkpoint trained with another config whose weights have the same shapes (default: an error)")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -85,9 +62,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="ImageNet backbone weights: a path, or 'imagenet' for torchvision's cache")
     parser.add_argument("--seed", type=SEED, default=DEFAULTS.seed)
     parser.add_argument("--compile", action="store_true",
-                        help="torch.compile the model (a minute or more to compile; then 1.03-1.15x faster CPU steps)")
-    parser.add_argument("--amp-dtype", choices=AMP_DTYPE_NAMES, default=DEFAULTS.amp_dtype,
-                        help="--amp's precision (default: fp16 with the gradient scaler on CUDA, bf16 on the CPU)")
+                        help="torch.compile the model (compiling takes a while before the first step; see docs/performance.md)")
     parser.add_argument("--activation-checkpointing", choices=ACTIVATION_CHECKPOINTING, default=DEFAULTS.activation_checkpointing,
                         help="recompute activations in the backward pass to save memory: the backbone, or all blocks "
                              "(default: off)")
@@ -108,8 +83,10 @@ def train_options(args: argparse.Namespace) -> TrainOptions:
 def run(args: argparse.Namespace) -> int:
     from ssd.engine.fit import fit
 
+    from ssd.heap_retention import heap_retention_for
+
     options = train_options(args)
-    result = fit(options)
+    result = fit(options, after_step_for=heap_retention_for)
     if result.is_main and result.last_map is not None:
         print(f"mAP@[.5:.95] = {result.last_map:.3f} (best {result.best_map:.3f}); checkpoints in {options.save_folder}")
     return 0

@@ -25,6 +25,7 @@ import numpy as np
 from ssd.data.dataset import Annotations, DetectionDataset, Transform
 from ssd.data.labels import LabelMap, from_coco_categories
 from ssd.data.problems import DataError, Problem, ProblemLog
+from ssd.errors import parameter
 
 if TYPE_CHECKING:
     from ssd.config import Config
@@ -196,5 +197,5 @@ def build_coco(data_path: str | Path, split: str, config: Config, options: Datas
     (:func:`ssd.checkpoint.check_dataset_fits`). COCO has no file lists; there is no index to cache.
     """
     if options.file_list is not None:
-        raise DataError(f"--file-list {options.file_list}: file lists are for Cognata; COCO splits are given by their annotation files")
+        raise DataError(f"{parameter('file_list')} {options.file_list}: file lists are for Cognata; COCO splits are given by their annotation files")
     return CocoDataset(data_path, split, train=options.train, transform=options.transform, strict=options.strict)

@@ -14,13 +14,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import zipfile
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from ssd.atomic_file import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -82,15 +83,8 @@ class IndexCache:
         payload[_META] = np.frombuffer(json.dumps({**meta, "key": key}).encode(), dtype=np.uint8)
         for path in self._candidates(folder, name):
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-                try:
-                    with os.fdopen(fd, "wb") as handle:
-                        np.savez(handle, **payload)
-                    os.replace(tmp, path)
-                except BaseException:
-                    os.unlink(tmp)
-                    raise
+                with atomic_write(path) as handle:
+                    np.savez(handle, **payload)
             except OSError as exc:
                 log.debug("cannot write index cache %s: %s", path, exc)
                 continue

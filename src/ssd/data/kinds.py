@@ -92,7 +92,9 @@ class DatasetKind:
             from ssd.data.transforms import eval_transform, train_transform
 
             transform = (train_transform if train else eval_transform)(config.model.image_size)
-        return _function(self.builder)(data_path, split, config, DatasetOptions(train=train, transform=transform, **options))
+        dataset = _function(self.builder)(data_path, split, config, DatasetOptions(train=train, transform=transform, **options))
+        dataset.substitute_unreadable = train  # evaluation scores what it read, and nothing in its place
+        return dataset
 
     def statistics(self, data_path: Any, config: Config | None = None, **options: Any) -> Any:
         """What a loader of this kind keeps and skips (:class:`ssd.data.stats.DatasetStats`)."""

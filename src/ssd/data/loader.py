@@ -1,7 +1,8 @@
 """Batches: collate with per-image targets, and the loader.
 
 Batch layout: ``(images [N, 3, H, W], targets)`` with ``targets`` a list of the datasets' target
-dicts. Anchor targets are encoded on the training device, where it is fastest (README, performance)::
+dicts. Anchor targets are encoded by the training loop on the training device, batched, not in the
+loader's workers (docs/performance.md compares the two)::
 
     encoder = TargetEncoder(default_boxes(config).to(device))
     loss_targets = encoder.encode_batch([t["boxes"].to(device) for t in targets],

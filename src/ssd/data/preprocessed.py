@@ -36,6 +36,7 @@ from ssd.data.dataset import Annotations, DetectionDataset
 from ssd.data.index_cache import IndexCache, fingerprint
 from ssd.data.labels import LabelMap, cognata_fixed
 from ssd.data.problems import CorruptImageError, DataError, ProblemLog
+from ssd.errors import parameter
 
 log = logging.getLogger(__name__)
 
@@ -225,7 +226,7 @@ def _as_stored(image: Tensor, target: dict[str, Any]) -> tuple[Tensor, dict[str,
 
 
 def write_preprocessed(dataset: DetectionDataset, out: str | Path, prefix: str, image_size: Sequence[int], show_progress: bool = False) -> int:
-    """Write ``dataset`` (built with the validation transform to ``image_size``) as ``{prefix}_{i}.pkl``
+    """Write ``dataset`` (built with ``train=False``: the validation transform to ``image_size``) as ``{prefix}_{i}.pkl``
     under ``out``; returns the number of frames. Each file is written atomically, so a killed run
     leaves only whole files. Raises :class:`DataError` for a frame not at ``image_size`` (the format
     keeps no original size), an unreadable image, or an ``out`` holding more such files than these."""
@@ -238,7 +239,8 @@ def write_preprocessed(dataset: DetectionDataset, out: str | Path, prefix: str, 
     extra = sorted(p.name for p in out.iterdir() if (m := _FILE.match(p.name)) and m.group(1) == prefix and int(m.group(2)) >= len(dataset))
     if extra:
         raise DataError(f"{out}: already holds {extra[0]} and others beyond the {len(dataset)} frames to write; use an empty folder")
-    dataset.substitute_unreadable = False
+    if dataset.substitute_unreadable:
+        raise ValueError("the dataset substitutes unreadable images (a training split's behaviour); build it with train=False")
     for index in tqdm(range(len(dataset)), desc="preprocessing", unit="frame", disable=not show_progress, dynamic_ncols=True):
         if dataset.orig_size(index) != tuple(image_size):
             height, width = dataset.orig_size(index)
@@ -270,7 +272,7 @@ def build_preprocessed(data_path: str | Path, split: str, config: Any, options: 
     if options.train:
         raise DataError(f"{data_path}: preprocessed frames are for evaluation and LoadGen; train on the raw Cognata dataset")
     if options.file_list is not None:
-        raise DataError(f"--file-list {options.file_list}: preprocessed frames are numbered in their list's order already")
+        raise DataError(f"{parameter('file_list')} {options.file_list}: preprocessed frames are numbered in their list's order already")
     label_map = options.label_map
     if label_map is not None and not isinstance(label_map, LabelMap):
         label_map = LabelMap.from_dict(label_map)
@@ -308,5 +310,6 @@ def synth_preprocessed(out: str | Path, images: int, *, size: tuple[int, int] = 
     out = Path(out)
     raw = synth_cognata(out / "raw", images, size=size, seed=seed)
     dataset = CognataDataset(raw.root, "all", transform=eval_transform(size))
+    dataset.substitute_unreadable = False
     frames = write_preprocessed(dataset, out, prefix, size)
     return SynthResult(out, frames, len(dataset.annotations.labels))

@@ -7,10 +7,11 @@ before the resize, so an 8 MP frame is cropped once and resized once.
 Colour jitter and normalisation are one affine map per pixel (:class:`ColorNormalize`): brightness,
 contrast, saturation and hue are each linear in RGB (hue as a rotation of the RGB cube about its
 grey diagonal, which moves HSV hue by the factor within ~0.004), so their composition, in a random
-order as ``v2.ColorJitter`` does, is a 3x3 matrix plus an offset applied in one pass. At 8 MP
-``v2.ColorJitter`` on a uint8 tensor takes ~2.5 s (its HSV round trip alone ~1.6 s); the fused map
-~0.15 s. It differs from ``v2.ColorJitter`` in clamping once at the end instead of after each step,
-and in the hue step changing HSV saturation and value slightly where torchvision's keeps them.
+order as ``v2.ColorJitter`` does, is a 3x3 matrix plus an offset applied in one pass over the
+pixels, where ``v2.ColorJitter`` makes a pass per factor and an HSV round trip for hue (timings in
+docs/performance.md). It differs from ``v2.ColorJitter`` in clamping once at the end instead of
+after each step, and in the hue step changing HSV saturation and value slightly where torchvision's
+keeps them.
 """
 from __future__ import annotations
 

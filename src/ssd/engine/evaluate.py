@@ -62,9 +62,11 @@ class Evaluator:
         self.thresholds = thresholds
         self.after_step = after_step
         self.show_progress = show_progress
+        if dataset.substitute_unreadable:
+            raise ValueError("the dataset substitutes unreadable images (a training split's behaviour): evaluation scores "
+                             "only what it read; build the split with train=False")
         self.ground_truth = dataset.coco_ground_truth()
         self.category_of_label = dataset.category_of_label
-        dataset.substitute_unreadable = False
 
     def predict(self) -> tuple[list[dict[str, Any]], list[int]]:
         """This rank's COCO-results detections and the ids of every image it scored (its unreadable

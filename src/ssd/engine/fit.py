@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import itertools
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -17,10 +18,11 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 
 from ssd.amp import MixedPrecision
+from ssd.atomic_file import remove_stale_temporaries
 from ssd.anchors import default_boxes
 from ssd.checkpoint import (
     BEST, LAST, CheckpointError, atomic_save, check_config_matches, epoch_checkpoint_name, load_checkpoint, load_model_state,
-    remove_stale_temporaries, training_checkpoint,
+    training_checkpoint,
 )
 from ssd.config import load_config
 from ssd.data.kinds import dataset_kind
@@ -35,14 +37,13 @@ from ssd.engine.rng import rng_state, seed_everything, set_rng_state
 from ssd.engine.run_lock import RunLock
 from ssd.engine.run_log import RunLog
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, build_scheduler, load_optimizer_state, scaled_learning_rate
-from ssd.engine.train import EpochStats, train_one_epoch
-from ssd.errors import SSDError
-from ssd.heap_retention import heap_retention_for
-from ssd.loss import MultiBoxLoss
+from ssd.engine.train import EpochStats, TrainingStep, train_one_epoch
+from ssd.errors import SSDError, parameter
+from ssd.heap_retention import StepHook, no_step_hook
 from ssd.matching import TargetEncoder
 from ssd.models import build_model
 from ssd.models.checkpointing import set_activation_checkpointing
-from ssd.predictor import Predictor
+from ssd.predictor import build_predictor
 from ssd.visualize import denormalize, draw_detections
 
 logger = logging.getLogger(__name__)
@@ -64,9 +65,13 @@ class FitResult:
 
 
 class Trainer:
-    """Holds a run's objects; :meth:`run` trains and evaluates epoch by epoch."""
+    """Holds a run's objects; :meth:`run` trains and evaluates epoch by epoch.
 
-    def __init__(self, options: TrainOptions, context: DistributedContext):
+    ``after_step``: run after every training step and evaluation batch (the caller's memory policy,
+    e.g. :func:`ssd.heap_retention.heap_retention_for` of the device; default none).
+    """
+
+    def __init__(self, options: TrainOptions, context: DistributedContext, after_step: StepHook = no_step_hook):
         self.options = options
         self.context = context
         self.device = context.device
@@ -74,7 +79,7 @@ class Trainer:
         self.config = load_config(options.config)
         self.config.check_arch(options.model)
         if context.is_main and options.save_folder.is_dir():
-            for stale in remove_stale_temporaries(options.save_folder):
+            for stale in remove_stale_temporaries(options.save_folder, "*.pth"):
                 logger.info("removed %s, left by a run that was killed while writing it", stale.name)
         resume_point = find_resume_point(options.resume, options.save_folder, context)
         resumed = resume_point.checkpoint if resume_point is not None else None
@@ -108,12 +113,11 @@ class Trainer:
         )
         schedule = WarmupMultiStep(options.multistep, len(self.train_loader), options.warmup)
         self.scheduler = build_scheduler(self.optimizer, schedule)
-        self.precision = MixedPrecision(self.device, options.amp, options.amp_dtype)
-        self.criterion = MultiBoxLoss()
-        self.after_step = heap_retention_for(self.device)  # one decision for the training and evaluation loops
-        self.predictor = Predictor(
-            self.model, self.anchors, kind.decode_settings(options.nms_threshold), self.device,
-            channels_last=options.channels_last, autocast=self.precision.autocast,
+        self.precision = MixedPrecision(self.device, options.precision)
+        self.after_step = after_step  # one hook for the training and evaluation loops: one decision
+        self.predictor = build_predictor(
+            self.model, self.config, kind.decode_settings(options.nms_threshold), self.device,
+            precision=options.precision, channels_last=options.channels_last,
         )
         self.evaluator = Evaluator(
             self.predictor, self.val_loader, self.val_set, after_step=self.after_step,
@@ -130,6 +134,9 @@ class Trainer:
         )
         if options.compile:
             self.network = torch.compile(self.network)
+        self.step = TrainingStep(
+            self.network, self.encoder, self.optimizer, self.precision, self.device, self.scheduler, channels_last=options.channels_last,
+        )
         options.save_folder.mkdir(parents=True, exist_ok=True)
         self.log = RunLog(options.save_folder / "metrics.csv", options.tensorboard_dir, enabled=context.is_main)
         if resumed is not None:
@@ -141,7 +148,7 @@ class Trainer:
         if checkpoint.get("num_classes", self.num_classes) != self.num_classes:
             raise CheckpointError(f"{path}: trained for {checkpoint['num_classes']} classes, this dataset has {self.num_classes}")
         load_model_state(self.model, checkpoint, str(path))  # other shapes: the more telling error
-        check_config_matches(checkpoint, self.config, str(path), hint="resume with that config, or train into another --save-folder")
+        check_config_matches(checkpoint, self.config, str(path), hint=f"resume with that config, or train into another {parameter('save_folder')}")
         self._check_optimizer_matches(checkpoint, path)
         load_optimizer_state(self.optimizer, checkpoint["optimizer"])
         self.scheduler.load_state_dict(checkpoint["scheduler"])
@@ -160,12 +167,12 @@ class Trainer:
         saved = checkpoint.get("options") or {}
 
         def flags(optimizer: str, no_decay_bn: bool) -> str:
-            return f"--optimizer {optimizer}" + (" --no-decay-bn" if no_decay_bn else "")
+            return f"{parameter('optimizer')} {optimizer}" + (f" {parameter('no_decay_bn')}" if no_decay_bn else "")
 
         recorded = (saved.get("optimizer", self.options.optimizer), bool(saved.get("no_decay_bn", self.options.no_decay_bn)))
         if recorded != (self.options.optimizer, self.options.no_decay_bn):
             raise CheckpointError(f"{path}: trained with {flags(*recorded)}, this run has {flags(self.options.optimizer, self.options.no_decay_bn)}; "
-                                  "resume with the checkpoint's optimizer flags, or train into another --save-folder")
+                                  f"resume with the checkpoint's optimizer settings, or train into another {parameter('save_folder')}")
 
     def _checkpoint(self, epoch: int, mean_ap: float | None, row: dict[str, Any]) -> dict[str, Any]:
         training_state = {
@@ -207,12 +214,10 @@ class Trainer:
         options, context = self.options, self.context
         last_map, images_evaluated = self.last_map, 0
         for epoch in range(self.start_epoch, options.epochs):
-            self.train_loader.set_epoch(epoch)  # the reference never reshuffled between epochs
+            self.train_loader.set_epoch(epoch)  # a new order every epoch, the same on every rank
             epoch_lr = self.optimizer.param_groups[0]["lr"]
             stats = train_one_epoch(
-                self.network, self.train_loader, self.encoder, self.criterion, self.optimizer, self.scheduler,
-                self.precision, self.device, epoch, channels_last=options.channels_last,
-                show_progress=options.show_progress and context.is_main, after_step=self.after_step,
+                self.step, self.train_loader, epoch, show_progress=options.show_progress and context.is_main, after_step=self.after_step,
             )
             losses = mean_over_ranks(torch.tensor([stats.loss, stats.localisation, stats.classification], device=self.device)).tolist()
             evaluation = self.evaluator.evaluate()
@@ -278,14 +283,18 @@ class Trainer:
         return torch.stack(drawn)
 
 
-def fit(options: TrainOptions) -> FitResult:
-    """Set up the process group, train (rank 0 holding the save folder's :class:`RunLock`), and tear it down again."""
+def fit(options: TrainOptions, after_step_for: Callable[[torch.device], StepHook] | None = None) -> FitResult:
+    """Set up the process group, train (rank 0 holding the save folder's :class:`RunLock`), and tear it down again.
+
+    ``after_step_for(device)``: the hook every loop of the run calls after a step (the caller's memory
+    policy, e.g. :func:`ssd.heap_retention.heap_retention_for`; default none)."""
     if options.save_folder.exists() and not options.save_folder.is_dir():
-        raise SSDError(f"--save-folder {options.save_folder}: exists and is not a folder")
+        raise SSDError(f"{parameter('save_folder')} {options.save_folder}: exists and is not a folder")
     context = setup_distributed(options.device, options.local_rank)
     try:
         seed_everything(options.seed + context.rank)
         with RunLock(options.save_folder) if context.is_main else contextlib.nullcontext():
-            return Trainer(options, context).run()
+            after_step = after_step_for(context.device) if after_step_for is not None else no_step_hook
+            return Trainer(options, context, after_step).run()
     finally:
         cleanup_distributed()

@@ -12,9 +12,6 @@ REFERENCE_LR = 2.6e-3  # for a world size x per-process batch of 32 (ssd.engine.
 OPTIMIZERS = ("sgd", "adamw")
 # the reference's SSD augmentation, or flips only (fast from-scratch training on easy data, the demo)
 AUGMENTATIONS = ("ssd", "flip")
-AMP_DTYPE_NAMES = ("bf16", "fp16")
-# activations recomputed in the backward pass: none, the backbone's, or every block's (ssd.models.checkpointing)
-ACTIVATION_CHECKPOINTING = ("off", "backbone", "all")
 
 
 @dataclass
@@ -39,8 +36,7 @@ class TrainOptions:
     augment: str = "ssd"
     warmup: int = 0
     no_decay_bn: bool = False
-    amp: bool = False
-    amp_dtype: str | None = None  # bf16 or fp16; None: fp16 on CUDA, bf16 on the CPU
+    precision: str = "fp32"  # a name of ssd.choices.PRECISION_NAMES ("amp": fp16 on CUDA, bf16 on the CPU)
     activation_checkpointing: str = "off"
     channels_last: bool = True
     cudnn_benchmark: bool = True

@@ -20,6 +20,7 @@ import torch
 
 from ssd.checkpoint import LAST, CheckpointError, read_checkpoint
 from ssd.distributed import DistributedContext, all_gather_objects, broadcast_object
+from ssd.errors import parameter
 
 
 @dataclass(frozen=True)
@@ -74,7 +75,7 @@ def find_resume_point(resume: Path | None, save_folder: Path, context: Distribut
     if source is None:
         if resume is not None:
             where = " on any node" if context.is_distributed else ""
-            raise CheckpointError(f"--resume: checkpoint not found{where}: {resume}")
+            raise CheckpointError(f"{parameter('resume')}: checkpoint not found{where}: {resume}")
         return None
     if not context.is_distributed:
         return ResumePoint(path, 0, checkpoint)

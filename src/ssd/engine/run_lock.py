@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from ssd.checkpoint import process_alive
+from ssd.atomic_file import process_alive
 from ssd.errors import SSDError
 
 logger = logging.getLogger(__name__)

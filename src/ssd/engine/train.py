@@ -1,9 +1,10 @@
-"""One training epoch: move a batch, encode its targets on the device, forward, loss, step."""
+"""Training: one step (:class:`TrainingStep`: encode the targets on the device, forward, loss,
+backward, optimiser step), which the epoch loop and the benchmarks call, and one epoch of steps."""
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -44,43 +45,70 @@ def prepare_batch(images: torch.Tensor, targets: list[dict], device: torch.devic
     return images, boxes, labels
 
 
+@dataclass
+class TrainingStep:
+    """One optimisation step of ``network`` (the model, or its DDP or compiled wrapper) on a batch:
+    targets encoded on the device, forward under ``precision``'s autocast, loss, backward (through the
+    fp16 gradient scaler), optimiser step, then ``scheduler`` (if any) steps. Phases are labelled for
+    ``torch.profiler`` (``ssd.forward``, ``ssd.loss``...)."""
+
+    network: nn.Module
+    encoder: TargetEncoder
+    optimizer: torch.optim.Optimizer
+    precision: MixedPrecision
+    device: torch.device
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None
+    criterion: MultiBoxLoss = field(default_factory=MultiBoxLoss)
+    channels_last: bool = False
+
+    def __call__(self, images: torch.Tensor, targets: list[dict]) -> torch.Tensor:
+        """Step on ``images [N, 3, H, W]`` (host or device) with per-image ``boxes``/``labels``; returns
+        ``[3]`` (total, localisation, classification) losses on the device, detached, not waited for."""
+        with record_function("ssd.encode_targets"):
+            images, boxes, labels = prepare_batch(images, targets, self.device, self.channels_last)
+            loss_targets = self.encoder.encode_batch(boxes, labels)
+        with record_function("ssd.forward"), self.precision.autocast():
+            locs, confs = self.network(images)
+        with record_function("ssd.loss"):
+            parts = self.criterion(locs, confs, loss_targets)
+        with record_function("ssd.backward_step"):
+            self.optimizer.zero_grad(set_to_none=True)
+            self.precision.backward_and_step(parts.total, self.optimizer)
+            if self.scheduler is not None:
+                self.scheduler.step()
+        return torch.stack((parts.total, parts.localisation, parts.classification)).detach()
+
+
 def train_one_epoch(
-    model: nn.Module,
+    step: TrainingStep,
     loader: DataLoader,
-    encoder: TargetEncoder,
-    criterion: MultiBoxLoss,
-    optimizer: torch.optim.Optimizer,
-    scheduler: torch.optim.lr_scheduler.LRScheduler,
-    precision: MixedPrecision,
-    device: torch.device,
     epoch: int,
     *,
-    channels_last: bool = False,
     show_progress: bool = True,
     after_step: StepHook = no_step_hook,
 ) -> EpochStats:
-    """Train for one pass over ``loader``.
+    """Train for one pass over ``loader``, a :class:`TrainingStep` per batch.
 
     The step never waits for the device to finish its queue: the loss's gathered sizes are copied
     to the host while the forward pass runs (:class:`ssd.loss.LossTargets`), and each step's loss values are read one step later,
     when they are long computed. So a NaN or infinite loss raises :class:`NonFiniteLossError`
     (naming the epoch and the step) after the following step was queued; nothing is saved.
-    The phases of a step are labelled for ``torch.profiler`` (``ssd.forward``, ``ssd.loss``...).
-    ``after_step`` runs after every step (the CLI's :func:`ssd.heap_retention.heap_retention_for`:
-    on the CPU, freed memory stays in the heap for the next step while that is affordable).
+    ``after_step`` runs after every step (the caller's memory policy, e.g.
+    :func:`ssd.heap_retention.heap_retention_for`).
     """
-    model.train()
-    totals = torch.zeros(3, device=device)
+    step.network.train()
+    optimizer = step.optimizer
+    totals = torch.zeros(3, device=step.device)
     images_seen = 0
     start = time.perf_counter()
     progress = tqdm(loader, desc=f"epoch {epoch}", disable=not show_progress, dynamic_ncols=True, leave=True)
 
-    def check(step: int, losses: HostValues) -> None:
+    def check(index: int, losses: HostValues) -> None:
         """Stop on a non-finite loss; show the step's loss in the progress bar."""
         total, localisation, classification = losses.get()
         if not math.isfinite(total):
             raise NonFiniteLossError(
-                f"loss is {total} at epoch {epoch} step {step} (localisation {localisation}, classification {classification})"
+                f"loss is {total} at epoch {epoch} step {index} (localisation {localisation}, classification {classification})"
             )
         if show_progress:
             progress.set_postfix(
@@ -89,27 +117,16 @@ def train_one_epoch(
             )
 
     pending = None
-    step = -1
-    for step, (images, targets) in enumerate(progress):
-        with record_function("ssd.encode_targets"):
-            images, boxes, labels = prepare_batch(images, targets, device, channels_last)
-            loss_targets = encoder.encode_batch(boxes, labels)
-        with record_function("ssd.forward"), precision.autocast():
-            locs, confs = model(images)
-        with record_function("ssd.loss"):
-            parts = criterion(locs, confs, loss_targets)
-        with record_function("ssd.backward_step"):
-            optimizer.zero_grad(set_to_none=True)
-            precision.backward_and_step(parts.total, optimizer)
-            scheduler.step()
-        losses = torch.stack((parts.total, parts.localisation, parts.classification)).detach()
+    index = -1
+    for index, (images, targets) in enumerate(progress):
+        losses = step(images, targets)
         totals += losses
         images_seen += images.shape[0]
         if pending is not None:
             check(*pending)
-        pending = step, HostValues(losses)
+        pending = index, HostValues(losses)
         after_step()
     if pending is not None:
         check(*pending)
-    loss, localisation, classification = (totals / max(step + 1, 1)).tolist()
+    loss, localisation, classification = (totals / max(index + 1, 1)).tolist()
     return EpochStats(loss, localisation, classification, images_seen, time.perf_counter() - start)

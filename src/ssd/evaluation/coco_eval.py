@@ -16,8 +16,8 @@ Conventions, as in COCOeval and torchmetrics:
   ground truth is listed). -1 rather than NaN keeps ``to_dict()`` valid JSON.
 - Empty detections score 0 wherever there is ground truth.
 
-(Just over 300 lines on purpose: the scoring and the checks of its two inputs, which must reject
-exactly what would make a number wrong, are read together.)
+(The scoring and the checks of its two inputs, which must reject exactly what would make a number
+wrong, are kept in one module so that they are read together.)
 """
 from __future__ import annotations
 

@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ssd.errors import SSDError
+from ssd.errors import SSDError, parameter
 
 IMAGENET = "imagenet"
 
@@ -22,7 +22,7 @@ def resolve_weights_path(weights: str | Path, cache_file_name: str) -> Path:
         if not path.is_file():
             raise BackboneWeightsError(
                 f"ImageNet weights not found at {path}; nothing is downloaded: copy torchvision's "
-                f"{cache_file_name} there or pass its path with --backbone-weights PATH"
+                f"{cache_file_name} there or pass its path as {parameter('backbone_weights')}"
             )
         return path
     path = Path(weights)

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.checkpoint import checkpoint
 
-from ssd.engine.options import ACTIVATION_CHECKPOINTING as MODES
+from ssd.choices import ACTIVATION_CHECKPOINTING as MODES
 from ssd.errors import SSDError
 
 

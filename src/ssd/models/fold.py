@@ -14,8 +14,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     Covers the layouts of both networks: conv -> BN pairs inside ``nn.Sequential`` containers (the
     stem, extra blocks, downsample branches, MobileNetV2 and SSDLite heads) and torchvision's ResNet
     ``Bottleneck`` (``conv1``/``bn1`` ... ``conv3``/``bn3``). Outputs equal the original's to float32
-    rounding, and a forward pass skips a full pass over the feature maps per BatchNorm (about 12 % of
-    the CPU time of the 8 MP model). The copy has another state-dict layout: keep the original for saving.
+    rounding, and a forward pass skips a full pass over the feature maps per BatchNorm. The copy has another state-dict layout: keep the original for saving.
     """
     model = copy.deepcopy(model).eval()
     for module in list(model.modules()):
