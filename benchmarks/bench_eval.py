@@ -19,7 +19,7 @@ import time
 
 from pycocotools.coco import COCO
 from pycocotools.cocoeval import COCOeval
-from test_evaluation import synthetic_case
+from support import synthetic_case
 
 from ssd.evaluation import evaluate_coco
 

@@ -26,7 +26,7 @@ from ssd.data.synth import synth_coco
 from ssd.evaluation import detections_to_coco, score_detections
 from ssd.errors import SSDError
 from ssd.inference import Detector
-from test_learning import LEARNING_YAML, learning_argv
+from support import LEARNING_YAML, learning_argv
 
 MLPERF_RULE = 0.999  # a default keeps at least 99.9 % of fp32's mAP
 SIZE = (96, 96)

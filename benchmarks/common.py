@@ -16,6 +16,7 @@ from pathlib import Path
 from ssd.huge_pages import ENV as HUGE_PAGES_ENV
 from ssd.huge_pages import enable_huge_pages
 
+# the tests' shared artefacts (tests/support.py) and oracles (tests/reference_impl.py), never a test module
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TABLE_ENV = "SSD_BENCH_TABLE"

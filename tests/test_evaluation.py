@@ -15,6 +15,8 @@ from pycocotools.cocoeval import COCOeval as PyCOCOeval
 from torch.utils.data import DistributedSampler
 from torchmetrics.detection import MeanAveragePrecision
 
+from support import synthetic_case
+
 from ssd.evaluation import (
     EvalResult,
     EvaluationError,
@@ -29,84 +31,6 @@ TORCHMETRICS_KEYS = (
     "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
     "mar_1", "mar_10", "mar_100", "mar_small", "mar_medium", "mar_large",
 )  # in COCOeval's stats order
-
-
-def synthetic_case(
-    seed: int,
-    *,
-    num_images: int = 40,
-    num_categories: int = 6,
-    objects_per_image: float = 7.0,
-    dets_per_image: int = 20,
-    overfull_images: int = 2,
-    crowd_fraction: float = 0.1,
-    empty_fraction: float = 0.15,
-    size: tuple[int, int] = (640, 480),
-) -> tuple[dict, list[dict]]:
-    """COCO ground truth and detections exercising every rule of COCOeval.
-
-    Categories are 1..num_categories (named ``c<id>``); the last one has no ground truth (only false
-    positives) and the one before it no detections. Image ids are not contiguous. About
-    ``empty_fraction`` of the images have no ground truth (but may have detections); about
-    ``crowd_fraction`` of the boxes are crowd regions; box sides are log-uniform in 4..320 px, so
-    small, medium and large areas all occur. Each image gets ``dets_per_image`` detections: noisy
-    copies of its ground truth (some with the wrong class) and random boxes; the first
-    ``overfull_images`` non-empty images get 150 more of one class (over the 100 of maxDets).
-    Coordinates are multiples of 0.25 and scores float32 values, so float32 copies (torchmetrics)
-    stay exact.
-    """
-    rng = np.random.default_rng(seed)
-    width, height = size
-    no_gt_category, no_det_category = num_categories, num_categories - 1
-    images, annotations, detections = [], [], []
-    overfull_left = overfull_images
-
-    def random_boxes(n: int) -> np.ndarray:
-        """[n, 4] xyxy boxes inside the image, quantised to 0.25 px."""
-        sides = np.exp(rng.uniform(np.log(4), np.log(320), size=(n, 2)))
-        x1 = rng.uniform(0, width - sides[:, 0])
-        y1 = rng.uniform(0, height - sides[:, 1])
-        return np.round(np.stack([x1, y1, x1 + sides[:, 0], y1 + sides[:, 1]], axis=1) * 4) / 4
-
-    def add_detections(image_id: int, boxes: np.ndarray, labels: np.ndarray) -> None:
-        labels = np.where(labels == no_det_category, no_gt_category, labels)
-        scores = rng.random(len(boxes)).astype(np.float32)
-        for (x1, y1, x2, y2), label, score in zip(boxes.tolist(), labels.tolist(), scores.tolist()):
-            detections.append({"image_id": image_id, "category_id": label, "bbox": [x1, y1, x2 - x1, y2 - y1], "score": score})
-
-    for i in range(num_images):
-        image_id = 1000 + 7 * i
-        images.append({"id": image_id, "width": width, "height": height, "file_name": f"{image_id}.png"})
-        count = 0 if rng.random() < empty_fraction else max(1, rng.poisson(objects_per_image))
-        boxes = random_boxes(count)
-        labels = rng.integers(1, no_gt_category, size=count)  # never the no-ground-truth category
-        for (x1, y1, x2, y2), label in zip(boxes.tolist(), labels.tolist()):
-            annotations.append({
-                "id": len(annotations) + 1,
-                "image_id": image_id,
-                "category_id": label,
-                "bbox": [x1, y1, x2 - x1, y2 - y1],
-                "area": (x2 - x1) * (y2 - y1),
-                "iscrowd": int(rng.random() < crowd_fraction),
-            })
-
-        hits = rng.random(count) < 0.8  # noisy copies of most ground-truth boxes
-        jitter = rng.normal(0, 0.08, size=(int(hits.sum()), 4)) * np.tile(boxes[hits, 2:] - boxes[hits, :2], 2)
-        det_boxes = np.round((boxes[hits] + jitter) * 4) / 4
-        det_boxes[:, 2:] = np.maximum(det_boxes[:, 2:], det_boxes[:, :2])
-        det_labels = labels[hits].copy()
-        wrong = rng.random(len(det_labels)) < 0.1
-        det_labels[wrong] = rng.integers(1, num_categories + 1, size=int(wrong.sum()))
-        extra = max(dets_per_image - len(det_boxes), 0)
-        det_boxes = np.concatenate([det_boxes, random_boxes(extra)])[:dets_per_image]
-        det_labels = np.concatenate([det_labels, rng.integers(1, num_categories + 1, size=extra)])[:dets_per_image]
-        add_detections(image_id, det_boxes, det_labels)
-        if count and overfull_left:
-            overfull_left -= 1
-            add_detections(image_id, random_boxes(150), np.full(150, labels[0]))
-
-    categories = [{"id": c, "name": f"c{c}"} for c in range(1, num_categories + 1)]
-    return {"info": {}, "images": images, "annotations": annotations, "categories": categories}, detections
 
 
 def pycocotools_eval(gt: dict, detections: list[dict]) -> PyCOCOeval:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import math
 import pickle
-from pathlib import Path
 
 import mlperf_loadgen as lg
 import numpy as np

@@ -15,37 +15,20 @@ passed) and are the oracle tests' to catch (test_box_ops, test_decoding).
 from __future__ import annotations
 
 import csv
-from pathlib import Path
 
 import pytest
+
+from support import LEARNING_YAML, learning_argv
 
 from ssd.cli.main import main
 from ssd.data.synth import synth_coco
 
-LEARNING_YAML = """
-model:
-  arch: ssdlite
-  image_size: [96, 96]
-  steps: [16, 32, 48, 96, 96, 96]
-  scales: [16, 28, 44, 60, 72, 84, 96]
-  aspect_ratios: [[2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2], [2, 1/2]]
-"""
 EPOCHS = 20
 PINNED_MAP = 0.15
 MAP_TOLERANCE = 0.06
 PINNED_AP50 = 0.5
 AP50_TOLERANCE = 0.15
 pytestmark = pytest.mark.slow
-
-
-def learning_argv(config: Path, data: Path, out: Path, epochs: int) -> list[str]:
-    """``ssd train`` arguments of the recipe (also ``benchmarks/bench_quantized_accuracy.py``'s)."""
-    return [
-        "train", "--config", str(config), "--dataset", "coco", "--data-path", str(data), "--save-folder", str(out),
-        "--epochs", str(epochs), "--batch-size", "16", "--optimizer", "adamw", "--lr", "0.012", "--weight-decay", "0.05",
-        "--warmup", "30", "--multistep", str(epochs - 2), str(epochs - 1), "--augment", "flip", "--num-workers", "0",
-        "--device", "cpu", "--no-progress", "--seed", "0",
-    ]
 
 
 @pytest.fixture(scope="module")

@@ -97,13 +97,20 @@ def training_checkpoint(
     }
 
 
-def atomic_save(obj: Any, path: Path) -> None:
-    """``torch.save`` to ``path``, whole or not at all and on the disk when it returns
-    (:func:`ssd.atomic_file.write_atomically`, durable): a failed write, such as on a full disk, leaves
-    the previous file in place and names ``path``."""
-    buffer = io.BytesIO()  # serialised first: torch.save on a full disk fails with a RuntimeError that hides the cause
+def serialized(obj: Any) -> memoryview:
+    """``torch.save``'s bytes of ``obj``, in memory: serialised before any file is opened (on a full
+    disk ``torch.save`` to a file fails with a RuntimeError that hides the cause), and once for the
+    several files an epoch writes."""
+    buffer = io.BytesIO()
     torch.save(obj, buffer)
-    write_atomically(path, buffer.getbuffer(), durable=True)
+    return buffer.getbuffer()
+
+
+def atomic_save(obj: Any | memoryview, path: Path) -> None:
+    """``obj`` (or its :func:`serialized` bytes) to ``path``, whole or not at all and on the disk when it
+    returns (:func:`ssd.atomic_file.write_atomically`, durable): a failed write, such as on a full disk,
+    leaves the previous file in place and names ``path``."""
+    write_atomically(path, obj if isinstance(obj, memoryview) else serialized(obj), durable=True)
 
 
 # -- reading ----------------------------------------------------------------------------------------

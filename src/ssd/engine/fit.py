@@ -22,7 +22,7 @@ from ssd.atomic_file import remove_stale_temporaries
 from ssd.anchors import default_boxes
 from ssd.checkpoint import (
     BEST, LAST, CheckpointError, atomic_save, check_config_matches, epoch_checkpoint_name, load_checkpoint, load_model_state,
-    training_checkpoint,
+    serialized, training_checkpoint,
 )
 from ssd.config import load_config
 from ssd.data.kinds import dataset_kind
@@ -191,6 +191,7 @@ class Trainer:
         checkpoint = self._checkpoint(epoch, mean_ap, row)  # collective (RNG states): every rank takes part
         if not self.context.is_main:
             return
+        checkpoint = serialized(checkpoint)  # once for every file below
         folder = self.options.save_folder
         names = []
         if (epoch + 1) % self.options.checkpoint_freq == 0 or epoch + 1 == self.options.epochs:
