@@ -2,8 +2,8 @@
 
 Every other training test checks mechanics (resume, kills, gloo, the step) on models too small or
 too briefly trained to detect anything, so they pass with a loss that points the wrong way or targets
-that never match. This one trains ``ssd train`` long enough to learn generated shapes (about 100 s on
-two cores) and pins the held-out COCO mAP it reaches.
+that never match. This one trains ``ssd train`` long enough to learn generated shapes (the suite's longest
+test: docs/testing.md) and pins the held-out COCO mAP it reaches.
 
 The pinned value is this run's on the machine it was measured on (training on the CPU is bitwise
 reproducible there). Another CPU's kernels round differently and the run drifts like a change of

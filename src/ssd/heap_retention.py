@@ -21,7 +21,6 @@ import ctypes
 import os
 import platform
 import resource
-import weakref
 from collections.abc import Callable
 from typing import Protocol
 
@@ -119,16 +118,18 @@ class HeapRetention:
         self.state = "handed back"
 
 
-_KEPT: weakref.WeakSet[HeapRetention] = weakref.WeakSet()  # retentions a forked child hands back
-_FORK_HANDLER: list[bool] = []  # registered once per process: os.register_at_fork cannot unregister
+# retentions that kept the heap: held here (their glibc settings outlive them, process-wide) so that a
+# forked child hands every one back; one at-fork handler per process (os.register_at_fork cannot unregister)
+_KEPT: list[HeapRetention] = []
+_FORK_HANDLER: list[bool] = []
 
 
 def _hand_back_in_forked_children(retention: HeapRetention) -> None:
     """A forked child (a data loader worker) does other work than the steps ``retention`` decided for:
-    it starts with glibc's defaults. One handler per process serves every retention alive."""
-    _KEPT.add(retention)
+    it starts with glibc's defaults. One handler per process serves every retention that kept the heap."""
+    _KEPT.append(retention)
     if not _FORK_HANDLER:
-        os.register_at_fork(after_in_child=lambda: [kept.hand_back() for kept in list(_KEPT)])
+        os.register_at_fork(after_in_child=lambda: [kept.hand_back() for kept in _KEPT])
         _FORK_HANDLER.append(True)
 
 
