@@ -23,7 +23,6 @@ import torch
 from torch import Tensor, nn
 from torchvision import tv_tensors
 
-from ssd.amp import MixedPrecision
 from ssd.checkpoint import METADATA_KEYS, load_model
 from ssd.choices import resolve_precision
 from ssd.config import Config, load_config
@@ -137,7 +136,7 @@ class Detector:
             raise ValueError(f"batch_size must be at least 1, got {batch_size}")
         is_module = isinstance(network, nn.Module)
         self.device = torch.device(device)
-        resolved = MixedPrecision(self.device, precision).name
+        resolved = resolve_precision(precision, self.device.type)
         if resolved != "fp32" and not is_module:
             raise InferenceError(f"{parameter('precision')} {precision} is an autocast of a PyTorch network; an export runs at "
                                  "the precision its engine compiled it for")

@@ -8,9 +8,8 @@ from pathlib import Path
 from ssd.choices import AMP, PRECISIONS
 from ssd.cli.ranges import CLASSES, COUNT
 from ssd.data.kinds import DATASET_KINDS, UnknownDatasetError, dataset_kind
+from ssd.detector_spec import ENGINES
 from ssd.engine.options import DEFAULT_CONFIG
-
-BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DATASET_HELP = " or ".join(kind.title for kind in DATASET_KINDS.values()) + " (any case)"
 
 
@@ -76,7 +75,7 @@ def add_detector(parser: argparse.ArgumentParser, *, config_default: str | None,
     add_config(model, config_default)
     model.add_argument("--pretrained-model", "--pretrained_model", type=Path, help="checkpoint (run by PyTorch)")
     model.add_argument("--num-classes", "--num_classes", type=CLASSES, help="classes incl. background, when the checkpoint cannot tell (torch)")
-    model.add_argument("--backend", choices=BACKENDS, default="auto",
+    model.add_argument("--backend", choices=ENGINES, default="auto",
                        help="run the network with PyTorch, ONNX Runtime or OpenVINO (CPU); auto (default): PyTorch for --pretrained-model, "
                        "for --onnx OpenVINO on the CPU when installed (the fastest there), else ONNX Runtime")
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
