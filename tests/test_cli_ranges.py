@@ -63,6 +63,8 @@ def test_each_numeric_flag_at_its_bounds(words: tuple[str, ...], flag: str, numb
     command = next(found for found_words, found in _parsers(parser) if found_words == words)
     required = [part for action in command._actions if action.required and action.option_strings
                 for part in (action.option_strings[0], action.choices[0] if action.choices else "x")]
+    required += ["x" for action in command._actions if action.required and not action.option_strings
+                 and not isinstance(action, argparse._SubParsersAction)]  # positionals (ssd report's EVAL_DIR)
     dest = next(action.dest for action in command._actions if flag in action.option_strings)
     for text, taken in _cases(number):
         argv = [*words, *required, f"{flag}={text}"]

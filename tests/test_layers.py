@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     )),
     ("runners", (
         "ssd.predictor", "ssd.inference", "ssd.detector_spec", "ssd.image_stream", "ssd.prediction", "ssd.engine", "ssd.loadgen",
-        "ssd.compliance", "ssd.submission",
+        "ssd.compliance", "ssd.submission", "ssd.report",
     )),
     ("command line", ("ssd.cli",)),
 )

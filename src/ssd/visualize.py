@@ -48,8 +48,10 @@ def draw_detections(
     *,
     thickness: int = 2,
     font_size: int | None = None,
+    colour: tuple[int, int, int] | None = None,
 ) -> torch.Tensor:
-    """``image [3, H, W]`` uint8 with ``boxes [K, 4]`` (xyxy pixels) drawn and labelled.
+    """``image [3, H, W]`` uint8 with ``boxes [K, 4]`` (xyxy pixels) drawn and labelled, in their
+    class's colour or in ``colour``.
 
     Boxes are cut to the image plus the line width first: the sides beyond it stay unseen, and Pillow
     walks a side's whole length: an untrained model's box can be hundreds of millions of pixels tall.
@@ -61,7 +63,7 @@ def draw_detections(
     boxes = torch.minimum(boxes.detach().float().cpu().clamp(min=-margin), torch.tensor([width, height, width, height]) + margin)
     names = [class_names[int(l)] if int(l) < len(class_names) else str(int(l)) for l in labels]
     captions = names if scores is None else [f"{n} {float(s):.2f}" for n, s in zip(names, scores)]
-    colours = [class_colour(int(l)) for l in labels]
+    colours = [colour or class_colour(int(l)) for l in labels]
     font = label_font()
     return draw_bounding_boxes(
         image.cpu(), boxes, labels=captions, colors=colours, width=thickness,

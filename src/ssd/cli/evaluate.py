@@ -25,11 +25,13 @@ from typing import TYPE_CHECKING, Any
 
 from ssd.cli.flags import add_allow_other_config
 from ssd.cli.outputs import holding, refuse_overwriting
+from ssd.cli.report import add_report_settings, report_settings
 from ssd.cli.train import add_common_arguments
 from ssd.errors import SSDError
 
 if TYPE_CHECKING:  # the heavy imports wait until a command runs
     from ssd.distributed import DistributedContext
+    from ssd.engine.evaluate import Evaluation
     from ssd.engine.model_evaluation import EvaluationSpec, ModelEvaluation
     from ssd.evaluation import EvalResult
 
@@ -65,6 +67,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--json", action="store_true", help="print one JSON object {stats, per_class} instead of a table")
     output.add_argument("--plots", type=Path, metavar="DIR", help="write precision-recall curves and a per-class AP chart to DIR")
+    output.add_argument("--report", action="store_true",
+                        help="also write report.html and report.json to --output-dir (a model's evaluation; ssd report makes one later)")
+    add_report_settings(output)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -142,12 +147,25 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
                     "unreadable": {"count": len(outcome.unreadable), "images": outcome.unreadable},
                 }
                 write_results(args.output_dir, outcome.result, outcome.detections, description)
+                if args.report:
+                    write_evaluation_report(args, evaluation, outcome)
     finally:
         cleanup_distributed()
     if not context.is_main:
         return None
     report_unreadable(outcome.unreadable)
     return outcome.result
+
+
+def write_evaluation_report(args: argparse.Namespace, evaluation: ModelEvaluation, outcome: Evaluation) -> None:
+    """``report.html`` and ``report.json`` of the evaluation just made, beside its results."""
+    from ssd.report import Source, dataset_reader, report_title, scored_ground_truth, training_rows, write_report
+
+    ground_truth = scored_ground_truth(evaluation.dataset.coco_ground_truth(), outcome.unreadable)
+    names = {c["id"]: c["name"] for c in ground_truth["categories"]}
+    checkpoint = str(args.pretrained_model)
+    source = Source(ground_truth, outcome.detections, names, training_rows(checkpoint, args.output_dir), dataset_reader(evaluation.dataset), checkpoint)
+    write_report(args.output_dir, report_title(source, args.output_dir), source, report_settings(args, evaluation.thresholds))
 
 
 def report_unreadable(paths: list[str]) -> None:

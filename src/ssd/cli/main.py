@@ -18,7 +18,7 @@ import sys
 from typing import NoReturn
 
 # sub-command modules under ssd.cli, in the order `ssd --help` lists them
-COMMANDS = ("demo", "train", "evaluate", "predict", "export", "loadgen", "submission", "summary", "data")
+COMMANDS = ("demo", "train", "evaluate", "report", "predict", "export", "loadgen", "submission", "summary", "data")
 
 
 class CommandLineParser(argparse.ArgumentParser):

@@ -66,3 +66,4 @@ MOMENTUM = Number(float, 0, 1, high_open=True, meaning="a momentum")
 WEIGHT_DECAY = Number(float, 0, meaning="a weight decay")
 SECONDS = Number(float, 0, meaning="a duration in seconds")  # LoadGen's own ceiling: ssd.loadgen_conf.check_seconds
 EPOCH = Number(int, 0, meaning="an epoch")
+BAND_EDGE = Number(float, 0, meaning="a band edge")  # the evaluation report's size (pixels) and distance (metres) bands

@@ -266,6 +266,7 @@ class CognataDataset(DetectionDataset):
             image_ids=range(len(chosen)),
             boxes=[selection.boxes[k] for k in per_frame],
             labels=[selection.labels[k] for k in per_frame],
+            attributes={"distance": [index.distances[k] for k in per_frame]},
         )
         super().__init__(
             index.root, annotations, selection.label_map, range(selection.label_map.num_classes), transform, problems, selection.filtered_counts()

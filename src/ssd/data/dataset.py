@@ -23,7 +23,7 @@ import re
 import warnings
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,9 @@ class Annotations:
     labels: np.ndarray  # [O] int64, 1..C-1
     iscrowd: np.ndarray  # [O] bool
     areas: np.ndarray  # [O] float32, area reported for evaluation
+    # [O] float32 per name: what the annotation says of each object beyond its box (Cognata's "distance",
+    # metres); written into the COCO ground truth for the evaluation report's breakdowns
+    attributes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def from_lists(
@@ -116,6 +119,7 @@ class Annotations:
         labels: Sequence[np.ndarray],
         iscrowd: Sequence[np.ndarray] | None = None,
         areas: Sequence[np.ndarray] | None = None,
+        attributes: dict[str, Sequence[np.ndarray]] | None = None,
     ) -> "Annotations":
         """Build from per-image arrays (``boxes[i]`` is ``[G_i, 4]``); areas default to w * h."""
         counts = [len(b) for b in boxes]
@@ -130,6 +134,7 @@ class Annotations:
             labels=_concat(labels, np.int64),
             iscrowd=_concat(iscrowd, bool) if iscrowd is not None else np.zeros(len(flat_boxes), bool),
             areas=_concat(areas, np.float32) if areas is not None else (wh[:, 0] * wh[:, 1]).astype(np.float32),
+            attributes={name: _concat(values, np.float32) for name, values in (attributes or {}).items()},
         )
 
     def __len__(self) -> int:
@@ -307,7 +312,8 @@ class DetectionDataset(Dataset):
 
         Boxes are ``[x, y, w, h]`` in original-image pixels; ``category_id`` is
         ``category_of_label[label]``. Crowd boxes are included
-        with ``iscrowd: 1`` so the evaluator ignores detections on them.
+        with ``iscrowd: 1`` so the evaluator ignores detections on them. Each of the annotations'
+        ``attributes`` (Cognata's ``distance``) is a key of every annotation.
         """
         ann = self.annotations
         images = [
@@ -323,6 +329,9 @@ class DetectionDataset(Dataset):
                 zip(owner.tolist(), category.tolist(), xywh.tolist(), ann.areas.astype(np.float64).tolist(), ann.iscrowd.astype(int).tolist())
             )
         ]
+        for name, values in ann.attributes.items():
+            for annotation, value in zip(annotations, values.astype(np.float64).tolist()):
+                annotation[name] = value
         categories = [
             {"id": self._gt_category_ids[label], "name": name} for label, name in enumerate(self.class_names) if label > 0
         ]

@@ -97,7 +97,7 @@ class ModelEvaluation:
         """What was evaluated and how, for ``metrics.json``."""
         spec = self.spec
         return {
-            "config": self.config.name, "dataset": spec.dataset, "data_path": str(spec.data_path),
+            "config": self.config.name, "config_file": str(Path(spec.config).resolve()) if Path(spec.config).is_file() else str(spec.config), "dataset": spec.dataset, "data_path": str(spec.data_path),
             "file_list": None if spec.file_list is None else str(spec.file_list),
             "decode": asdict(self.settings), "thresholds": self.thresholds,
         }
