@@ -78,6 +78,18 @@ def test_loadgen_and_evaluate_on_preprocessed_frames_equal_the_raw_path(preproce
         assert main(["evaluate", *common, *data, "--mlperf", "--num-workers", "0", "--output-dir", str(tmp_path / f"eval_{name}")]) == 0
         metrics[name] = json.loads((tmp_path / f"eval_{name}" / "metrics.json").read_text())
     assert metrics["pre"]["stats"] == metrics["raw"]["stats"] and metrics["pre"]["images"] == 4
+    # the report of each folder, made from its files: the LoadGen ones score as accuracy.txt did
+    config = ["--config", str(tiny_files.config)]
+    assert main(["report", str(tmp_path / "raw"), *config]) == 2  # the run used a file list
+    assert "the run used the file list of sha256" in capsys.readouterr().err
+    assert main(["report", str(tmp_path / "raw"), *config, "--file-list", str(listing)]) == 0
+    assert main(["report", str(tmp_path / "pre"), *config]) == 0
+    assert main(["report", str(tmp_path / "eval_pre")]) == 0
+    reports = {name: json.loads((tmp_path / name / "report.json").read_text()) for name in ("raw", "pre", "eval_pre")}
+    logged = (tmp_path / "raw" / "accuracy.txt").read_text().splitlines()[-1]
+    assert logged == f"mAP = {reports['raw']['headline']['mAP']:.5f}" and reports["pre"]["headline"] == reports["raw"]["headline"]
+    assert list(reports["raw"]["breakdowns"]) == ["size", "distance"] and list(reports["pre"]["breakdowns"]) == ["size"]  # frames keep no distance
+    assert reports["eval_pre"]["headline"]["mAP"] == metrics["pre"]["stats"][0]
 
 
 class RunsCode:

@@ -64,6 +64,7 @@ def test_the_all_cell_is_the_headline_exactly(seed):
     headline = evaluate_coco(gt, dets)
     evaluator = BandEvaluator(gt, dets)
     assert evaluator.attributes() == ["distance"]
+    assert evaluator.headline().stats == headline.stats  # its IoUs are the breakdowns' too
     for breakdown in (evaluator.breakdown("size", bands_from_edges(SIZE_EDGES_PX, squared=True)), evaluator.breakdown("distance", DISTANCE_BANDS)):
         cell = breakdown.cells["all"]["all"]
         assert cell.ap == headline.map and cell.ar == headline.metrics["AR100"]
@@ -90,7 +91,7 @@ def test_a_distance_band_equals_the_evaluation_of_its_objects_with_the_backgroun
     gt, dets = with_distances(3, one_band_per_image=True)
     evaluator = BandEvaluator(gt, dets)
     breakdown = evaluator.breakdown("distance", DISTANCE_BANDS)
-    assigned = evaluator._assigned(np.array([a["distance"] for a in gt["annotations"]]))
+    assigned = evaluator.assigned(np.array([a["distance"] for a in gt["annotations"]]))
     assert breakdown.background_detections == int(np.isnan(assigned).sum()) > 0
     crowd = {a["image_id"] for a in gt["annotations"] if a["iscrowd"]}
     # COCOeval keeps an image's 100 best detections of a class before it ignores any
@@ -137,7 +138,7 @@ def test_a_detection_takes_the_value_of_the_object_it_overlaps_most_of_its_own_c
         {"image_id": 1, "category_id": 1, "bbox": [10, 0, 2, 1], "score": 0.7},  # touches the car only at its edge: IoU 0
         {"image_id": 1, "category_id": 1, "bbox": [11, 11, 2, 2], "score": 0.6},  # overlaps the person only: the person's
     ]
-    values = BandEvaluator(gt, dets)._assigned(np.array([10.0, 90.0]))
+    values = BandEvaluator(gt, dets).assigned(np.array([10.0, 90.0]))
     assert values[:2].tolist() == [10.0, 90.0] and math.isnan(values[2]) and values[3] == 90.0
 
 

@@ -19,6 +19,7 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import mlperf_loadgen as lg
 import numpy as np
@@ -324,6 +325,13 @@ def read_accuracy_log(path: str | Path) -> dict[int, np.ndarray]:
 
 def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, thresholds: Thresholds = "torchmetrics") -> tuple[EvalResult, int]:
     """COCO mAP of an accuracy log over the samples it holds, and the number of samples scored."""
+    detections, image_ids = accuracy_log_detections(path, dataset)
+    return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(image_ids)
+
+
+def accuracy_log_detections(path: str | Path, dataset: DetectionDataset) -> tuple[list[dict[str, Any]], list[int]]:
+    """An accuracy log's detections in COCO results format (original-image pixels), and the image ids
+    of the samples it holds (the images it is scored on), each checked against ``dataset``."""
     rows = read_accuracy_log(path)
     if not rows:
         raise LoadgenError(f"{path}: no samples in the accuracy log (was LoadGen run in {parameter('accuracy')} mode?)")
@@ -340,8 +348,7 @@ def score_accuracy_log(path: str | Path, dataset: DetectionDataset, *, threshold
          "scores": torch.from_numpy(rows[i][:, 5].copy())}
         for i in indices
     ]
-    detections = detections_to_coco(outputs, image_ids, dataset.category_of_label)
-    return score_detections(dataset.coco_ground_truth(), detections, image_ids, thresholds=thresholds), len(indices)
+    return detections_to_coco(outputs, image_ids, dataset.category_of_label), image_ids
 
 
 def _check_rows(path: Path | str, index: int, rows: np.ndarray, num_classes: int) -> None:

@@ -19,7 +19,7 @@ import torch
 
 from ssd.atomic_file import write_atomically
 from ssd.errors import SSDError, parameter
-from ssd.evaluation.confusion import coco_boxes_xyxy
+from ssd.evaluation.boxes import coco_boxes_xyxy
 from ssd.evaluation.report import Report, ReportSettings, build_report, compare
 from ssd.evaluation.report_html import render_html
 
@@ -101,6 +101,44 @@ def report_of_folder(folder: Path, *, config: str | Path | None = None, data_pat
     return Source(ground_truth, detections, names, training, dataset_reader(data), metrics.get("checkpoint"))
 
 
+def report_of_loadgen_run(folder: Path, *, config: str | Path | None, data_path: Path | None = None, dataset: str | None = None,
+                          split: str | None = None, file_list: Path | None = None, cache_dir: Path | None = None) -> Source:
+    """The :class:`Source` of an ``ssd loadgen --accuracy`` folder: the detections of its
+    ``mlperf_log_accuracy.json`` on the samples it holds (as its ``accuracy.txt`` scored them). The
+    dataset is the one its ``ssd_run.json`` records unless given; the config must be given, and both
+    it and a file list must be the ones the run recorded (by digest)."""
+    from ssd.config import load_config
+    from ssd.data.kinds import dataset_kind
+    from ssd.loadgen import ACCURACY_LOG, accuracy_log_detections
+    from ssd.run_record import RECORD_NAME, file_digest, text_digest
+
+    record = _read_json(folder / RECORD_NAME) if (folder / RECORD_NAME).is_file() else {}
+    recorded = record.get("dataset") or {} if isinstance(record, dict) else {}
+    if config is None:
+        raise ReportError(f"{folder}: a LoadGen run records its config's digest, not the config: give {parameter('config')}")
+    loaded = load_config(config)
+    config_digest = (record.get("config") or {}).get("sha256") if isinstance(record, dict) else None
+    if config_digest is not None and config_digest != text_digest(loaded.text):
+        raise ReportError(f"{folder / RECORD_NAME}: the run used another config than {config} (its sha256 differs)")
+    list_digest = recorded.get("file_list_sha256")
+    if (list_digest is None) != (file_list is None) or (file_list is not None and list_digest is not None and file_digest(file_list) != list_digest):
+        needed = (f"no file list: leave out {parameter('file_list')}" if list_digest is None
+                  else f"the file list of sha256 {list_digest[:12]}...: give that {parameter('file_list')}")
+        raise ReportError(f"{folder / RECORD_NAME}: the run used {needed}")
+    kind, path = dataset or recorded.get("kind"), data_path or recorded.get("path")
+    if kind is None or path is None:
+        raise ReportError(f"{folder}: no {RECORD_NAME} records the dataset; give {parameter('dataset')} and {parameter('data_path')}")
+    data = dataset_kind(kind).build(Path(path), split or recorded.get("split") or "val", loaded, file_list=file_list, cache_dir=cache_dir)
+    detections, image_ids = accuracy_log_detections(folder / ACCURACY_LOG, data)
+    ground_truth = data.coco_ground_truth()
+    scored = set(image_ids)
+    ground_truth = {**ground_truth, "images": [i for i in ground_truth["images"] if i["id"] in scored],
+                    "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in scored]}
+    names = {c["id"]: c["name"] for c in ground_truth["categories"]}
+    model = (record.get("model") or {}).get("file") if isinstance(record, dict) else None
+    return Source(ground_truth, detections, names, (), dataset_reader(data), model)
+
+
 def detections_of_folder(folder: Path) -> list[dict[str, Any]]:
     """An evaluation folder's ``detections.json``."""
     detections = _read_json(folder / "detections.json")
@@ -110,11 +148,17 @@ def detections_of_folder(folder: Path) -> list[dict[str, Any]]:
 
 
 def dataset_reader(data: Any) -> Callable[[int], torch.Tensor]:
-    """A reader of a dataset's image by its image id (the id the ground truth and detections use)."""
-    from ssd.data.dataset import read_image
+    """A reader of a dataset's image by its image id (the id the ground truth and detections use), as
+    uint8 in the stored layout the annotations refer to; preprocessed frames are denormalised."""
+    from ssd.visualize import denormalize
 
     index_of = {int(image_id): k for k, image_id in enumerate(data.annotations.image_ids.tolist())}
-    return lambda image_id: read_image(data.image_path(index_of[image_id]), orient=True)
+
+    def read(image_id: int) -> torch.Tensor:
+        image = data.load_image(index_of[image_id])
+        return image if image.dtype == torch.uint8 else denormalize(image)
+
+    return read
 
 
 def _read_json(path: Path) -> Any:
@@ -157,10 +201,10 @@ def _draw_worst(report: Report, source: Source, score_threshold: float) -> dict[
         image = source.read_image(image_id)
         thickness = max(2, image.shape[-1] // 800)
         gt = truths[image_id]
-        image = draw_detections(image, coco_boxes_xyxy([g["bbox"] for g in gt]), torch.zeros(len(gt), dtype=torch.long), None,
+        image = draw_detections(image, torch.from_numpy(coco_boxes_xyxy([g["bbox"] for g in gt])), torch.zeros(len(gt), dtype=torch.long), None,
                                 ["truth"], thickness=thickness, colour=TRUTH_COLOUR)
         dets = found[image_id]
-        image = draw_detections(image, coco_boxes_xyxy([d["bbox"] for d in dets]), torch.tensor([row_of[d["category_id"]] + 1 for d in dets], dtype=torch.long),
+        image = draw_detections(image, torch.from_numpy(coco_boxes_xyxy([d["bbox"] for d in dets])), torch.tensor([row_of[d["category_id"]] + 1 for d in dets], dtype=torch.long),
                                 torch.tensor([float(d["score"]) for d in dets]), ["background", *names], thickness=thickness)
         out[image_id] = (_jpeg(image, THUMBNAIL_WIDTH), _jpeg(image, FULL_WIDTH))
     return out

@@ -45,9 +45,24 @@ def run(args: argparse.Namespace) -> int:
     result = fit(options)
     picture = args.output / "prediction.jpg"
     write_prediction(run_folder / "last.pth", data, picture)
-    print(f"checkpoints, metrics.csv and TensorBoard logs: {run_folder}; annotated validation image: {picture}")
+    report = write_evaluation_report(run_folder / "last.pth", data, args.output / f"evaluation_ep{result.epochs_completed}")
+    print(f"checkpoints, metrics.csv and TensorBoard logs: {run_folder}; annotated validation image: {picture}; report: {report}")
     print(f"mAP@[.5:.95] = {result.last_map:.3f}")
     return 0
+
+
+def write_evaluation_report(checkpoint: Path, data: Path, folder: Path) -> Path:
+    """``ssd evaluate --report`` of the final model into ``folder`` (once per epoch: a finished demo run again keeps it)."""
+    from ssd.cli.main import build_parser
+
+    page = folder / "report.html"
+    if not page.is_file():
+        args = build_parser().parse_args([
+            "evaluate", "--config", CONFIG, "--dataset", "coco", "--data-path", str(data), "--pretrained-model", str(checkpoint),
+            "--device", "cpu", "--num-workers", "1", "--output-dir", str(folder), "--report",
+        ])
+        args.run(args)
+    return page
 
 
 def write_prediction(checkpoint: Path, data: Path, picture: Path) -> None:

@@ -1,5 +1,6 @@
-"""``ssd report EVAL_DIR``: the evaluation report (``report.html``, ``report.json``) of an ``ssd evaluate``
-folder, from its ``detections.json`` and the dataset its ``metrics.json`` names, without running the model."""
+"""``ssd report DIR``: the evaluation report (``report.html``, ``report.json``) of an ``ssd evaluate``
+folder (its ``detections.json`` and the dataset its ``metrics.json`` names) or of an ``ssd loadgen
+--accuracy`` folder (its ``mlperf_log_accuracy.json``), without running the model."""
 from __future__ import annotations
 
 import argparse
@@ -41,13 +42,15 @@ def report_settings(args: argparse.Namespace, thresholds: str = "coco") -> Repor
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("report", help="an HTML report of an evaluation folder: breakdowns, confusion matrix, worst frames")
-    parser.add_argument("folder", type=Path, metavar="EVAL_DIR", help="an ssd evaluate --output-dir (detections.json, metrics.json)")
+    parser = subparsers.add_parser("report", help="an HTML report of an evaluation or LoadGen accuracy folder: breakdowns, confusion matrix, worst frames")
+    parser.add_argument("folder", type=Path, metavar="DIR",
+                        help="an ssd evaluate --output-dir (detections.json, metrics.json) or an ssd loadgen --accuracy one (mlperf_log_accuracy.json)")
     parser.add_argument("--output-dir", type=Path, default=None, help="where report.html and report.json go (default EVAL_DIR)")
     parser.add_argument("--compare", type=Path, metavar="OTHER_DIR",
                         help="another evaluation folder on the same ground truth (fp32 vs INT8, epoch 20 vs 40): its differences from EVAL_DIR")
-    source = parser.add_argument_group("the dataset (default: what EVAL_DIR/metrics.json records)")
-    source.add_argument("--config", default=None, help="config name or path")
+    source = parser.add_argument_group("the dataset (default: what DIR's metrics.json or ssd_run.json records)")
+    source.add_argument("--config", default=None, help="config name or path (needed for a LoadGen folder, which records only its digest)")
+    source.add_argument("--split", default=None, help="a LoadGen folder's split (default: the recorded one)")
     source.add_argument("--data-path", "--data_path", type=Path, default=None, help="dataset root")
     source.add_argument("--dataset", type=dataset_name, default=None, help="dataset kind (cognata, coco, preprocessed)")
     source.add_argument("--file-list", "--file_list", type=Path, default=None, help="Cognata: the CSV of the evaluated images")
@@ -59,17 +62,23 @@ def run(args: argparse.Namespace) -> int:
     import json
 
     from ssd.cli.outputs import holding
-    from ssd.report import REPORT_FILES, detections_of_folder, report_of_folder, report_title, write_report
+    from ssd.loadgen import ACCURACY_LOG
+    from ssd.report import REPORT_FILES, detections_of_folder, report_of_folder, report_of_loadgen_run, report_title, write_report
 
-    try:
-        metrics = json.loads((args.folder / "metrics.json").read_text())
-        thresholds = metrics.get("thresholds", "coco") if isinstance(metrics, dict) else "coco"
-    except (OSError, ValueError):
-        thresholds = "coco"  # report_of_folder names what is wrong with the file
-    settings = report_settings(args, thresholds if thresholds in ("coco", "torchmetrics") else "coco")
     out = args.output_dir or args.folder
-    source = report_of_folder(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset,
-                              file_list=args.file_list, cache_dir=out)
+    if not (args.folder / "metrics.json").exists() and (args.folder / ACCURACY_LOG).exists():  # a LoadGen accuracy run: MLPerf's scoring
+        settings = report_settings(args, "torchmetrics")
+        source = report_of_loadgen_run(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset, split=args.split,
+                                       file_list=args.file_list, cache_dir=out)
+    else:
+        try:
+            metrics = json.loads((args.folder / "metrics.json").read_text())
+            thresholds = metrics.get("thresholds", "coco") if isinstance(metrics, dict) else "coco"
+        except (OSError, ValueError):
+            thresholds = "coco"  # report_of_folder names what is wrong with the file
+        settings = report_settings(args, thresholds if thresholds in ("coco", "torchmetrics") else "coco")
+        source = report_of_folder(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset,
+                                  file_list=args.file_list, cache_dir=out)
     compared = None if args.compare is None else (args.compare.resolve().name, detections_of_folder(args.compare))
     with holding(out):
         try:

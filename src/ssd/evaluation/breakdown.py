@@ -16,12 +16,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from faster_coco_eval import COCO, COCOeval_faster
-from torchvision.ops import box_iou
+from faster_coco_eval import COCOeval_faster
 
-from ssd.evaluation.confusion import coco_boxes_xyxy
-from ssd.evaluation.coco_eval import MISSING, Thresholds, _load_detections, _load_ground_truth, _mean_defined, _thresholds, logger
+from ssd.evaluation.coco_eval import MISSING, EvalResult, Thresholds, _mean_defined, load_coco, new_evaluator, summarized
+from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, pairwise_iou
 
 # sqrt(area) edges in pixels: COCO's small (< 32) split at 16, its medium (32-96), and its large split at
 # 256, where an 8 MP frame's near objects begin
@@ -93,31 +91,35 @@ class Breakdown:
 
 
 class BandEvaluator:
-    """The ground truth and detections loaded once, then :meth:`breakdown` per attribute.
+    """The ground truth and detections loaded once, then :meth:`headline` and :meth:`breakdown` per
+    attribute, sharing one computation of the IoUs.
 
     ``ground_truth`` is a COCO dict whose annotations may carry attribute keys (``distance``);
-    ``detections`` COCO results. ``max_dets``: the detections per image that count (MLPerf: 500 with
-    torchmetrics' thresholds, as the headline was scored).
+    ``detections`` COCO results. ``max_dets`` and ``thresholds`` as the headline is scored (MLPerf:
+    torchmetrics' thresholds); a band counts the most detections per image of ``max_dets``.
     """
 
     def __init__(
-        self, ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *, max_dets: int = 100,
+        self, ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *, max_dets: Sequence[int] = (1, 10, 100),
         thresholds: Thresholds = "coco", class_names: Mapping[int, str] | None = None,
     ):
         self.raw_annotations = list(ground_truth["annotations"])
-        self.coco_gt = COCO(_load_ground_truth(ground_truth), print_function=logger.debug)
-        self.coco_dt = self.coco_gt.loadRes(_load_detections(detections, self.coco_gt))
-        self.max_dets = int(max_dets)
-        self.iou_thresholds, self.recall_thresholds = _thresholds(thresholds)
+        self.coco_gt, self.coco_dt = load_coco(ground_truth, detections)
+        self.max_dets, self.thresholds, self.given_names = tuple(max_dets), thresholds, class_names
         self.category_ids = sorted(self.coco_gt.cats)
         names = [(class_names or {}).get(c, self.coco_gt.cats[c]["name"]) for c in self.category_ids]
         self.class_names = [str(name) for name in names]
         # loadRes numbers annotations and detections from 1 in their order; keep both orders
-        self.gt_ids = [ann["id"] for ann in self.coco_gt.dataset["annotations"]]
-        self.dt_ids = [ann["id"] for ann in self.coco_dt.dataset["annotations"]]
-        self.gt_areas = np.array([self.coco_gt.anns[i]["area"] for i in self.gt_ids], dtype=np.float64)
-        self.dt_areas = np.array([self.coco_dt.anns[i]["area"] for i in self.dt_ids], dtype=np.float64)
+        self.gt = [self.coco_gt.anns[i] for i in [ann["id"] for ann in self.coco_gt.dataset["annotations"]]]
+        self.dt = [self.coco_dt.anns[i] for i in [ann["id"] for ann in self.coco_dt.dataset["annotations"]]]
+        self.gt_areas = np.array([ann["area"] for ann in self.gt], dtype=np.float64)
+        self.dt_areas = np.array([ann["area"] for ann in self.dt], dtype=np.float64)
         self._ious: dict[tuple[int, int], Any] | None = None
+
+    def headline(self) -> EvalResult:
+        """The plain COCO evaluation (:func:`ssd.evaluation.evaluate_coco`'s result, to the bit)."""
+        evaluator = self._evaluator(new_evaluator(self.coco_gt, self.coco_dt, self.max_dets, self.thresholds))
+        return summarized(evaluator, self.given_names)
 
     def attributes(self) -> list[str]:
         """The attribute keys every ground-truth annotation has (besides COCO's own)."""
@@ -132,71 +134,70 @@ class BandEvaluator:
             gt_values, dt_values = self.gt_areas, self.dt_areas
         else:
             gt_values = np.array([float(ann[attribute]) for ann in self.raw_annotations], dtype=np.float64)
-            dt_values = self._assigned(gt_values)
-        background = np.isnan(dt_values)
+            dt_values = self.assigned(gt_values)
         labelled = [Band("all", -math.inf, math.inf), *bands]
-        cells: dict[str, dict[str, Cell]] = {}
-        if not background.any():
-            cells.update(self._cells(labelled, gt_values, dt_values, dt_values))
-        else:  # one evaluation per band, the valueless detections placed inside it
-            for band in labelled:
-                inside = dt_values.copy()
-                inside[background] = band.low if math.isfinite(band.low) else 0.0
-                cells.update(self._cells([band], gt_values, inside, dt_values))
-        return Breakdown(attribute, list(bands), cells, int(background.sum()))
+        # a NaN value is inside no range and outside none (COCOeval ignores a detection when its area
+        # is below or above the range): the valueless detections count in every band
+        cells = self._cells(labelled, gt_values, dt_values)
+        return Breakdown(attribute, list(bands), cells, int(np.isnan(dt_values).sum()))
 
-    def _assigned(self, gt_values: np.ndarray) -> np.ndarray:
+    def assigned(self, gt_values: np.ndarray) -> np.ndarray:
         """Each detection's value: the most-overlapped ground truth's, own class first; NaN on the background."""
-        values = np.full(len(self.dt_ids), np.nan)
-        position = {ann_id: k for k, ann_id in enumerate(self.gt_ids)}
-        dt_position = {ann_id: k for k, ann_id in enumerate(self.dt_ids)}
-        for image_id in self.coco_dt.imgToAnns:
-            dts = self.coco_dt.imgToAnns[image_id]
-            gts = [g for g in self.coco_gt.imgToAnns.get(image_id, []) if not g["iscrowd"]]
-            if not dts or not gts:
-                continue
-            iou = box_iou(coco_boxes_xyxy([d["bbox"] for d in dts]), coco_boxes_xyxy([g["bbox"] for g in gts]))
-            same = torch.tensor([[d["category_id"] == g["category_id"] for g in gts] for d in dts])
-            best_same, which_same = torch.where(same, iou, -1.0).max(dim=1)
-            best_any, which_any = iou.max(dim=1)
-            which = torch.where(best_same > 0, which_same, which_any)
-            overlaps = (best_same > 0) | (best_any > 0)
-            for d, g, hit in zip(dts, which.tolist(), overlaps.tolist()):
-                if hit:
-                    values[dt_position[d["id"]]] = gt_values[position[gts[g]["id"]]]
+        values = np.full(len(self.dt), np.nan)
+        gt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.gt])
+        dt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.dt])
+        gt_image = np.array([ann["image_id"] for ann in self.gt])
+        gt_class = np.array([ann["category_id"] for ann in self.gt])
+        gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
+        dt_image = np.array([ann["image_id"] for ann in self.dt])
+        dt_class = np.array([ann["category_id"] for ann in self.dt])
+        objects = np.flatnonzero(~gt_crowd)
+        for image_id, dts, gts in by_image(dt_image, gt_image[objects]):
+            gts = objects[gts]
+            iou = pairwise_iou(dt_boxes[dts], gt_boxes[gts])
+            same = dt_class[dts, None] == gt_class[None, gts]
+            best_same = np.where(same, iou, -1.0)
+            which = np.where(best_same.max(axis=1) > 0, best_same.argmax(axis=1), iou.argmax(axis=1))
+            hit = iou.max(axis=1) > 0
+            values[dts[hit]] = gt_values[gts[which[hit]]]
         return values
 
-    def _cells(self, bands: Sequence[Band], gt_values: np.ndarray, dt_values: np.ndarray, dt_counted: np.ndarray) -> dict[str, dict[str, Cell]]:
-        """One COCOeval over ``bands`` as its area ranges, the values put in the ``area`` fields;
-        a band's detections are counted by ``dt_counted`` (NaN, the background's, in none but "all")."""
-        for ann_id, value in zip(self.gt_ids, gt_values.tolist()):
-            self.coco_gt.anns[ann_id]["area"] = value
-        for ann_id, value in zip(self.dt_ids, dt_values.tolist()):
-            self.coco_dt.anns[ann_id]["area"] = value
+    def _evaluator(self, evaluator: COCOeval_faster) -> COCOeval_faster:
+        """``evaluator`` run, its IoUs kept for the next one (they do not depend on areas or bands)."""
+        if self._ious is not None:
+            cached = self._ious
+            evaluator.computeIoU = lambda image_id, category_id: cached[image_id, category_id]
+        evaluator.evaluate()
+        self._ious = evaluator.ious
+        return evaluator
+
+    def _cells(self, bands: Sequence[Band], gt_values: np.ndarray, dt_values: np.ndarray) -> dict[str, dict[str, Cell]]:
+        """One COCOeval over ``bands`` as its area ranges, the values put in the ``area`` fields."""
+        for ann, value in zip(self.gt, gt_values.tolist()):
+            ann["area"] = value
+        for ann, value in zip(self.dt, dt_values.tolist()):
+            ann["area"] = value
         try:
-            evaluator = COCOeval_faster(self.coco_gt, self.coco_dt, iouType="bbox", print_function=logger.debug)
+            evaluator = new_evaluator(self.coco_gt, self.coco_dt, self.max_dets, self.thresholds)
             params = evaluator.params
-            params.maxDets = [self.max_dets]
-            params.iouThrs, params.recThrs = self.iou_thresholds, self.recall_thresholds
+            params.maxDets = [self.max_dets[-1]]
             params.areaRng = [[band.low, band.high] for band in bands]
             params.areaRngLbl = [band.label for band in bands]
-            if self._ious is not None:  # the IoUs do not depend on the band: computed once
-                cached = self._ious
-                evaluator.computeIoU = lambda image_id, category_id: cached[image_id, category_id]
-            evaluator.evaluate()
-            self._ious = evaluator.ious
-            evaluator.accumulate()
+            self._evaluator(evaluator).accumulate()
         finally:
-            self._restore_areas()
+            for ann, value in zip(self.gt, self.gt_areas.tolist()):
+                ann["area"] = value
+            for ann, value in zip(self.dt, self.dt_areas.tolist()):
+                ann["area"] = value
         precision = np.asarray(evaluator.eval["precision"])  # [T, R, K, A, 1]
         recall = np.asarray(evaluator.eval["recall"])  # [T, K, A, 1]
-        crowd = np.array([bool(self.coco_gt.anns[i]["iscrowd"]) for i in self.gt_ids], dtype=bool)
-        gt_labels = np.array([self.coco_gt.anns[i]["category_id"] for i in self.gt_ids])
-        dt_labels = np.array([self.coco_dt.anns[i]["category_id"] for i in self.dt_ids])
+        crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
+        gt_labels = np.array([ann["category_id"] for ann in self.gt])
+        dt_labels = np.array([ann["category_id"] for ann in self.dt])
         out: dict[str, dict[str, Cell]] = {}
         for a, band in enumerate(bands):
             gt_in = ~crowd & (gt_values >= band.low) & (gt_values <= band.high)
-            dt_in = (dt_counted >= band.low) & (dt_counted <= band.high) if math.isfinite(band.low) else np.ones(len(dt_counted), bool)
+            dt_in = (dt_values >= band.low) & (dt_values <= band.high) if math.isfinite(band.low) else np.ones(len(dt_values), bool)
             row = {"all": Cell(
                 _mean_defined(precision[:, :, :, a, 0]), _mean_defined(precision[0, :, :, a, 0]), _mean_defined(recall[:, :, a, 0]),
                 int(gt_in.sum()), int(dt_in.sum()),
@@ -208,12 +209,6 @@ class BandEvaluator:
                 )
             out[band.label] = row
         return out
-
-    def _restore_areas(self) -> None:
-        for ann_id, value in zip(self.gt_ids, self.gt_areas.tolist()):
-            self.coco_gt.anns[ann_id]["area"] = value
-        for ann_id, value in zip(self.dt_ids, self.dt_areas.tolist()):
-            self.coco_dt.anns[ann_id]["area"] = value
 
 
 __all__ = ["Band", "BandEvaluator", "Breakdown", "Cell", "DISTANCE_EDGES_M", "MIN_GROUND_TRUTH", "SIZE_EDGES_PX", "bands_from_edges", "MISSING"]

@@ -136,26 +136,40 @@ def evaluate_coco(
     Raises :class:`EvaluationError` for malformed input, and for detections whose image or category
     is not in the ground truth (such detections point at an id-mapping bug rather than a bad model).
     """
+    coco_gt, coco_dt = load_coco(ground_truth, detections)
+    evaluator = new_evaluator(coco_gt, coco_dt, max_dets, thresholds)
+    evaluator.evaluate()
+    return summarized(evaluator, class_names)
+
+
+def load_coco(ground_truth: Mapping[str, Any] | str | Path, detections: Sequence[Mapping[str, Any]] | str | Path) -> tuple[COCO, COCO]:
+    """The validated ground truth and detections as faster-coco-eval's indexes (see :func:`evaluate_coco`)."""
+    coco_gt = COCO(_load_ground_truth(ground_truth), print_function=logger.debug)
+    return coco_gt, coco_gt.loadRes(_load_detections(detections, coco_gt))
+
+
+def new_evaluator(coco_gt: COCO, coco_dt: COCO, max_dets: Sequence[int] = (1, 10, 100), thresholds: Thresholds = "coco") -> COCOeval_faster:
+    """A bbox COCOeval of COCOeval's areas, ``max_dets`` (three increasing numbers) and ``thresholds``."""
     iou_thresholds, recall_thresholds = _thresholds(thresholds)
     max_dets = tuple(int(n) for n in max_dets)
     if len(max_dets) != 3 or sorted(max_dets) != list(max_dets):
         raise ValueError(f"max_dets must be three increasing numbers (COCOeval's layout), got {max_dets}")
-    coco_gt = COCO(_load_ground_truth(ground_truth), print_function=logger.debug)
-    coco_dt = coco_gt.loadRes(_load_detections(detections, coco_gt))
-
     evaluator = COCOeval_faster(coco_gt, coco_dt, iouType="bbox", print_function=logger.debug)
     evaluator.params.maxDets = list(max_dets)
     evaluator.params.iouThrs, evaluator.params.recThrs = iou_thresholds, recall_thresholds
-    evaluator.evaluate()
+    return evaluator
+
+
+def summarized(evaluator: COCOeval_faster, class_names: Mapping[int, str] | None = None) -> EvalResult:
+    """The :class:`EvalResult` of an evaluator of :func:`new_evaluator` once it has evaluated."""
     evaluator.accumulate()
     evaluator.summarize()
-
     precision = np.asarray(evaluator.eval["precision"])
-    names = [_class_name(coco_gt.cats[cat_id], class_names) for cat_id in evaluator.params.catIds]
+    names = [_class_name(evaluator.cocoGt.cats[cat_id], class_names) for cat_id in evaluator.params.catIds]
     if len(set(names)) != len(names):
         raise EvaluationError(f"class names are not unique: {names}")
     per_class = {name: _mean_defined(precision[:, :, k, 0, -1]) for k, name in enumerate(names)}
-    return EvalResult([float(s) for s in evaluator.stats], per_class, precision, max_dets)
+    return EvalResult([float(s) for s in evaluator.stats], per_class, precision, tuple(evaluator.params.maxDets))
 
 
 def score_detections(

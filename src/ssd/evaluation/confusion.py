@@ -9,14 +9,13 @@ background). Detections on crowd regions (COCO's intersection over the detection
 """
 from __future__ import annotations
 
-from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-import torch
-from torchvision.ops import box_iou
+
+from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, pairwise_iou
 
 BACKGROUND = "background"
 
@@ -67,63 +66,70 @@ def confusion_matrix(
     """The matrix of COCO ground truth against COCO-results ``detections`` (see the module docstring)."""
     category_ids = sorted(int(c["id"]) for c in ground_truth["categories"])
     names = {int(c["id"]): str((class_names or {}).get(int(c["id"]), c.get("name", c["id"]))) for c in ground_truth["categories"]}
-    row = {category_id: k for k, category_id in enumerate(category_ids)}
+    row_of = {category_id: k for k, category_id in enumerate(category_ids)}
     background = len(category_ids)
+    annotations = ground_truth["annotations"]
+    gt_image = np.array([int(a["image_id"]) for a in annotations], dtype=np.int64)
+    gt_row = np.array([row_of[int(a["category_id"])] for a in annotations], dtype=np.int64)
+    gt_boxes = coco_boxes_xyxy([a["bbox"] for a in annotations])
+    crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
+    chosen = [d for d in detections if float(d["score"]) >= score_threshold]
+    scores = np.array([float(d["score"]) for d in chosen], dtype=np.float64)
+    order = np.argsort(-scores, kind="stable")  # by descending score, ties in the given order
+    dt_image = np.array([int(chosen[k]["image_id"]) for k in order], dtype=np.int64)
+    dt_row = np.array([row_of[int(chosen[k]["category_id"])] for k in order], dtype=np.int64)
+    dt_boxes = coco_boxes_xyxy([chosen[k]["bbox"] for k in order])
+
+    counted = np.ones(len(dt_image), dtype=bool)  # False: on a crowd region
+    crowds = np.flatnonzero(crowd)
+    for _, dts, regions in by_image(dt_image, gt_image[crowds]):
+        counted[dts[_covered(dt_boxes[dts], gt_boxes[crowds[regions]]) >= iou_threshold]] = False
+    objects = np.flatnonzero(~crowd)
+    match = np.full(len(dt_image), -1, dtype=np.int64)  # the object each detection matched
+    for _, dts, gts in by_image(dt_image, gt_image[objects]):
+        dts, gts = dts[counted[dts]], objects[gts]
+        iou = pairwise_iou(dt_boxes[dts], gt_boxes[gts])
+        taken = np.zeros(len(gts), dtype=bool)
+        for k in np.flatnonzero((iou >= iou_threshold).any(axis=1)):  # the others match nothing
+            candidates = np.where(taken, -1.0, iou[k])
+            best = int(candidates.argmax())
+            if candidates[best] >= iou_threshold:
+                taken[best] = True
+                match[dts[k]] = gts[best]
+
     counts = np.zeros((background + 1, background + 1), dtype=np.int64)
-    truths: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for ann in ground_truth["annotations"]:
-        truths[int(ann["image_id"])].append(ann)
-    found: dict[int, list[Mapping[str, Any]]] = defaultdict(list)
-    for det in detections:
-        if float(det["score"]) >= score_threshold:
-            found[int(det["image_id"])].append(det)
-    frames = []
-    for image in ground_truth["images"]:
-        image_id = int(image["id"])
-        gts = [g for g in truths.get(image_id, []) if not g.get("iscrowd", 0)]
-        crowds = [g for g in truths.get(image_id, []) if g.get("iscrowd", 0)]
-        dets = sorted(found.get(image_id, []), key=lambda d: -float(d["score"]))
-        dets = [d for d, on_crowd in zip(dets, _on_crowd(dets, crowds, iou_threshold)) if not on_crowd]
-        true_rows = [row[int(g["category_id"])] for g in gts]
-        matched_gt = np.zeros(len(gts), dtype=bool)
-        missed = false_positives = confused = 0
-        iou = box_iou(coco_boxes_xyxy([d["bbox"] for d in dets]), coco_boxes_xyxy([g["bbox"] for g in gts])).numpy() if dets and gts else None
-        for k, det in enumerate(dets):
-            predicted = row[int(det["category_id"])]
-            best = -1
-            if iou is not None:
-                candidates = np.where(matched_gt, -1.0, iou[k])
-                best = int(candidates.argmax())
-                if candidates[best] < iou_threshold:
-                    best = -1
-            if best < 0:
-                counts[background, predicted] += 1
-                false_positives += 1
-            else:
-                matched_gt[best] = True
-                counts[true_rows[best], predicted] += 1
-                confused += true_rows[best] != predicted
-        for g, matched in zip(true_rows, matched_gt.tolist()):
-            if not matched:
-                counts[g, background] += 1
-                missed += 1
-        frames.append(FrameErrors(image_id, missed, false_positives, int(confused), len(gts)))
+    matched = match >= 0
+    np.add.at(counts, (gt_row[match[matched]], dt_row[matched]), 1)
+    false_positive = counted & ~matched
+    np.add.at(counts, (np.full(int(false_positive.sum()), background), dt_row[false_positive]), 1)
+    found = np.zeros(len(annotations), dtype=bool)
+    found[match[matched]] = True
+    missed = ~crowd & ~found
+    np.add.at(counts, (gt_row[missed], np.full(int(missed.sum()), background)), 1)
+
+    image_ids = [int(image["id"]) for image in ground_truth["images"]]
+    slot = {image_id: k for k, image_id in enumerate(image_ids)}
+    gt_slot = np.array([slot.get(i, -1) for i in gt_image.tolist()], dtype=np.int64)
+    dt_slot = np.array([slot.get(i, -1) for i in dt_image.tolist()], dtype=np.int64)
+    confused_det = matched & (gt_row[np.maximum(match, 0)] != dt_row)
+
+    def per_image(slots: np.ndarray, mask: np.ndarray) -> list[int]:
+        inside = mask & (slots >= 0)
+        return np.bincount(slots[inside], minlength=len(image_ids)).tolist()
+
+    frames = [
+        FrameErrors(image_id, m, f, c, g) for image_id, m, f, c, g in zip(
+            image_ids, per_image(gt_slot, missed), per_image(dt_slot, false_positive), per_image(dt_slot, confused_det), per_image(gt_slot, ~crowd),
+        )
+    ]
     labels = [names[c] for c in category_ids] + [BACKGROUND]
     return ConfusionMatrix(labels, counts, float(iou_threshold), float(score_threshold), frames)
 
 
-def _on_crowd(dets: list[Mapping[str, Any]], crowds: list[Mapping[str, Any]], iou_threshold: float) -> list[bool]:
-    """Whether each detection lies on a crowd region (intersection over its own area >= the threshold)."""
-    if not dets or not crowds:
-        return [False] * len(dets)
-    d, c = coco_boxes_xyxy([x["bbox"] for x in dets]), coco_boxes_xyxy([x["bbox"] for x in crowds])
-    lt, rb = torch.max(d[:, None, :2], c[None, :, :2]), torch.min(d[:, None, 2:], c[None, :, 2:])
-    inter = (rb - lt).clamp(min=0).prod(dim=2)
-    own = ((d[:, 2:] - d[:, :2]).prod(dim=1)).clamp(min=1e-12)
-    return ((inter / own[:, None]).amax(dim=1) >= iou_threshold).tolist()
-
-
-def coco_boxes_xyxy(boxes: list[Sequence[float]]) -> torch.Tensor:
-    """COCO ``[x, y, w, h]`` boxes as ``[N, 4]`` float64 corners."""
-    xywh = torch.tensor([list(map(float, b)) for b in boxes], dtype=torch.float64).reshape(-1, 4)
-    return torch.cat((xywh[:, :2], xywh[:, :2] + xywh[:, 2:]), dim=1)
+def _covered(dets: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """For each detection, the largest share of its own area inside one of the crowd ``regions`` (COCO's crowd IoU)."""
+    lt = np.maximum(dets[:, None, :2], regions[None, :, :2])
+    rb = np.minimum(dets[:, None, 2:], regions[None, :, 2:])
+    inside = np.clip(rb - lt, 0, None).prod(axis=2)
+    own = np.maximum((dets[:, 2:] - dets[:, :2]).prod(axis=1), 1e-12)
+    return (inside / own[:, None]).max(axis=1)

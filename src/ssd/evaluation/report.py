@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ssd.evaluation.breakdown import DISTANCE_EDGES_M, SIZE_EDGES_PX, BandEvaluator, Breakdown, bands_from_edges
-from ssd.evaluation.coco_eval import IOU_THRESHOLDS, MISSING, RECALL_THRESHOLDS, EvalResult, Thresholds, evaluate_coco, stat_names
+from ssd.evaluation.coco_eval import IOU_THRESHOLDS, MISSING, RECALL_THRESHOLDS, EvalResult, Thresholds, stat_names
 from ssd.evaluation.confusion import ConfusionMatrix, FrameErrors, confusion_matrix
 
 UNITS = {"size": " px", "distance": " m"}  # band labels; size bands are named by their side
@@ -82,8 +82,8 @@ def build_report(
 ) -> Report:
     """The report of ``detections`` (COCO results) on ``ground_truth`` (a COCO dict whose annotations
     may carry attributes such as Cognata's ``distance``). ``training``: ``metrics.csv`` rows, if any."""
-    result = evaluate_coco(ground_truth, detections, max_dets=settings.max_dets, class_names=class_names, thresholds=settings.thresholds)
-    bands = BandEvaluator(ground_truth, detections, max_dets=settings.max_dets[-1], thresholds=settings.thresholds, class_names=class_names)
+    bands = BandEvaluator(ground_truth, detections, max_dets=settings.max_dets, thresholds=settings.thresholds, class_names=class_names)
+    result = bands.headline()
     breakdowns = []
     for attribute in ["size", *bands.attributes()]:
         edges = settings.edges.get(attribute)
