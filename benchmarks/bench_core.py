@@ -25,7 +25,7 @@ NUM_BOXES = 40
 FIGURES = {
     "anchors": ("anchor construction (8 MP config)", "Python-loop anchors (reference algorithm)", 20),
     "encode": (f"encode 1 image, {NUM_BOXES} boxes", "unchunked box_iou + Python loop (reference Encoder)", 5),
-    "decode": ("decode 1 image (500 detections)", "per-class Python NMS (reference decode_batch)", 8),
+    "decode": ("decode 1 image (500 detections)", "per-class Python NMS (reference decode_batch)", 10),
     "loss": ("loss forward+backward, 2 images", "dense loss, two full argsorts (reference Loss)", 2),
 }
 

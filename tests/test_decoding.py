@@ -8,7 +8,7 @@ from torchvision.ops import box_iou
 from ssd.anchors import default_boxes
 from ssd.box_ops import decode_offsets, encode_offsets, xyxy_to_cxcywh
 from ssd.config import load_config
-from ssd.decoding import DecodeSettings, nms_per_group, postprocess
+from ssd.decoding import PER_GROUP_FROM, DecodeSettings, nms_per_group, postprocess
 from reference_impl import reference_decode
 
 
@@ -116,9 +116,14 @@ def test_nms_per_group_stays_exact_with_a_far_out_box_where_float32_offsets_do_n
     scores = torch.rand(len(boxes), generator=generator)
     exact = torch.cat([torch.nonzero(groups == g).flatten()[nms(boxes[groups == g], scores[groups == g].double(), 0.5)] for g in range(10)])
     exact = exact[scores[exact].argsort(descending=True)]
-    assert len(boxes) <= 1000  # torchvision's offset path on the CPU
+    assert len(boxes) < PER_GROUP_FROM[0]  # nms_per_group's shifted groups, and torchvision's on the CPU
     assert not torch.equal(batched_nms(boxes.float(), scores, groups, 0.5), exact)  # the hazard is real
     assert torch.equal(nms_per_group(boxes.float(), scores, groups, 0.5), exact)
+    # the same groups among enough boxes to be taken group by group (far off, in groups of their own)
+    crowd = PER_GROUP_FROM[0]
+    filler = torch.tensor([[7.0, 7.0, 7.5, 7.5]], dtype=torch.float64).repeat(crowd, 1) + torch.arange(crowd)[:, None] * 0.01
+    many = nms_per_group(torch.cat((boxes, filler)).float(), torch.cat((scores, torch.full((crowd,), -1.0))), torch.cat((groups, 10 + torch.arange(crowd))), 0.5)
+    assert torch.equal(many[: len(exact)], exact) and len(many) == len(exact) + crowd
 
 
 # -- the decoding rules at their limits -------------------------------------------------------------
@@ -142,12 +147,19 @@ def test_nms_suppresses_at_the_threshold_as_the_reference():
         (0.0, 0.0, 0.5, 0.25 - step / 2): 0.5 - step,  # one float32 step below
     }
     kept_expected = [False, False, True, True]
+    # both ways of nms_per_group: a pair alone (groups shifted, float64), and among PER_GROUP_FROM other
+    # boxes (group by group, float32): far off in groups of their own, scoring below the pair
+    crowd = PER_GROUP_FROM[0]
+    filler = torch.tensor([[5.0, 5.0, 5.5, 5.5]]).repeat(crowd, 1) + torch.arange(crowd)[:, None] * 0.001
     for (box, iou), kept in zip(others.items(), kept_expected):
         boxes = torch.tensor([best, box], dtype=torch.float64)
         assert float(box_iou(boxes[:1], boxes[1:])) == iou
-        survivors = nms_per_group(boxes.float(), torch.tensor([0.9, 0.8]), torch.tensor([0, 0]), 0.5)
-        assert survivors.tolist() == ([0, 1] if kept else [0]), box
-        assert nms_per_group(boxes.float(), torch.tensor([0.9, 0.8]), torch.tensor([0, 1]), 0.5).tolist() == [0, 1]  # other class
+        for extra in (0, crowd):
+            many = torch.cat((boxes.float(), filler[:extra]))
+            scores = torch.cat((torch.tensor([0.9, 0.8]), torch.full((extra,), 0.1)))
+            for groups, expected in ((torch.tensor([0, 0]), [0, 1] if kept else [0]), (torch.tensor([0, 1]), [0, 1])):  # other class
+                survivors = nms_per_group(many, scores, torch.cat((groups, 2 + torch.arange(extra))), 0.5)
+                assert survivors[:len(expected)].tolist() == expected and len(survivors) == len(expected) + extra, (box, extra)
     anchors, locs, confs = _exact_outputs(torch.tensor([best, [0.0, 0.0, 0.5, 0.25], [0.0, 0.0, 0.5, 0.25 - 2**-10]]), torch.tensor([[3.0, 2.0, 1.0]]))
     (result,) = postprocess(locs, confs, anchors)
     assert result["boxes"].tolist() == [best, [0.0, 0.0, 0.5, 0.25 - 2**-10]]
