@@ -36,7 +36,6 @@ import torch
 
 ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino-bf16", "detector-bf16", "openvino", "detector", "onnxruntime", "eager")
 FRAMES = "frames.npy"  # [N, 3, H, W] float32, the benchmark's frames
-NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that run bfloat16 natively
 REFERENCE = "eager"
 NUM_CLASSES = 15
 
@@ -109,8 +108,9 @@ def main() -> None:
         return
     from ssd.evaluation.agreement import reproduced_fraction
 
-    flags = set(Path("/proc/cpuinfo").read_text().split()) if Path("/proc/cpuinfo").is_file() else set()
-    native_bf16 = any(flag in flags for flag in NATIVE_BF16_FLAGS)
+    from ssd.device import native_bf16 as cpu_runs_bf16
+
+    native_bf16 = cpu_runs_bf16()
     chosen = args.engines or [engine for engine in ENGINES if native_bf16 or not engine.endswith("-bf16")]
     if not args.engines and not native_bf16:
         print("bf16 engines skipped: this CPU has no native bfloat16 (no avx512_bf16 or amx_bf16 flag)")

@@ -3,7 +3,8 @@ CLI's flags offer them).
 
 Precision, one vocabulary for every command and API: ``fp32``; ``bf16`` or ``fp16``, the network under
 that autocast (an exported network compiled for it); ``amp``, the seed's ``--amp``: the device's usual
-half precision (fp16 on CUDA, bf16 elsewhere).
+half precision (fp16 on CUDA, bf16 elsewhere); ``auto`` (running a trained model): the fastest
+precision whose accuracy cost has been measured within MLPerf's 99.9 % rule, :func:`choose_precision`.
 """
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ from ssd.errors import SSDError, parameter
 
 PRECISIONS = ("fp32", "bf16", "fp16")
 AMP = "amp"
+AUTO = "auto"
 PRECISION_NAMES = PRECISIONS + (AMP,)
+# engines whose bf16 kept a trained model's mAP within MLPerf's 99.9 % (README, accuracy by engine and precision)
+BF16_MEASURED_ENGINES = ("torch",)
 # activations recomputed in the backward pass: none, the backbone's, or every block's (ssd.models.checkpointing)
 ACTIVATION_CHECKPOINTING = ("off", "backbone", "all")
 
@@ -27,3 +31,21 @@ def resolve_precision(name: str, device_type: str) -> str:
     if name == AMP:
         return "fp16" if device_type == "cuda" else "bf16"
     return name
+
+
+def choose_precision(engine: str, device_type: str, native_bf16: bool, int8_file: bool = False) -> tuple[str, str]:
+    """``auto``'s precision for a model run by ``engine`` on ``device_type``, and why, in a few words.
+
+    bf16 where the CPU runs it natively and the engine's bf16 accuracy was measured within MLPerf's
+    99.9 % (:data:`BF16_MEASURED_ENGINES`); fp32 everywhere else. An INT8 file is the user's
+    calibrated choice and runs as exported (its int8 kernels, the rest in fp32).
+    """
+    if int8_file:
+        return "fp32", "an INT8 export runs its int8 kernels, the rest in fp32"
+    if device_type != "cpu":
+        return "fp32", f"on {device_type} no half precision's accuracy has been measured"
+    if not native_bf16:
+        return "fp32", "this CPU has no native bfloat16 (AVX-512 BF16 or AMX), where bf16 is emulated and slower"
+    if engine not in BF16_MEASURED_ENGINES:
+        return "fp32", f"{engine}'s bf16 accuracy has not been measured (bf16 is measured for {', '.join(BF16_MEASURED_ENGINES)})"
+    return "bf16", "this CPU runs bfloat16 natively and bf16 kept a trained model's mAP within MLPerf's 99.9 %"

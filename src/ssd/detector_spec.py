@@ -4,7 +4,7 @@ by ONNX Runtime or OpenVINO."""
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -26,7 +26,8 @@ class DetectorSpec:
 
     ``pretrained_model``: a checkpoint, run by PyTorch; ``onnx``: an ``ssd export`` file, run by
     ``backend`` (``auto``: :func:`ssd.inference.fastest_engine`). ``precision``: a name of
-    :data:`ssd.choices.PRECISION_NAMES`. ``num_classes`` only where a checkpoint cannot tell;
+    :data:`ssd.choices.PRECISION_NAMES`, or ``auto`` (:meth:`with_chosen_precision` picks one before
+    the model loads). ``num_classes`` only where a checkpoint cannot tell;
     ``allow_other_config`` for a checkpoint that records another config.
     """
 
@@ -70,6 +71,29 @@ class DetectorSpec:
         elif self.pretrained_model is None:
             raise SSDError(f"{parameter('pretrained_model')} (PyTorch) or {parameter('onnx')} (an export) is required")
 
+    def with_chosen_precision(self, native_bf16: bool | None = None) -> tuple[DetectorSpec, str]:
+        """This spec with ``auto`` replaced by :func:`ssd.choices.choose_precision`'s precision for its
+        engine, device and file, and why; another precision stays, and the reason says it was given.
+        ``native_bf16``: whether the CPU runs bfloat16 natively (default: :func:`ssd.device.native_bf16`)."""
+        from ssd.choices import AUTO, choose_precision
+        from ssd.device import native_bf16 as cpu_runs_bf16
+
+        self.check()
+        if self.precision != AUTO:
+            return self, "given"
+        if self.exported:
+            from ssd.inference import fastest_engine
+
+            engine = self.backend if self.backend != "auto" else fastest_engine(self.device)
+            device_type = "cuda" if engine == "onnxruntime" and str(self.device or "").startswith("cuda") else "cpu"
+            int8_file = _export_metadata(self.onnx).get("precision") == "int8"
+        else:
+            from ssd.distributed import select_device
+
+            engine, device_type, int8_file = "torch", select_device(self.device, 0).type, False
+        precision, why = choose_precision(engine, device_type, cpu_runs_bf16() if native_bf16 is None else native_bf16, int8_file)
+        return replace(self, precision=precision), why
+
     def build(
         self, decode: Mapping[str, Any], *, config: Config | None = None,
         after_batch_for: Callable[[torch.device], StepHook] | None = None,
@@ -86,6 +110,8 @@ class DetectorSpec:
         from ssd.inference import Detector
 
         self.check()
+        if self.precision == "auto":
+            raise SSDError(f"{parameter('precision')} auto: choose it first (DetectorSpec.with_chosen_precision)")
         config = config if config is not None else load_config(self.config)
         if self.exported:
             detector = Detector.from_onnx(self.onnx, config, batch_size=self.batch_size, device=self.device, engine=self.backend,
@@ -100,3 +126,13 @@ class DetectorSpec:
         if after_batch_for is not None:
             detector.after_batch = after_batch_for(detector.device)
         return detector
+
+
+def _export_metadata(path: Path) -> dict[str, str]:
+    """An ``ssd export`` file's metadata (its ``precision`` is ``int8`` for a calibrated INT8 file); empty if unreadable."""
+    try:
+        import onnx
+
+        return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+    except Exception:  # the engine names an unreadable file when it loads it
+        return {}

@@ -1,7 +1,26 @@
-"""Moving batches to the device and values back, without making the device wait."""
+"""Moving batches to the device and values back, without making the device wait; what the CPU runs natively."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
+
+CPUINFO = Path("/proc/cpuinfo")
+NATIVE_BF16_FLAGS = ("avx512_bf16", "amx_bf16")  # /proc/cpuinfo flags of CPUs that run bfloat16 natively
+
+
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as Linux lists them (empty where /proc/cpuinfo cannot be read)."""
+    try:
+        text = CPUINFO.read_text()
+    except OSError:
+        return frozenset()
+    return frozenset(word for line in text.splitlines() if line.startswith("flags") for word in line.partition(":")[2].split())
+
+
+def native_bf16(flags: frozenset[str] | None = None) -> bool:
+    """Whether the CPU runs bfloat16 natively (AVX-512 BF16 or AMX); elsewhere bf16 is emulated, and slower than fp32."""
+    return any(flag in (cpu_flags() if flags is None else flags) for flag in NATIVE_BF16_FLAGS)
 
 
 def images_to_device(images: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:

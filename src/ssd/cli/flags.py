@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ssd.choices import AMP, PRECISIONS
+from ssd.choices import AMP, AUTO, PRECISIONS
 from ssd.cli.ranges import CLASSES, COUNT
 from ssd.data.kinds import DATASET_KINDS, UnknownDatasetError, dataset_kind
 from ssd.detector_spec import ENGINES
@@ -48,10 +48,14 @@ def add_device(parser: argparse.ArgumentParser | argparse._ArgumentGroup, defaul
     parser.add_argument("--device", default=default, help="cpu, cuda or cuda:N (default: CUDA when available)")
 
 
-def add_precision(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
-    """``--precision`` (one vocabulary for every command, :mod:`ssd.choices`) and the seed's ``--amp``."""
-    parser.add_argument("--precision", choices=PRECISIONS, default="fp32",
-                        help="fp32 (default); bf16 or fp16: PyTorch autocast (fp16 training through the gradient scaler); "
+def add_precision(parser: argparse.ArgumentParser | argparse._ArgumentGroup, *, auto: bool = False) -> None:
+    """``--precision`` (one vocabulary for every command, :mod:`ssd.choices`) and the seed's ``--amp``;
+    ``auto`` (the default) where a command runs a trained model (predict, loadgen)."""
+    default = AUTO if auto else "fp32"
+    parser.add_argument("--precision", choices=(*PRECISIONS, AUTO) if auto else PRECISIONS, default=default,
+                        help=("auto (default): bf16 where the CPU runs it natively and the engine's bf16 accuracy was measured "
+                              "(PyTorch), else fp32, said in one line; " if auto else "fp32 (default); ")
+                        + "bf16 or fp16: PyTorch autocast (fp16 training through the gradient scaler); "
                         "bf16 also OpenVINO on a CPU with native bfloat16. INT8 is a file: ssd export --int8")
     parser.add_argument("--amp", dest="precision", action="store_const", const=AMP,
                         help="the seed's mixed precision: --precision fp16 on CUDA, bf16 elsewhere")
@@ -79,7 +83,7 @@ def add_detector(parser: argparse.ArgumentParser, *, config_default: str | None,
                        help="run the network with PyTorch, ONNX Runtime or OpenVINO (CPU); auto (default): PyTorch for --pretrained-model, "
                        "for --onnx OpenVINO on the CPU when installed (the fastest there), else ONNX Runtime")
     model.add_argument("--onnx", type=Path, help="model exported by `ssd export`, float32 or INT8 (run by OpenVINO or ONNX Runtime)")
-    add_precision(model)
+    add_precision(model, auto=True)
     model.add_argument("--device", default=None,
                        help="cpu, cuda or cuda:N (default: CUDA when available; with --backend onnxruntime, its CUDA provider)")
     model.add_argument("--batch-size", "--batch_size", type=COUNT, default=batch_size, help=f"{batch_help} (default {batch_size})")

@@ -73,9 +73,9 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError("--audit TEST01 is a performance run checked against --accuracy-run DIR and --performance-run DIR (not --accuracy)")
     if args.audit is None and (args.accuracy_run is not None or args.performance_run is not None):
         raise SSDError("--accuracy-run and --performance-run are the runs --audit TEST01 checks; give --audit")
-    spec = detector_spec(args)
+    spec, why = detector_spec(args)  # the precision auto chose is the record's model.precision
     decode = asdict(DecodeSettings.mlperf())  # 500 detections, score > 0.05, NMS 0.5
-    detector = build_detector(spec, decode)
+    detector = build_detector(spec, decode, why)
     dataset = dataset_kind(args.dataset).build(
         args.data_path, args.split, detector.config, label_map=detector.metadata.get("label_map"), file_list=args.file_list,
     )

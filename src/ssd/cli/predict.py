@@ -62,8 +62,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.set_defaults(run=run)
 
 
-def detector_spec(args: argparse.Namespace) -> DetectorSpec:
-    """The model flags as a :class:`ssd.detector_spec.DetectorSpec` (checked before anything loads)."""
+def detector_spec(args: argparse.Namespace) -> tuple[DetectorSpec, str]:
+    """The model flags as a :class:`ssd.detector_spec.DetectorSpec` (checked before anything loads), its
+    ``--precision auto`` chosen, and why that precision (``given`` when the flag named it)."""
     from ssd.detector_spec import DetectorSpec
 
     spec = DetectorSpec(
@@ -71,15 +72,19 @@ def detector_spec(args: argparse.Namespace) -> DetectorSpec:
         device=args.device, batch_size=args.batch_size, num_classes=args.num_classes, allow_other_config=args.allow_other_config,
         cudnn_benchmark=args.cudnn_benchmark,
     )
-    spec.check()
-    return spec
+    chosen, why = spec.with_chosen_precision()
+    return chosen, why if chosen.precision != spec.precision else "given"
 
 
-def build_detector(spec: DetectorSpec, decode: dict) -> Detector:
-    """``spec``'s detector with the process's memory policy after each batch on the CPU."""
+def build_detector(spec: DetectorSpec, decode: dict, precision_reason: str = "given") -> Detector:
+    """``spec``'s detector with the process's memory policy after each batch on the CPU; once it is
+    loaded, a precision ``auto`` chose is said on one line of stdout with ``precision_reason``."""
     from ssd.heap_retention import heap_retention_for
 
-    return spec.build(decode, after_batch_for=heap_retention_for)
+    detector = spec.build(decode, after_batch_for=heap_retention_for)
+    if precision_reason != "given":
+        print(f"precision auto: {spec.precision} ({precision_reason})", flush=True)
+    return detector
 
 
 def run(args: argparse.Namespace) -> int:
@@ -94,7 +99,7 @@ def run(args: argparse.Namespace) -> int:
         raise SSDError(f"input {args.input}: not a regular file or a folder")
     if args.file_list is not None and args.dataset is None:
         raise SSDError(f"--file-list {args.file_list}: a file list selects images of --dataset cognata --data-path DIR; for other images give --input")
-    spec = detector_spec(args)
+    spec, why = detector_spec(args)
     drawing = Drawing(args.box_thickness, args.text_size)
     decode = {"score_threshold": args.cls_threshold, "nms_threshold": args.nms_threshold, "max_detections": args.max_boxes}
     workers = default_workers() if args.num_workers is None else args.num_workers
@@ -106,7 +111,7 @@ def run(args: argparse.Namespace) -> int:
         selection = args.split if args.file_list is None else args.file_list.stem
         output = check_folder_output(args.output or Path(f"{args.data_path.resolve().name}_{selection}_prediction"))
         with holding(output):
-            detector = build_detector(spec, decode)
+            detector = build_detector(spec, decode, why)
             jobs = dataset_jobs(detector, args, output)
             return predict_many(detector, spec, jobs, output / "detections.json", drawing, args.resume, workers, orient=False)
     if args.input.is_dir():
@@ -121,14 +126,14 @@ def run(args: argparse.Namespace) -> int:
         jobs = list(zip(images, output_names(images, output)))
         refuse_overwriting([target for _, target in jobs] + log_files(output / "detections.json"), images)  # before the model loads
         with holding(output):
-            return predict_many(build_detector(spec, decode), spec, jobs, output / "detections.json", drawing, args.resume, workers)
+            return predict_many(build_detector(spec, decode, why), spec, jobs, output / "detections.json", drawing, args.resume, workers)
     if args.input.suffix.lower() in IMAGE_SUFFIXES:
         output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.jpg"), IMAGE_SUFFIXES, "image")
         refuse_overwriting([output, *log_files(output.with_suffix(".json"))], [args.input])  # before the model loads
-        return predict_one(build_detector(spec, decode), args.input, output, output.with_suffix(".json"), drawing)
+        return predict_one(build_detector(spec, decode, why), args.input, output, output.with_suffix(".json"), drawing)
     output = check_file_output(args.output or args.input.with_name(f"{args.input.stem}_prediction.mp4"), VIDEO_SUFFIXES, "video")
     refuse_overwriting([output, *log_files(output.with_suffix(".json"))], [args.input])
-    return predict_video(build_detector(spec, decode), spec, args.input, output, drawing, args.resume)
+    return predict_video(build_detector(spec, decode, why), spec, args.input, output, drawing, args.resume)
 
 
 def log_files(json_path: Path) -> list[Path]:
