@@ -1,7 +1,7 @@
-"""``ssd demo`` (``make demo``): synthetic data -> train -> evaluate -> an annotated prediction, on a CPU.
+"""``ssd demo`` (``make demo``): synthetic data -> train -> evaluate -> an annotated prediction and the evaluation report, on a CPU.
 
 Trains SSDLite-MobileNetV2 at 160x160 from scratch on generated COCO-format shapes. The settings
-are tuned to reach COCO mAP@[.5:.95] >= 0.5 on the held-out images in about 3 minutes on two CPU
+are tuned to reach COCO mAP@[.5:.95] >= 0.5 on the held-out images in a few minutes on two CPU
 cores (the run in the README's Performance table); the run resumes if interrupted (same command).
 """
 from __future__ import annotations
