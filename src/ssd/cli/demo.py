@@ -1,4 +1,5 @@
-"""``ssd demo`` (``make demo``): synthetic data -> train -> evaluate -> an annotated prediction and the evaluation report, on a CPU.
+"""``ssd demo`` (``make demo``): synthetic data -> train -> evaluate -> an annotated prediction and the
+evaluation report, on a CPU.
 
 Trains SSDLite-MobileNetV2 at 160x160 from scratch on generated COCO-format shapes. The settings
 are tuned to reach COCO mAP@[.5:.95] >= 0.5 on the held-out images in a few minutes on two CPU
