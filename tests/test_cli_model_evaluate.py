@@ -104,7 +104,7 @@ def test_an_unreadable_image_is_left_out_of_the_score_not_replaced(workers: str,
     readable = tmp_path / "readable.csv"
     readable.write_text("".join(f"{p.relative_to(files.data).as_posix()}\n" for p in paths if p != victim))
     outputs = {}
-    for name, extra in (("corrupt", []), ("without", ["--file-list", str(readable)])):
+    for name, extra in (("corrupt", ["--report"]), ("without", ["--file-list", str(readable)])):
         argv = ["evaluate", *evaluate_flags(files, tmp_path / name), "--pretrained-model", str(files.checkpoint), "--mlperf", *extra]
         argv[argv.index("--num-workers") + 1] = workers
         assert main(argv) == 0
@@ -118,6 +118,11 @@ def test_an_unreadable_image_is_left_out_of_the_score_not_replaced(workers: str,
     assert corrupt["images"] == without["images"] == len(paths) - 1
     assert corrupt["unreadable"] == {"count": 1, "images": [str(victim)]} and without["unreadable"]["count"] == 0
     assert f"warning: 1 unreadable image left out of the score: {victim}" in capsys.readouterr().err
+    # the report scores what the evaluation scored, made with it or later from its folder
+    assert main(["report", str(tmp_path / "corrupt"), "--output-dir", str(tmp_path / "later")]) == 0
+    for folder in ("corrupt", "later"):
+        report = json.loads((tmp_path / folder / "report.json").read_text())
+        assert report["headline"]["mAP"] == corrupt["stats"][0] and report["counts"]["images"] == len(paths) - 1, folder
 
 
 def test_no_readable_image_at_all_is_one_error_line(tiny_files: TinyFiles, tmp_path: Path, capsys):

@@ -21,6 +21,7 @@ from ssd.evaluation import evaluate_coco
 from ssd.evaluation.breakdown import MIN_GROUND_TRUTH, SIZE_EDGES_PX, BandEvaluator, bands_from_edges
 from ssd.evaluation.confusion import confusion_matrix
 from ssd.evaluation.report import ReportSettings, build_report, compare
+from ssd.evaluation.error_types import ERROR_TYPES
 from ssd.evaluation.report_html import render_html
 
 DISTANCE_BANDS = bands_from_edges((0, 50, 100, 200, 300), " m")
@@ -272,11 +273,15 @@ def test_every_number_on_the_page_is_the_json_s():
         elif key.startswith("comparison."):
             value = _lookup(numbers, key)
             assert text == ("n/a" if value is None else f"{value:+.4f}"), key
+        elif key.startswith("error_types.") and not isinstance(_lookup(numbers, key), int):
+            value = _lookup(numbers, key)
+            assert text == ("n/a" if value is None else f"{value:.4f}"), key
         elif ".cells." in key and _lookup(numbers, key.rsplit(".", 1)[0])["few"]:
             assert text == ("n/a" if _lookup(numbers, key) < 0 else f"{_lookup(numbers, key):.2f}"), key
         else:
             assert text == _shown(_lookup(numbers, key)), key
     assert page.numbers["headline.mAP"] == f"{evaluate_coco(gt, dets).map:.4f}"
+    assert {key.split(".")[2] for key in page.numbers if key.startswith("error_types.gained.")} == {*ERROR_TYPES, "FalsePos", "FalseNeg"}
 
 
 def test_a_run_compared_with_itself_differs_nowhere():
@@ -285,7 +290,7 @@ def test_a_run_compared_with_itself_differs_nowhere():
     comparison = compare(numbers, numbers)
     assert all(v in (0.0, None) for v in comparison["headline"].values())
     assert all(v in (0.0, None) for cells in comparison["breakdowns"].values() for row in cells.values() for v in row.values())
-    assert comparison["frames"] == []
+    assert comparison["frames"] == [] and set(comparison["error_types"].values()) == {0.0}
     other = build_report("b", gt, dets[: len(dets) // 2]).to_dict()
     changed = compare(numbers, other)
     assert changed["headline"]["mAP"] == other["headline"]["mAP"] - numbers["headline"]["mAP"] != 0
@@ -294,3 +299,22 @@ def test_a_run_compared_with_itself_differs_nowhere():
     fewer = {**gt, "images": gt["images"][1:], "annotations": [a for a in gt["annotations"] if a["image_id"] != first]}
     with pytest.raises(ValueError, match="different ground truth"):
         compare(numbers, build_report("c", fewer, [d for d in dets if d["image_id"] != first]).to_dict())
+
+
+@pytest.mark.parametrize("case", ["no detections", "no objects", "one image"])
+def test_a_report_of_an_empty_side_is_made_and_says_so(case):
+    gt, dets = with_distances(8)
+    if case == "no detections":
+        dets = []
+    elif case == "no objects":
+        gt = {**gt, "annotations": []}
+    else:
+        first = gt["images"][0]["id"]
+        gt = {**gt, "images": gt["images"][:1], "annotations": [a for a in gt["annotations"] if a["image_id"] == first]}
+        dets = [d for d in dets if d["image_id"] == first]
+    numbers = build_report(case, gt, dets).to_dict()
+    page = _Numbers()
+    page.feed(render_html(numbers))
+    assert page.numbers["headline.mAP"] == _shown(numbers["headline"]["mAP"])
+    confusion = np.array(numbers["confusion"]["counts"])
+    assert confusion.sum() == sum(1 for d in dets if d["score"] >= 0.5) + sum(f["missed"] for f in numbers["frame_errors"])

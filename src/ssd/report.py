@@ -66,10 +66,11 @@ def write_report(out_dir: Path, title: str, source: Source, settings: ReportSett
     return report
 
 
-def scored_ground_truth(ground_truth: Mapping[str, Any], unreadable: Sequence[str]) -> dict[str, Any]:
-    """``ground_truth`` without the images an evaluation could not read (by file name), as it was scored."""
-    left_out = set(unreadable)
-    images = [image for image in ground_truth["images"] if str(image.get("file_name")) not in left_out]
+def scored_ground_truth(ground_truth: Mapping[str, Any], unreadable: Sequence[str], root: Path) -> dict[str, Any]:
+    """``ground_truth`` without the images an evaluation could not read, as it was scored: ``unreadable``
+    holds their paths as the loader names them (under the dataset's ``root``; ``file_name`` is relative to it)."""
+    left_out = {str(Path(path)) for path in unreadable}
+    images = [image for image in ground_truth["images"] if str(root / str(image.get("file_name"))) not in left_out]
     kept = {image["id"] for image in images}
     return {**ground_truth, "images": images, "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in kept]}
 
@@ -95,7 +96,7 @@ def report_of_folder(folder: Path, *, config: str | Path | None = None, data_pat
     loaded = load_config(values["config"])
     kind = dataset_kind(values["dataset"])
     data = kind.build(Path(values["data_path"]), "val", loaded, file_list=values["file_list"], cache_dir=cache_dir)
-    ground_truth = scored_ground_truth(data.coco_ground_truth(), (metrics.get("unreadable") or {}).get("images", []))
+    ground_truth = scored_ground_truth(data.coco_ground_truth(), (metrics.get("unreadable") or {}).get("images", []), data.root)
     training = training_rows(metrics.get("checkpoint"), folder)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     return Source(ground_truth, detections, names, training, dataset_reader(data), metrics.get("checkpoint"))

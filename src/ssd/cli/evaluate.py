@@ -161,7 +161,7 @@ def write_evaluation_report(args: argparse.Namespace, evaluation: ModelEvaluatio
     """``report.html`` and ``report.json`` of the evaluation just made, beside its results."""
     from ssd.report import Source, dataset_reader, report_title, scored_ground_truth, training_rows, write_report
 
-    ground_truth = scored_ground_truth(evaluation.dataset.coco_ground_truth(), outcome.unreadable)
+    ground_truth = scored_ground_truth(evaluation.dataset.coco_ground_truth(), outcome.unreadable, evaluation.dataset.root)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     checkpoint = str(args.pretrained_model)
     source = Source(ground_truth, outcome.detections, names, training_rows(checkpoint, args.output_dir), dataset_reader(evaluation.dataset), checkpoint)

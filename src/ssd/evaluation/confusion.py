@@ -111,7 +111,8 @@ def confusion_matrix(
     slot = {image_id: k for k, image_id in enumerate(image_ids)}
     gt_slot = np.array([slot.get(i, -1) for i in gt_image.tolist()], dtype=np.int64)
     dt_slot = np.array([slot.get(i, -1) for i in dt_image.tolist()], dtype=np.int64)
-    confused_det = matched & (gt_row[np.maximum(match, 0)] != dt_row)
+    confused_det = np.zeros(len(match), dtype=bool)
+    confused_det[matched] = gt_row[match[matched]] != dt_row[matched]
 
     def per_image(slots: np.ndarray, mask: np.ndarray) -> list[int]:
         inside = mask & (slots >= 0)

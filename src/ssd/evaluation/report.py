@@ -15,6 +15,7 @@ import numpy as np
 from ssd.evaluation.breakdown import DISTANCE_EDGES_M, SIZE_EDGES_PX, BandEvaluator, Breakdown, bands_from_edges
 from ssd.evaluation.coco_eval import IOU_THRESHOLDS, MISSING, RECALL_THRESHOLDS, EvalResult, Thresholds, stat_names
 from ssd.evaluation.confusion import ConfusionMatrix, FrameErrors, confusion_matrix
+from ssd.evaluation.error_types import ErrorTypes, error_types
 
 UNITS = {"size": " px", "distance": " m"}  # band labels; size bands are named by their side
 
@@ -43,6 +44,7 @@ class Report:
     worst: list[FrameErrors]
     counts: dict[str, int]
     frames: dict[int, str]
+    errors: ErrorTypes | None = None
     training: list[dict[str, float]] = field(default_factory=list)
 
     @property
@@ -68,6 +70,7 @@ class Report:
             "counts": self.counts,
             "breakdowns": {b.attribute: b.to_dict() for b in self.breakdowns},
             "confusion": self.confusion.to_dict(),
+            "error_types": None if self.errors is None else self.errors.to_dict(),
             "worst_frames": [{**f.to_dict(), "file_name": self.frames.get(f.image_id, str(f.image_id))} for f in self.worst],
             "frame_errors": [{**f.to_dict(), "file_name": self.frames.get(f.image_id, str(f.image_id))} for f in self.confusion.frames],
             "curves": self.curves,
@@ -98,7 +101,8 @@ def build_report(
         "detections": len(detections),
     }
     frames = {int(image["id"]): str(image.get("file_name", image["id"])) for image in ground_truth["images"]}
-    return Report(title, result, breakdowns, confusion, confusion.worst_frames(settings.worst_frames), counts, frames, _numeric_rows(training))
+    errors = error_types(ground_truth, detections, class_names)
+    return Report(title, result, breakdowns, confusion, confusion.worst_frames(settings.worst_frames), counts, frames, errors, _numeric_rows(training))
 
 
 def compare(base: Mapping[str, Any], other: Mapping[str, Any], frames: int = 12) -> dict[str, Any]:
@@ -129,7 +133,11 @@ def compare(base: Mapping[str, Any], other: Mapping[str, Any], frames: int = 12)
             changed.append({"image_id": frame["image_id"], "file_name": frame["file_name"], "base": before["total"], "other": frame["total"],
                             "difference": frame["total"] - before["total"]})
     changed.sort(key=lambda f: (-abs(f["difference"]), f["image_id"]))
-    return {"base": base["title"], "other": other["title"], "headline": headline, "breakdowns": breakdowns, "frames": changed[:frames]}
+    errors = {}
+    if base.get("error_types") and other.get("error_types"):
+        errors = {kind: other["error_types"]["gained"][kind] - value for kind, value in base["error_types"]["gained"].items()}
+    return {"base": base["title"], "other": other["title"], "headline": headline, "breakdowns": breakdowns, "error_types": errors,
+            "frames": changed[:frames]}
 
 
 def _difference(base: float, other: float) -> float | None:

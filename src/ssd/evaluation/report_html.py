@@ -47,6 +47,8 @@ def render_html(report: Mapping[str, Any], images: Mapping[int, tuple[bytes, byt
     parts.append("</div>")
     if unmeasured:
         parts.append(f"<p class='note'>No ground truth (left out of the tables): {_e(', '.join(unmeasured))}.</p>")
+    if report.get("error_types"):
+        parts += ["<h2>Where the AP goes: error types (TIDE)</h2>", _error_types(report["error_types"])]
     parts += ["<h2>Confusion matrix</h2>", _confusion(report["confusion"])]
     if report["curves"]:
         parts += ["<h2>Precision-recall and F1</h2>", _curves(report["curves"])]
@@ -111,6 +113,40 @@ def _breakdown(attribute: str, breakdown: Mapping[str, Any], classes: Sequence[s
     if breakdown.get("background_detections"):
         note += f"{breakdown['background_detections']} detections overlap no object and count against every band. "
     return f"<table><tr><th>class</th>{header}</tr>{''.join(rows)}</table>{note}</p>"
+
+
+def _error_types(errors: Mapping[str, Any]) -> str:
+    """AP50 points each error type costs, as bars, and per class as a table; counts beside the bars."""
+    gained, counts = errors["gained"], errors["counts"]
+    kinds = [kind for kind in gained if kind in counts]
+    top = max([gained[kind] for kind in gained] + [1e-9])
+    rows = "".join(
+        f"<tr><th>{_e(kind)}</th><td style='text-align:left'><svg width='{4 + 240 * max(gained[kind], 0) / top:.0f}' height='10'>"
+        f"<rect width='100%' height='10' fill='{PALETTE[k % len(PALETTE)]}'/></svg></td>"
+        f"<td>{_signed_plain(gained[kind], f'error_types.gained.{kind}')}</td><td><span class='num' data-key='error_types.counts.{kind}'>"
+        f"{counts[kind]}</span></td></tr>"
+        for k, kind in enumerate(kinds)
+    )
+    special = " ".join(f"{_e(kind)} {_signed_plain(gained[kind], f'error_types.gained.{kind}')}" for kind in gained if kind not in counts)
+    header = "".join(f"<th>{_e(kind)}</th>" for kind in kinds)
+    per_class = "".join(
+        f"<tr><th>{_e(name)}</th><td>{_num(values['AP50'], f'error_types.per_class.{name}.AP50')}</td>" + "".join(
+            f"<td style='background:{_diverging(values.get(kind))}'>{_signed_plain(values.get(kind), f'error_types.per_class.{name}.{kind}')}</td>"
+            for kind in kinds
+        ) + "</tr>"
+        for name, values in errors["per_class"].items()
+    )
+    return (f"<p class='note'>TIDE's AP50 {_num(errors['AP50'], 'error_types.AP50')} (its own matching, 100 detections per image) and "
+            f"the AP50 each type of error costs: Cls wrong class, Loc badly placed (IoU 0.1-0.5), Both, Dupe duplicate, Bkg on "
+            f"nothing, Miss objects never detected; also {special}.</p><div class='grid'><div><table><tr><th>error</th><th></th>"
+            f"<th>AP50 gained if fixed</th><th>count</th></tr>{rows}</table></div><div><table><tr><th>class</th><th>AP50</th>{header}</tr>"
+            f"{per_class}</table></div></div>")
+
+
+def _signed_plain(value: float | None, key: str) -> str:
+    """A gain in AP points, with its report path; n/a where the fix leaves nothing to measure."""
+    text = "n/a" if value is None else f"{value:.4f}"
+    return f"<span class='num' data-key='{_e(key)}'>{text}</span>"
 
 
 def _confusion(confusion: Mapping[str, Any]) -> str:
@@ -214,6 +250,9 @@ def _comparison(comparison: Mapping[str, Any]) -> str:
         parts.append(f"<div><h3>AP difference by class and {_e(attribute)}</h3><table><tr><th>class</th>{header}</tr>{rows}</table></div>")
     parts.append("</div>")
     frames = comparison["frames"]
+    if comparison.get("error_types"):
+        parts.append("<h3>AP50 each error type costs: difference</h3><p>" + ", ".join(
+            f"{_e(kind)} {_signed(value, f'comparison.error_types.{kind}')}" for kind, value in comparison["error_types"].items()) + "</p>")
     if frames:
         rows = "".join(f"<tr><th>{_e(f['file_name'])}</th><td>{f['base']}</td><td>{f['other']}</td><td>{f['difference']:+d}</td></tr>" for f in frames)
         parts.append(f"<h3>Frames where the two disagree most (errors at the operating point)</h3><table><tr><th>frame</th><th>this run</th>"
