@@ -75,6 +75,27 @@ def test_a_folder_that_is_not_an_evaluation_is_named(tmp_path: Path, capsys):
     assert "not valid JSON" in capsys.readouterr().err
 
 
+@pytest.mark.hostile("malformed records")
+@pytest.mark.parametrize("fault, message", [
+    ("bbox", "detection 3: bbox must be 4 finite numbers"),
+    ("image_id", "detections for 1 image ids not in the ground truth (e.g. 999)"),
+    ("score", "detection 3: score must be finite"),
+])
+def test_a_bad_detection_is_named_with_its_file(evaluated: Path, tmp_path: Path, capsys, fault: str, message: str):
+    """In the folder reported on and in the folder compared with: one error line naming the file, nothing written."""
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    shutil.copy(evaluated / "metrics.json", bad)
+    detections = json.loads((evaluated / "detections.json").read_text())
+    detections[3][fault] = {"bbox": [1, 2, -3, 4], "image_id": 999, "score": float("nan")}[fault]
+    (bad / "detections.json").write_text(json.dumps(detections))
+    for argv in (["report", str(bad)], ["report", str(evaluated), "--compare", str(bad), "--output-dir", str(tmp_path / "out")]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and err[0].startswith(f"error: {bad / 'detections.json'}: ") and message in err[0], err
+    assert not (bad / "report.html").exists() and not (tmp_path / "out" / "report.html").exists()
+
+
 def test_a_coco_evaluation_reports_sizes_only(tiny_coco_evaluation: Path):
     written = json.loads((tiny_coco_evaluation / "report.json").read_text())
     assert list(written["breakdowns"]) == ["size"]

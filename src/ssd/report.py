@@ -43,6 +43,7 @@ class Source:
     training: Sequence[Mapping[str, Any]] = ()
     read_image: Callable[[int], torch.Tensor] | None = None
     checkpoint: str | None = None  # what made the detections, for the title
+    detections_name: str = "detections"  # where they were read, for error messages
 
 
 def report_title(source: Source, folder: Path) -> str:
@@ -53,11 +54,13 @@ def report_title(source: Source, folder: Path) -> str:
 def write_report(out_dir: Path, title: str, source: Source, settings: ReportSettings = ReportSettings(),
                  compared: tuple[str, Sequence[Mapping[str, Any]]] | None = None) -> Report:
     """Build the report and write ``report.json`` and the self-contained ``report.html`` under ``out_dir``;
-    ``compared``: another run's (title, detections) on the same ground truth, shown as differences."""
-    report = build_report(title, source.ground_truth, source.detections, settings, training=source.training, class_names=source.class_names)
+    ``compared``: another run's (its detections' file, detections) on the same ground truth, shown as differences."""
+    report = build_report(title, source.ground_truth, source.detections, settings, training=source.training, class_names=source.class_names,
+                          detections_name=source.detections_name)
     numbers = report.to_dict()
     if compared is not None:
-        other = build_report(compared[0], source.ground_truth, compared[1], settings, class_names=source.class_names).to_dict()
+        other = build_report(compared[0], source.ground_truth, compared[1], settings, class_names=source.class_names,
+                             detections_name=compared[0]).to_dict()
         numbers["comparison"] = compare(numbers, other, settings.worst_frames)
     images = _draw_worst(report, source, settings.score_threshold) if source.read_image is not None else {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -99,7 +102,7 @@ def report_of_folder(folder: Path, *, config: str | Path | None = None, data_pat
     ground_truth = scored_ground_truth(data.coco_ground_truth(), (metrics.get("unreadable") or {}).get("images", []), data.root)
     training = training_rows(metrics.get("checkpoint"), folder)
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
-    return Source(ground_truth, detections, names, training, dataset_reader(data), metrics.get("checkpoint"))
+    return Source(ground_truth, detections, names, training, dataset_reader(data), metrics.get("checkpoint"), str(folder / "detections.json"))
 
 
 def report_of_loadgen_run(folder: Path, *, config: str | Path | None, data_path: Path | None = None, dataset: str | None = None,
@@ -137,7 +140,7 @@ def report_of_loadgen_run(folder: Path, *, config: str | Path | None, data_path:
                     "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in scored]}
     names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     model = (record.get("model") or {}).get("file") if isinstance(record, dict) else None
-    return Source(ground_truth, detections, names, (), dataset_reader(data), model)
+    return Source(ground_truth, detections, names, (), dataset_reader(data), model, str(folder / ACCURACY_LOG))
 
 
 def detections_of_folder(folder: Path) -> list[dict[str, Any]]:

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
         settings = report_settings(args, thresholds if thresholds in ("coco", "torchmetrics") else "coco")
         source = report_of_folder(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset,
                                   file_list=args.file_list, cache_dir=out)
-    compared = None if args.compare is None else (args.compare.resolve().name, detections_of_folder(args.compare))
+    compared = None if args.compare is None else (str(args.compare / "detections.json"), detections_of_folder(args.compare))
     with holding(out):
         try:
             report = write_report(out, report_title(source, args.folder), source, settings, compared)

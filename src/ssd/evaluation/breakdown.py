@@ -95,16 +95,17 @@ class BandEvaluator:
     attribute, sharing one computation of the IoUs.
 
     ``ground_truth`` is a COCO dict whose annotations may carry attribute keys (``distance``);
-    ``detections`` COCO results. ``max_dets`` and ``thresholds`` as the headline is scored (MLPerf:
-    torchmetrics' thresholds); a band counts the most detections per image of ``max_dets``.
+    ``detections`` COCO results (``detections_name`` names them in error messages). ``max_dets`` and
+    ``thresholds`` as the headline is scored (MLPerf: torchmetrics' thresholds); a band counts the most
+    detections per image of ``max_dets``.
     """
 
     def __init__(
         self, ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *, max_dets: Sequence[int] = (1, 10, 100),
-        thresholds: Thresholds = "coco", class_names: Mapping[int, str] | None = None,
+        thresholds: Thresholds = "coco", class_names: Mapping[int, str] | None = None, detections_name: str = "detections",
     ):
         self.raw_annotations = list(ground_truth["annotations"])
-        self.coco_gt, self.coco_dt = load_coco(ground_truth, detections)
+        self.coco_gt, self.coco_dt = load_coco(ground_truth, detections, detections_name)
         self.max_dets, self.thresholds, self.given_names = tuple(max_dets), thresholds, class_names
         self.category_ids = sorted(self.coco_gt.cats)
         names = [(class_names or {}).get(c, self.coco_gt.cats[c]["name"]) for c in self.category_ids]

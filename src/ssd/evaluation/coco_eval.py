@@ -142,10 +142,12 @@ def evaluate_coco(
     return summarized(evaluator, class_names)
 
 
-def load_coco(ground_truth: Mapping[str, Any] | str | Path, detections: Sequence[Mapping[str, Any]] | str | Path) -> tuple[COCO, COCO]:
-    """The validated ground truth and detections as faster-coco-eval's indexes (see :func:`evaluate_coco`)."""
+def load_coco(ground_truth: Mapping[str, Any] | str | Path, detections: Sequence[Mapping[str, Any]] | str | Path,
+              detections_name: str = "detections") -> tuple[COCO, COCO]:
+    """The validated ground truth and detections as faster-coco-eval's indexes (see :func:`evaluate_coco`);
+    ``detections_name`` names in-memory detections in error messages (their file, say)."""
     coco_gt = COCO(_load_ground_truth(ground_truth), print_function=logger.debug)
-    return coco_gt, coco_gt.loadRes(_load_detections(detections, coco_gt))
+    return coco_gt, coco_gt.loadRes(_load_detections(detections, coco_gt, detections_name))
 
 
 def new_evaluator(coco_gt: COCO, coco_dt: COCO, max_dets: Sequence[int] = (1, 10, 100), thresholds: Thresholds = "coco") -> COCOeval_faster:
@@ -286,9 +288,10 @@ def _clean_annotation(ann: dict[str, Any], new_id: int, image_ids: set[int], cat
     return {"id": new_id, "image_id": image_id, "category_id": category_id, "bbox": box, "area": area, "iscrowd": iscrowd}
 
 
-def _load_detections(source: Sequence[Mapping[str, Any]] | str | Path, coco_gt: COCO) -> list[dict[str, Any]]:
-    """Validated copies of COCO-results detections (the evaluator writes into the dicts it is given)."""
-    data, name = _read(source, "detections")
+def _load_detections(source: Sequence[Mapping[str, Any]] | str | Path, coco_gt: COCO, what: str = "detections") -> list[dict[str, Any]]:
+    """Validated copies of COCO-results detections (the evaluator writes into the dicts it is given);
+    ``what`` names detections given in memory in error messages (a path names itself)."""
+    data, name = _read(source, what)
     if not isinstance(data, (list, tuple)):
         raise EvaluationError(f"{name}: expected a JSON list of detections, got {type(data).__name__}")
     clean = []

@@ -81,11 +81,13 @@ class Report:
 
 def build_report(
     title: str, ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], settings: ReportSettings = ReportSettings(),
-    *, training: Sequence[Mapping[str, Any]] = (), class_names: Mapping[int, str] | None = None,
+    *, training: Sequence[Mapping[str, Any]] = (), class_names: Mapping[int, str] | None = None, detections_name: str = "detections",
 ) -> Report:
-    """The report of ``detections`` (COCO results) on ``ground_truth`` (a COCO dict whose annotations
-    may carry attributes such as Cognata's ``distance``). ``training``: ``metrics.csv`` rows, if any."""
-    bands = BandEvaluator(ground_truth, detections, max_dets=settings.max_dets, thresholds=settings.thresholds, class_names=class_names)
+    """The report of ``detections`` (COCO results; ``detections_name`` names them in error messages) on
+    ``ground_truth`` (a COCO dict whose annotations may carry attributes such as Cognata's ``distance``).
+    ``training``: ``metrics.csv`` rows, if any. The detections are checked before anything else reads them."""
+    bands = BandEvaluator(ground_truth, detections, max_dets=settings.max_dets, thresholds=settings.thresholds, class_names=class_names,
+                          detections_name=detections_name)
     result = bands.headline()
     breakdowns = []
     for attribute in ["size", *bands.attributes()]:
