@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 from faster_coco_eval import COCOeval_faster
 
-from ssd.evaluation.coco_eval import MISSING, EvalResult, Thresholds, _mean_defined, load_coco, new_evaluator, summarized
+from ssd.evaluation.coco_eval import EvalResult, Thresholds, load_coco, mean_defined, new_evaluator, summarized
 from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, pairwise_iou
 
 # sqrt(area) edges in pixels: COCO's small (< 32) split at 16, its medium (32-96), and its large split at
@@ -200,16 +200,16 @@ class BandEvaluator:
             gt_in = ~crowd & (gt_values >= band.low) & (gt_values <= band.high)
             dt_in = (dt_values >= band.low) & (dt_values <= band.high) if math.isfinite(band.low) else np.ones(len(dt_values), bool)
             row = {"all": Cell(
-                _mean_defined(precision[:, :, :, a, 0]), _mean_defined(precision[0, :, :, a, 0]), _mean_defined(recall[:, :, a, 0]),
+                mean_defined(precision[:, :, :, a, 0]), mean_defined(precision[0, :, :, a, 0]), mean_defined(recall[:, :, a, 0]),
                 int(gt_in.sum()), int(dt_in.sum()),
             )}
             for k, (category_id, name) in enumerate(zip(self.category_ids, self.class_names)):
                 row[name] = Cell(
-                    _mean_defined(precision[:, :, k, a, 0]), _mean_defined(precision[0, :, k, a, 0]), _mean_defined(recall[:, k, a, 0]),
+                    mean_defined(precision[:, :, k, a, 0]), mean_defined(precision[0, :, k, a, 0]), mean_defined(recall[:, k, a, 0]),
                     int((gt_in & (gt_labels == category_id)).sum()), int((dt_in & (dt_labels == category_id)).sum()),
                 )
             out[band.label] = row
         return out
 
 
-__all__ = ["Band", "BandEvaluator", "Breakdown", "Cell", "DISTANCE_EDGES_M", "MIN_GROUND_TRUTH", "SIZE_EDGES_PX", "bands_from_edges", "MISSING"]
+__all__ = ["Band", "BandEvaluator", "Breakdown", "Cell", "DISTANCE_EDGES_M", "MIN_GROUND_TRUTH", "SIZE_EDGES_PX", "bands_from_edges"]

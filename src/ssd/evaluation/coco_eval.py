@@ -170,7 +170,7 @@ def summarized(evaluator: COCOeval_faster, class_names: Mapping[int, str] | None
     names = [_class_name(evaluator.cocoGt.cats[cat_id], class_names) for cat_id in evaluator.params.catIds]
     if len(set(names)) != len(names):
         raise EvaluationError(f"class names are not unique: {names}")
-    per_class = {name: _mean_defined(precision[:, :, k, 0, -1]) for k, name in enumerate(names)}
+    per_class = {name: mean_defined(precision[:, :, k, 0, -1]) for k, name in enumerate(names)}
     return EvalResult([float(s) for s in evaluator.stats], per_class, precision, tuple(evaluator.params.maxDets))
 
 
@@ -200,7 +200,7 @@ def _thresholds(kind: Thresholds) -> tuple[np.ndarray, np.ndarray]:
     raise ValueError(f"thresholds must be 'coco' or 'torchmetrics', got {kind!r}")
 
 
-def _mean_defined(values: np.ndarray) -> float:
+def mean_defined(values: np.ndarray) -> float:
     """Mean of the entries > -1 (COCOeval's ``_summarize``), -1 when there are none."""
     defined = values[values > -1]
     return float(np.mean(defined)) if defined.size else MISSING
