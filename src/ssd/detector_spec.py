@@ -86,7 +86,7 @@ class DetectorSpec:
 
             engine = self.backend if self.backend != "auto" else fastest_engine(self.device)
             device_type = "cuda" if engine == "onnxruntime" and str(self.device or "").startswith("cuda") else "cpu"
-            int8_file = _export_metadata(self.onnx).get("precision") == "int8"
+            int8_file = _is_int8_file(self.onnx)
         else:
             from ssd.distributed import select_device
 
@@ -128,11 +128,12 @@ class DetectorSpec:
         return detector
 
 
-def _export_metadata(path: Path) -> dict[str, str]:
-    """An ``ssd export`` file's metadata (its ``precision`` is ``int8`` for a calibrated INT8 file); empty if unreadable."""
-    try:
-        import onnx
 
-        return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
-    except Exception:  # the engine names an unreadable file when it loads it
-        return {}
+def _is_int8_file(path: Path) -> bool:
+    """Whether an export is ``ssd export --int8``'s file; False for an unreadable one, which the engine names when it loads it."""
+    from ssd.onnx_export import is_int8, read_metadata
+
+    try:
+        return is_int8(read_metadata(path))
+    except Exception:  # onnx raises its own types, OSError and protobuf's DecodeError for a file it cannot read
+        return False

@@ -26,6 +26,7 @@ logger = logging.getLogger(__name__)
 INPUT_NAME = "image"
 OUTPUT_NAMES = ("locs", "confs")
 CLASS_NAMES_KEY = "class_names"
+PRECISION_KEY = "precision"  # "int8" in the file ssd export --int8 writes
 # loggers of the exporter's passes: they log every rewrite at INFO and the opset down-conversion as a
 # warning, which export_onnx checks and reports itself
 EXPORTER_LOGGERS = ("torch.onnx", "onnxscript", "onnx_ir")
@@ -87,6 +88,18 @@ def export_onnx(
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
     return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    """An ONNX file's metadata properties, without loading its weights (onnx raises for an unreadable file)."""
+    import onnx
+
+    return {entry.key: entry.value for entry in onnx.load(str(path), load_external_data=False).metadata_props}
+
+
+def is_int8(metadata: Mapping[str, str]) -> bool:
+    """Whether an export's metadata marks it as ``ssd export --int8``'s calibrated INT8 file."""
+    return metadata.get(PRECISION_KEY) == "int8"
 
 
 def class_names_metadata(class_names: Sequence[str]) -> dict[str, str]:

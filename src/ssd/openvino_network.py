@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from ssd.errors import parameter
-from ssd.onnx_export import ExportedNetwork, OnnxError
+from ssd.onnx_export import ExportedNetwork, OnnxError, read_metadata
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,6 @@ class OpenVinoNetwork(ExportedNetwork):
             import openvino
         except ImportError:
             raise OnnxError(f"{parameter('backend')} openvino needs OpenVINO: {INSTALL}") from None
-        import onnx
 
         self.path = self._existing(path)
         capabilities = cpu_capabilities()
@@ -83,7 +82,7 @@ class OpenVinoNetwork(ExportedNetwork):
         self.input_shape = [d.get_length() if d.is_static else "batch" for d in shape]
         confs = outputs[1].get_partial_shape()
         self.num_classes, self.num_anchors = confs[1].get_length(), confs[2].get_length()
-        self.metadata = {entry.key: entry.value for entry in onnx.load(str(self.path), load_external_data=False).metadata_props}
+        self.metadata = read_metadata(self.path)
         self._request = self.compiled.create_infer_request()
         self.precision = precision
         logger.info("%s runs on OpenVINO %s (CPU, %s)", self.path.name, openvino.__version__, precision)

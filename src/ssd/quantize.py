@@ -26,9 +26,8 @@ from torch import Tensor, nn
 from ssd.atomic_file import write_atomically
 from ssd.errors import SSDError
 from ssd.models.fold import fold_batchnorm
-from ssd.onnx_export import INPUT_NAME, OnnxError, export_onnx
+from ssd.onnx_export import INPUT_NAME, PRECISION_KEY, OnnxError, export_onnx, read_metadata
 
-PRECISION_KEY = "precision"
 # ONNX Runtime's quantizer logs its advice to run its pre-processing (shape inference and graph
 # fusions) at WARNING on the root logger; the export already folds BatchNorm and has static shapes
 _QUANTIZER_ADVICE = "pre-processing before quantization"
@@ -133,7 +132,7 @@ def quantize_onnx(
         except Exception as exc:  # the quantizer raises many types (ONNX Runtime, onnx, IO)
             raise OnnxError(f"{path}: quantization failed: {exc}") from exc
         proto = onnx.load(str(scratch / "int8.onnx"))
-    source = {entry.key: entry.value for entry in onnx.load(str(fp32_path), load_external_data=False).metadata_props}
+    source = read_metadata(fp32_path)
     written = {entry.key for entry in proto.metadata_props}
     for key, value in {**source, PRECISION_KEY: "int8"}.items():
         if key not in written:

@@ -113,11 +113,12 @@ def run(args: argparse.Namespace) -> int:
 
 def run_record(args: argparse.Namespace, weights: Path, detector: Any, decode: dict[str, Any], settings: Any, samples: int) -> Any:
     """What this run runs, for ``ssd_run.json`` (:mod:`ssd.run_record`)."""
+    from ssd.onnx_export import is_int8
     from ssd.run_record import RunRecord, file_digest, text_digest
 
     engine = detector.engine
     model = {"file": Path(weights).name, "sha256": file_digest(weights), "engine": engine, "precision": detector.precision,
-             "weights": "int8" if detector.metadata.get("precision") == "int8" else detector.precision}
+             "weights": "int8" if is_int8(detector.metadata) else detector.precision}
     if detector.device.type == "cuda":
         import torch
 
