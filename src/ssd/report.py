@@ -11,7 +11,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ import torch
 from ssd.atomic_file import write_atomically
 from ssd.errors import SSDError, parameter
 from ssd.evaluation.boxes import coco_boxes_xyxy
+from ssd.evaluation.coco_eval import restricted
 from ssd.evaluation.report import Report, ReportSettings, build_report, compare
 from ssd.evaluation.report_html import render_html
 
@@ -34,16 +35,16 @@ class ReportError(SSDError):
 
 @dataclass(frozen=True)
 class Source:
-    """Where a report's numbers come from: COCO ground truth, COCO-results detections, class names by
-    category id, the training curves (``metrics.csv`` rows) and a reader of image ``i`` (uint8 ``[3, H, W]``)."""
+    """Where a report's numbers come from: COCO ground truth (its categories name the classes),
+    COCO-results detections, the training curves (``metrics.csv`` rows) and a reader of image ``i`` (uint8 ``[3, H, W]``)."""
 
     ground_truth: Mapping[str, Any]
     detections: Sequence[Mapping[str, Any]]
-    class_names: Mapping[int, str]
     training: Sequence[Mapping[str, Any]] = ()
     read_image: Callable[[int], torch.Tensor] | None = None
     checkpoint: str | None = None  # what made the detections, for the title
     detections_name: str = "detections"  # where they were read, for error messages
+    thresholds: str = "coco"  # COCOeval's or torchmetrics' (MLPerf's), as the headline was scored
 
 
 def report_title(source: Source, folder: Path) -> str:
@@ -54,13 +55,14 @@ def report_title(source: Source, folder: Path) -> str:
 def write_report(out_dir: Path, title: str, source: Source, settings: ReportSettings = ReportSettings(),
                  compared: tuple[str, Sequence[Mapping[str, Any]]] | None = None) -> Report:
     """Build the report and write ``report.json`` and the self-contained ``report.html`` under ``out_dir``;
-    ``compared``: another run's (its detections' file, detections) on the same ground truth, shown as differences."""
-    report = build_report(title, source.ground_truth, source.detections, settings, training=source.training, class_names=source.class_names,
+    ``compared``: another run's (its detections' file, detections) on the same ground truth, shown as differences.
+    The headline is scored with the source's thresholds, as it was scored when it was made."""
+    settings = replace(settings, thresholds=source.thresholds)
+    report = build_report(title, source.ground_truth, source.detections, settings, training=source.training,
                           detections_name=source.detections_name)
     numbers = report.to_dict()
     if compared is not None:
-        other = build_report(compared[0], source.ground_truth, compared[1], settings, class_names=source.class_names,
-                             detections_name=compared[0]).to_dict()
+        other = build_report(compared[0], source.ground_truth, compared[1], settings, detections_name=compared[0]).to_dict()
         numbers["comparison"] = compare(numbers, other, settings.worst_frames)
     images = _draw_worst(report, source, settings.score_threshold) if source.read_image is not None else {}
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -73,9 +75,7 @@ def scored_ground_truth(ground_truth: Mapping[str, Any], unreadable: Sequence[st
     """``ground_truth`` without the images an evaluation could not read, as it was scored: ``unreadable``
     holds their paths as the loader names them (under the dataset's ``root``; ``file_name`` is relative to it)."""
     left_out = {str(Path(path)) for path in unreadable}
-    images = [image for image in ground_truth["images"] if str(root / str(image.get("file_name"))) not in left_out]
-    kept = {image["id"] for image in images}
-    return {**ground_truth, "images": images, "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in kept]}
+    return restricted(ground_truth, [image["id"] for image in ground_truth["images"] if str(root / str(image.get("file_name"))) not in left_out])
 
 
 def report_of_folder(folder: Path, *, config: str | Path | None = None, data_path: Path | None = None, dataset: str | None = None,
@@ -101,8 +101,8 @@ def report_of_folder(folder: Path, *, config: str | Path | None = None, data_pat
     data = kind.build(Path(values["data_path"]), "val", loaded, file_list=values["file_list"], cache_dir=cache_dir)
     ground_truth = scored_ground_truth(data.coco_ground_truth(), (metrics.get("unreadable") or {}).get("images", []), data.root)
     training = training_rows(metrics.get("checkpoint"), folder)
-    names = {c["id"]: c["name"] for c in ground_truth["categories"]}
-    return Source(ground_truth, detections, names, training, dataset_reader(data), metrics.get("checkpoint"), str(folder / "detections.json"))
+    thresholds = metrics.get("thresholds") if metrics.get("thresholds") in ("coco", "torchmetrics") else "coco"
+    return Source(ground_truth, detections, training, dataset_reader(data), metrics.get("checkpoint"), str(folder / "detections.json"), thresholds)
 
 
 def report_of_loadgen_run(folder: Path, *, config: str | Path | None, data_path: Path | None = None, dataset: str | None = None,
@@ -134,13 +134,9 @@ def report_of_loadgen_run(folder: Path, *, config: str | Path | None, data_path:
         raise ReportError(f"{folder}: no {RECORD_NAME} records the dataset; give {parameter('dataset')} and {parameter('data_path')}")
     data = dataset_kind(kind).build(Path(path), split or recorded.get("split") or "val", loaded, file_list=file_list, cache_dir=cache_dir)
     detections, image_ids = accuracy_log_detections(folder / ACCURACY_LOG, data)
-    ground_truth = data.coco_ground_truth()
-    scored = set(image_ids)
-    ground_truth = {**ground_truth, "images": [i for i in ground_truth["images"] if i["id"] in scored],
-                    "annotations": [a for a in ground_truth["annotations"] if a["image_id"] in scored]}
-    names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     model = (record.get("model") or {}).get("file") if isinstance(record, dict) else None
-    return Source(ground_truth, detections, names, (), dataset_reader(data), model, str(folder / ACCURACY_LOG))
+    return Source(restricted(data.coco_ground_truth(), image_ids), detections, (), dataset_reader(data), model, str(folder / ACCURACY_LOG),
+                  "torchmetrics")
 
 
 def detections_of_folder(folder: Path) -> list[dict[str, Any]]:
@@ -189,8 +185,9 @@ def _draw_worst(report: Report, source: Source, score_threshold: float) -> dict[
     thumbnail and full frame (at most :data:`FULL_WIDTH` wide)."""
     from ssd.visualize import draw_detections
 
-    names = [source.class_names[c] for c in sorted(source.class_names)]
-    row_of = {category_id: k for k, category_id in enumerate(sorted(source.class_names))}
+    categories = sorted((c["id"], str(c["name"])) for c in source.ground_truth["categories"])
+    names = [name for _, name in categories]
+    row_of = {category_id: k for k, (category_id, _) in enumerate(categories)}
     wanted = {frame.image_id for frame in report.worst}
     truths: dict[int, list[Mapping[str, Any]]] = {i: [] for i in wanted}
     for ann in source.ground_truth["annotations"]:

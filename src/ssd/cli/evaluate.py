@@ -162,10 +162,10 @@ def write_evaluation_report(args: argparse.Namespace, evaluation: ModelEvaluatio
     from ssd.report import Source, dataset_reader, report_title, scored_ground_truth, training_rows, write_report
 
     ground_truth = scored_ground_truth(evaluation.dataset.coco_ground_truth(), outcome.unreadable, evaluation.dataset.root)
-    names = {c["id"]: c["name"] for c in ground_truth["categories"]}
     checkpoint = str(args.pretrained_model)
-    source = Source(ground_truth, outcome.detections, names, training_rows(checkpoint, args.output_dir), dataset_reader(evaluation.dataset), checkpoint)
-    write_report(args.output_dir, report_title(source, args.output_dir), source, report_settings(args, evaluation.thresholds))
+    source = Source(ground_truth, outcome.detections, training_rows(checkpoint, args.output_dir), dataset_reader(evaluation.dataset), checkpoint,
+                    thresholds=evaluation.thresholds)
+    write_report(args.output_dir, report_title(source, args.output_dir), source, report_settings(args))
 
 
 def report_unreadable(paths: list[str]) -> None:

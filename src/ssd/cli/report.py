@@ -28,7 +28,7 @@ def add_report_settings(parser: argparse.ArgumentParser | argparse._ArgumentGrou
     parser.add_argument("--worst", type=COUNT, default=12, help="worst frames shown (default 12)")
 
 
-def report_settings(args: argparse.Namespace, thresholds: str = "coco") -> ReportSettings:
+def report_settings(args: argparse.Namespace) -> ReportSettings:
     """The :class:`ssd.evaluation.report.ReportSettings` of the flags."""
     from ssd.evaluation.breakdown import DISTANCE_EDGES_M, SIZE_EDGES_PX
     from ssd.evaluation.report import ReportSettings
@@ -38,7 +38,7 @@ def report_settings(args: argparse.Namespace, thresholds: str = "coco") -> Repor
     if len(distance) < 2:
         raise SSDError("--distance-edges needs at least two edges")
     return ReportSettings(edges={"size": size, "distance": distance}, iou_threshold=args.iou_threshold,
-                          score_threshold=args.score_threshold, worst_frames=args.worst, thresholds=thresholds)
+                          score_threshold=args.score_threshold, worst_frames=args.worst)
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -59,24 +59,16 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
-
     from ssd.cli.outputs import holding
     from ssd.loadgen import ACCURACY_LOG
     from ssd.report import REPORT_FILES, detections_of_folder, report_of_folder, report_of_loadgen_run, report_title, write_report
 
+    settings = report_settings(args)  # checked before the dataset loads
     out = args.output_dir or args.folder
-    if not (args.folder / "metrics.json").exists() and (args.folder / ACCURACY_LOG).exists():  # a LoadGen accuracy run: MLPerf's scoring
-        settings = report_settings(args, "torchmetrics")
+    if not (args.folder / "metrics.json").exists() and (args.folder / ACCURACY_LOG).exists():  # a LoadGen accuracy run
         source = report_of_loadgen_run(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset, split=args.split,
                                        file_list=args.file_list, cache_dir=out)
     else:
-        try:
-            metrics = json.loads((args.folder / "metrics.json").read_text())
-            thresholds = metrics.get("thresholds", "coco") if isinstance(metrics, dict) else "coco"
-        except (OSError, ValueError):
-            thresholds = "coco"  # report_of_folder names what is wrong with the file
-        settings = report_settings(args, thresholds if thresholds in ("coco", "torchmetrics") else "coco")
         source = report_of_folder(args.folder, config=args.config, data_path=args.data_path, dataset=args.dataset,
                                   file_list=args.file_list, cache_dir=out)
     compared = None if args.compare is None else (str(args.compare / "detections.json"), detections_of_folder(args.compare))

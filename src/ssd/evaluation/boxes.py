@@ -23,6 +23,14 @@ def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
 
 
+def covered_fraction(boxes: np.ndarray, regions: np.ndarray) -> np.ndarray:
+    """``[len(boxes), len(regions)]``: the share of each xyxy box's own area inside each region (COCO's crowd IoU)."""
+    lt = np.maximum(boxes[:, None, :2], regions[None, :, :2])
+    rb = np.minimum(boxes[:, None, 2:], regions[None, :, 2:])
+    inside = np.clip(rb - lt, 0, None).prod(axis=2)
+    return inside / np.maximum((boxes[:, 2:] - boxes[:, :2]).prod(axis=1), 1e-12)[:, None]
+
+
 def by_image(first: np.ndarray, second: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
     """``(image id, indices into first, indices into second)`` for every image id both have."""
     order_a, order_b = np.argsort(first, kind="stable"), np.argsort(second, kind="stable")

@@ -115,6 +115,9 @@ class BandEvaluator:
         self.dt = [self.coco_dt.anns[i] for i in [ann["id"] for ann in self.coco_dt.dataset["annotations"]]]
         self.gt_areas = np.array([ann["area"] for ann in self.gt], dtype=np.float64)
         self.dt_areas = np.array([ann["area"] for ann in self.dt], dtype=np.float64)
+        self.gt_labels = np.array([ann["category_id"] for ann in self.gt], dtype=np.int64)
+        self.dt_labels = np.array([ann["category_id"] for ann in self.dt], dtype=np.int64)
+        self.gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
         self._ious: dict[tuple[int, int], Any] | None = None
 
     def headline(self) -> EvalResult:
@@ -148,11 +151,9 @@ class BandEvaluator:
         gt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.gt])
         dt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.dt])
         gt_image = np.array([ann["image_id"] for ann in self.gt])
-        gt_class = np.array([ann["category_id"] for ann in self.gt])
-        gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
         dt_image = np.array([ann["image_id"] for ann in self.dt])
-        dt_class = np.array([ann["category_id"] for ann in self.dt])
-        objects = np.flatnonzero(~gt_crowd)
+        gt_class, dt_class = self.gt_labels, self.dt_labels
+        objects = np.flatnonzero(~self.gt_crowd)
         for image_id, dts, gts in by_image(dt_image, gt_image[objects]):
             gts = objects[gts]
             iou = pairwise_iou(dt_boxes[dts], gt_boxes[gts])
@@ -192,9 +193,7 @@ class BandEvaluator:
                 ann["area"] = value
         precision = np.asarray(evaluator.eval["precision"])  # [T, R, K, A, 1]
         recall = np.asarray(evaluator.eval["recall"])  # [T, K, A, 1]
-        crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
-        gt_labels = np.array([ann["category_id"] for ann in self.gt])
-        dt_labels = np.array([ann["category_id"] for ann in self.dt])
+        crowd, gt_labels, dt_labels = self.gt_crowd, self.gt_labels, self.dt_labels
         out: dict[str, dict[str, Cell]] = {}
         for a, band in enumerate(bands):
             gt_in = ~crowd & (gt_values >= band.low) & (gt_values <= band.high)

@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import operator
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -182,13 +182,17 @@ def score_detections(
     The ground truth is restricted to those images, so a run over part of a dataset (LoadGen's
     ``--count``, images a loader skipped as unreadable) is scored on what was run.
     """
+    return evaluate_coco(restricted(ground_truth, image_ids), detections, thresholds=thresholds)
+
+
+def restricted(ground_truth: Mapping[str, Any], image_ids: Iterable[int]) -> dict[str, Any]:
+    """COCO ground truth of the images ``image_ids`` only (their annotations with them; categories kept)."""
     seen = set(image_ids)
-    subset = {
+    return {
         **ground_truth,
         "images": [image for image in ground_truth["images"] if image["id"] in seen],
         "annotations": [ann for ann in ground_truth["annotations"] if ann["image_id"] in seen],
     }
-    return evaluate_coco(subset, detections, thresholds=thresholds)
 
 
 def _thresholds(kind: Thresholds) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, pairwise_iou
+from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, covered_fraction, pairwise_iou
 
 BACKGROUND = "background"
 
@@ -83,7 +83,7 @@ def confusion_matrix(
     counted = np.ones(len(dt_image), dtype=bool)  # False: on a crowd region
     crowds = np.flatnonzero(crowd)
     for _, dts, regions in by_image(dt_image, gt_image[crowds]):
-        counted[dts[_covered(dt_boxes[dts], gt_boxes[crowds[regions]]) >= iou_threshold]] = False
+        counted[dts[covered_fraction(dt_boxes[dts], gt_boxes[crowds[regions]]).max(axis=1) >= iou_threshold]] = False
     objects = np.flatnonzero(~crowd)
     match = np.full(len(dt_image), -1, dtype=np.int64)  # the object each detection matched
     for _, dts, gts in by_image(dt_image, gt_image[objects]):
@@ -126,11 +126,3 @@ def confusion_matrix(
     labels = [names[c] for c in category_ids] + [BACKGROUND]
     return ConfusionMatrix(labels, counts, float(iou_threshold), float(score_threshold), frames)
 
-
-def _covered(dets: np.ndarray, regions: np.ndarray) -> np.ndarray:
-    """For each detection, the largest share of its own area inside one of the crowd ``regions`` (COCO's crowd IoU)."""
-    lt = np.maximum(dets[:, None, :2], regions[None, :, :2])
-    rb = np.minimum(dets[:, None, 2:], regions[None, :, 2:])
-    inside = np.clip(rb - lt, 0, None).prod(axis=2)
-    own = np.maximum((dets[:, 2:] - dets[:, :2]).prod(axis=1), 1e-12)
-    return (inside / own[:, None]).max(axis=1)

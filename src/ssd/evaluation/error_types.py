@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd.evaluation.boxes import coco_boxes_xyxy, pairwise_iou
+from ssd.evaluation.boxes import coco_boxes_xyxy, covered_fraction, pairwise_iou
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # tidecv's order
 SPECIAL_TYPES = ("FalsePos", "FalseNeg")
@@ -116,7 +116,7 @@ def _image_points(objects: list, crowds: list, dets: list, missed: list[int]) ->
     if not objects:
         for point in points:
             point.error = "Bkg"
-        points_on_crowds(points, dets, crowds)
+        _points_on_crowds(points, dets, crowds)
         return points
     if not dets:
         missed += obj_labels.tolist()
@@ -131,7 +131,7 @@ def _image_points(objects: list, crowds: list, dets: list, missed: list[int]) ->
         if buffer[k, best] >= POSITIVE_IOU:
             points[k].correct, used[best] = True, True
             buffer[:, best] = 0
-    points_on_crowds(points, dets, crowds)
+    _points_on_crowds(points, dets, crowds)
     other_iou = iou * ~same
     best_score = np.full(len(objects), -1.0)  # the best Loc/Cls detection each unused object could become
     claimant = np.full(len(objects), -1)
@@ -161,14 +161,11 @@ def _image_points(objects: list, crowds: list, dets: list, missed: list[int]) ->
     return points
 
 
-def points_on_crowds(points: list[_Point], dets: list, crowds: list) -> None:
+def _points_on_crowds(points: list[_Point], dets: list, crowds: list) -> None:
     """Mark as ignored each unmatched detection covering a crowd region of its class by more than 0.5 of its area."""
     if not crowds:
         return
-    boxes, regions = coco_boxes_xyxy([d["bbox"] for d in dets]), coco_boxes_xyxy([a["bbox"] for a in crowds])
-    lt = np.maximum(boxes[:, None, :2], regions[None, :, :2])
-    rb = np.minimum(boxes[:, None, 2:], regions[None, :, 2:])
-    covered = np.clip(rb - lt, 0, None).prod(axis=2) / np.maximum((boxes[:, 2:] - boxes[:, :2]).prod(axis=1), 1e-12)[:, None]
+    covered = covered_fraction(coco_boxes_xyxy([d["bbox"] for d in dets]), coco_boxes_xyxy([a["bbox"] for a in crowds]))
     region_labels = np.array([int(a["category_id"]) for a in crowds])
     for k, point in enumerate(points):
         if not point.correct and (covered[k][region_labels == point.label] > POSITIVE_IOU).any():
