@@ -126,6 +126,22 @@ def test_nms_per_group_stays_exact_with_a_far_out_box_where_float32_offsets_do_n
     assert torch.equal(many[: len(exact)], exact) and len(many) == len(exact) + crowd
 
 
+def test_nms_per_group_takes_groups_one_by_one_from_per_group_from_boxes(monkeypatch):
+    """The dispatch at its boundary on the CPU: PER_GROUP_FROM[0] - 1 boxes are shifted, PER_GROUP_FROM[0] taken
+    group by group; ties in score keep the boxes' order (three scores among thousands of separate boxes)."""
+    import ssd.decoding as decoding
+
+    calls = []
+    for name in ("_nms_shifted_groups", "_nms_each_group"):
+        monkeypatch.setattr(decoding, name, lambda *args, name=name, kernel=getattr(decoding, name): calls.append(name) or kernel(*args))
+    for count, kernel in ((PER_GROUP_FROM[0] - 1, "_nms_shifted_groups"), (PER_GROUP_FROM[0], "_nms_each_group")):
+        boxes = torch.tensor([[0.0, 0.0, 1.0, 1.0]]).repeat(count, 1) + torch.arange(count)[:, None] * 2.0  # none overlaps
+        scores = torch.arange(count).remainder(3).float()
+        kept = nms_per_group(boxes, scores, torch.arange(count).remainder(5), 0.5)
+        assert calls.pop() == kernel and not calls
+        assert kept.tolist() == scores.sort(descending=True, stable=True).indices.tolist()
+
+
 # -- the decoding rules at their limits -------------------------------------------------------------
 def _exact_outputs(anchors_xyxy: torch.Tensor, class_logits: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Anchors, zero offsets (so each decoded box is its anchor, exactly for dyadic coordinates) and
