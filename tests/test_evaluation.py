@@ -26,6 +26,7 @@ from ssd.evaluation import (
     plot_precision_recall,
     stat_labels,
 )
+from ssd.evaluation.coco_eval import _clean_detection, _clean_plain_detections
 
 TORCHMETRICS_KEYS = (
     "map", "map_50", "map_75", "map_small", "map_medium", "map_large",
@@ -255,6 +256,35 @@ def test_bad_detections_are_named(tmp_path, detections, message):
     with pytest.raises(EvaluationError, match=message) as info:
         evaluate_coco(GOOD_GT, path)
     assert str(path) in str(info.value)
+
+
+HOSTILE_DETECTION_FIELDS = [
+    {"bbox": [0, 0, 10, "10"]}, {"bbox": (0, 0, 10, 10)}, {"bbox": [0, 0, 10, 1 + 2j]}, {"bbox": [0, 0, 10, 10**400]},
+    {"bbox": [1e308, 1e308, 0, 0]}, {"bbox": [0, 0, 10, None]}, {"bbox": [[0], 0, 10, 10]}, {"bbox": [0, 0, 10, True]},
+    {"bbox": [0, 0, 10, -0.0]}, {"bbox": [0, 0, 10, math.inf]}, {"score": 10**400}, {"score": "0.5"}, {"score": math.nan},
+    {"score": True}, {"image_id": True}, {"image_id": 1.0}, {"category_id": "1"},
+]
+
+
+@pytest.mark.parametrize("fields", HOSTILE_DETECTION_FIELDS, ids=repr)
+def test_detections_checked_in_bulk_as_one_by_one(fields):
+    """The bulk check (plain JSON detections) accepts nothing the one-by-one check rejects, and makes the same copies."""
+    detections = [GOOD_DET, {**GOOD_DET, **fields}]
+    try:
+        one_by_one = [_clean_detection(det) for det in detections]
+    except ValueError:
+        one_by_one = None
+    bulk = _clean_plain_detections(detections)
+    assert bulk is None or bulk == one_by_one
+    if one_by_one is None:
+        with pytest.raises(EvaluationError, match="detection 1: "):
+            evaluate_coco(GOOD_GT, detections)
+
+
+def test_plain_detections_are_checked_in_bulk():
+    detections = [GOOD_DET, {**GOOD_DET, "bbox": [0.5, 1, 2, 3.25], "score": 1}]
+    assert _clean_plain_detections(detections) == [_clean_detection(det) for det in detections]
+    assert _clean_plain_detections([]) == []
 
 
 @pytest.mark.parametrize(

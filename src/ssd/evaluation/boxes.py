@@ -1,7 +1,9 @@
 """COCO boxes as NumPy corners, their pairwise IoUs, and grouping by image: what the report's matching shares."""
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Union
 
 import numpy as np
 
@@ -42,3 +44,31 @@ def by_image(first: np.ndarray, second: np.ndarray) -> Iterator[tuple[int, np.nd
         j = position_b.get(image_id)
         if j is not None:
             yield image_id, order_a[starts_a[k]:ends_a[k]], order_b[starts_b[j]:ends_b[j]]
+
+
+@dataclass(frozen=True)
+class DetectionTable:
+    """COCO-results detections as arrays, in their given order: built once, read by every matching."""
+
+    image_id: np.ndarray  # [N] int64
+    category_id: np.ndarray  # [N] int64
+    boxes: np.ndarray  # [N, 4] float64 corners
+    scores: np.ndarray  # [N] float64
+
+    @classmethod
+    def of(cls, detections: Detections) -> DetectionTable:
+        """``detections`` as a table (a table is returned as it is)."""
+        if isinstance(detections, DetectionTable):
+            return detections
+        return cls(
+            np.array([int(d["image_id"]) for d in detections], dtype=np.int64),
+            np.array([int(d["category_id"]) for d in detections], dtype=np.int64),
+            coco_boxes_xyxy([d["bbox"] for d in detections]),
+            np.array([float(d["score"]) for d in detections], dtype=np.float64),
+        )
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+Detections = Union[Sequence[Mapping[str, Any]], DetectionTable]  # COCO results, or their table

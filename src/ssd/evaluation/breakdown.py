@@ -19,7 +19,7 @@ import numpy as np
 from faster_coco_eval import COCOeval_faster
 
 from ssd.evaluation.coco_eval import EvalResult, Thresholds, load_coco, mean_defined, new_evaluator, summarized
-from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, pairwise_iou
+from ssd.evaluation.boxes import DetectionTable, by_image, coco_boxes_xyxy, pairwise_iou
 
 # sqrt(area) edges in pixels: COCO's small (< 32) split at 16, its medium (32-96), and its large split at
 # 256, where an 8 MP frame's near objects begin
@@ -116,8 +116,9 @@ class BandEvaluator:
         self.gt_areas = np.array([ann["area"] for ann in self.gt], dtype=np.float64)
         self.dt_areas = np.array([ann["area"] for ann in self.dt], dtype=np.float64)
         self.gt_labels = np.array([ann["category_id"] for ann in self.gt], dtype=np.int64)
-        self.dt_labels = np.array([ann["category_id"] for ann in self.dt], dtype=np.int64)
         self.gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
+        self.detections = DetectionTable.of(self.dt)  # the checked detections, for every other matching
+        self.dt_labels = self.detections.category_id
         self._ious: dict[tuple[int, int], Any] | None = None
 
     def headline(self) -> EvalResult:
@@ -149,9 +150,8 @@ class BandEvaluator:
         """Each detection's value: the most-overlapped ground truth's, own class first; NaN on the background."""
         values = np.full(len(self.dt), np.nan)
         gt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.gt])
-        dt_boxes = coco_boxes_xyxy([ann["bbox"] for ann in self.dt])
+        dt_boxes, dt_image = self.detections.boxes, self.detections.image_id
         gt_image = np.array([ann["image_id"] for ann in self.gt])
-        dt_image = np.array([ann["image_id"] for ann in self.dt])
         gt_class, dt_class = self.gt_labels, self.dt_labels
         objects = np.flatnonzero(~self.gt_crowd)
         for image_id, dts, gts in by_image(dt_image, gt_image[objects]):

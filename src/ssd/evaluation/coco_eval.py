@@ -234,7 +234,7 @@ def _box(value: Any) -> list[float] | None:
         return None
     try:
         box = [float(value[0]), float(value[1]), float(value[2]), float(value[3])]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         return None
     return box if math.isfinite(sum(box)) and box[2] >= 0 and box[3] >= 0 else None
 
@@ -283,7 +283,7 @@ def _clean_annotation(ann: dict[str, Any], new_id: int, image_ids: set[int], cat
     try:
         image_id, category_id = operator.index(ann["image_id"]), operator.index(ann["category_id"])
         iscrowd, area = operator.index(ann.get("iscrowd", 0)), float(ann.get("area", box[2] * box[3]))
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ValueError("needs integer 'image_id' and 'category_id', integer 'iscrowd' and numeric 'area' if given") from None
     if image_id not in image_ids:
         raise ValueError("image_id is not in 'images'")
@@ -298,12 +298,14 @@ def _load_detections(source: Sequence[Mapping[str, Any]] | str | Path, coco_gt: 
     data, name = _read(source, what)
     if not isinstance(data, (list, tuple)):
         raise EvaluationError(f"{name}: expected a JSON list of detections, got {type(data).__name__}")
-    clean = []
-    for index, det in enumerate(data):
-        try:
-            clean.append(_clean_detection(det))
-        except ValueError as exc:
-            raise EvaluationError(f"{name}: detection {index}: {exc} ({_short(det)})") from None
+    clean = _clean_plain_detections(data)
+    if clean is None:  # one by one, to name the first that is wrong
+        clean = []
+        for index, det in enumerate(data):
+            try:
+                clean.append(_clean_detection(det))
+            except ValueError as exc:
+                raise EvaluationError(f"{name}: detection {index}: {exc} ({_short(det)})") from None
     for key, known, what in (("image_id", coco_gt.imgs, "image ids"), ("category_id", coco_gt.cats, "category ids")):
         unknown = sorted({det[key] for det in clean} - known.keys())
         if unknown:
@@ -312,13 +314,40 @@ def _load_detections(source: Sequence[Mapping[str, Any]] | str | Path, coco_gt: 
     return clean
 
 
+def _clean_plain_detections(data: Sequence[Any]) -> list[dict[str, Any]] | None:
+    """What :func:`_clean_detection` makes of each detection, checked in bulk: for detections of integer ids,
+    numeric scores and boxes given as lists (JSON's and our writers'), all of them valid. None otherwise,
+    for the detections to be checked one by one."""
+    try:
+        image_ids, category_ids = [det["image_id"] for det in data], [det["category_id"] for det in data]
+        scores, boxes = [det["score"] for det in data], [det["bbox"] for det in data]
+        if ({type(i) for i in image_ids} | {type(i) for i in category_ids}) - {int} or {type(v) for v in scores} - {int, float}:
+            return None
+        if {type(box) for box in boxes} - {list} or any(len(box) != 4 for box in boxes):
+            return None
+        box_array = np.array(boxes).reshape(-1, 4)  # numbers only give an integer or float array
+        if box_array.dtype.kind not in "if":
+            return None
+        box_array, score_array = box_array.astype(np.float64), np.array(scores, dtype=np.float64)
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return None
+    with np.errstate(over="ignore"):  # a sum overflowing to inf is what _box rejects
+        box_sums = box_array.sum(axis=1)
+    if not (np.isfinite(box_sums).all() and (box_array[:, 2:] >= 0).all() and np.isfinite(score_array).all()):
+        return None
+    return [
+        {"image_id": image_id, "category_id": category_id, "bbox": box, "score": score}
+        for image_id, category_id, box, score in zip(image_ids, category_ids, box_array.tolist(), score_array.tolist())
+    ]
+
+
 def _clean_detection(det: Any) -> dict[str, Any]:
     """One detection as COCOeval reads it; ValueError naming the problem if it is malformed."""
     try:
         image_id, category_id = operator.index(det["image_id"]), operator.index(det["category_id"])
         score = float(det["score"])
         box = _box(det["bbox"])
-    except (KeyError, TypeError, ValueError):
+    except (KeyError, TypeError, ValueError, OverflowError):
         raise ValueError("needs integer 'image_id' and 'category_id', 'bbox' and a numeric 'score'") from None
     if box is None:
         raise ValueError(_BAD_BOX)

@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from ssd.evaluation.boxes import by_image, coco_boxes_xyxy, covered_fraction, pairwise_iou
+from ssd.evaluation.boxes import DetectionTable, Detections, by_image, coco_boxes_xyxy, covered_fraction, pairwise_iou
 
 BACKGROUND = "background"
 
@@ -60,10 +60,10 @@ class ConfusionMatrix:
 
 
 def confusion_matrix(
-    ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], *, iou_threshold: float = 0.5, score_threshold: float = 0.5,
+    ground_truth: Mapping[str, Any], detections: Detections, *, iou_threshold: float = 0.5, score_threshold: float = 0.5,
     class_names: Mapping[int, str] | None = None,
 ) -> ConfusionMatrix:
-    """The matrix of COCO ground truth against COCO-results ``detections`` (see the module docstring)."""
+    """The matrix of COCO ground truth against COCO-results ``detections`` or their table (see the module docstring)."""
     category_ids = sorted(int(c["id"]) for c in ground_truth["categories"])
     names = {int(c["id"]): str((class_names or {}).get(int(c["id"]), c.get("name", c["id"]))) for c in ground_truth["categories"]}
     row_of = {category_id: k for k, category_id in enumerate(category_ids)}
@@ -73,12 +73,12 @@ def confusion_matrix(
     gt_row = np.array([row_of[int(a["category_id"])] for a in annotations], dtype=np.int64)
     gt_boxes = coco_boxes_xyxy([a["bbox"] for a in annotations])
     crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
-    chosen = [d for d in detections if float(d["score"]) >= score_threshold]
-    scores = np.array([float(d["score"]) for d in chosen], dtype=np.float64)
-    order = np.argsort(-scores, kind="stable")  # by descending score, ties in the given order
-    dt_image = np.array([int(chosen[k]["image_id"]) for k in order], dtype=np.int64)
-    dt_row = np.array([row_of[int(chosen[k]["category_id"])] for k in order], dtype=np.int64)
-    dt_boxes = coco_boxes_xyxy([chosen[k]["bbox"] for k in order])
+    table = DetectionTable.of(detections)
+    chosen = np.flatnonzero(table.scores >= score_threshold)
+    order = chosen[np.argsort(-table.scores[chosen], kind="stable")]  # by descending score, ties in the given order
+    dt_image = table.image_id[order]
+    dt_row = np.array([row_of[c] for c in table.category_id[order].tolist()], dtype=np.int64)
+    dt_boxes = table.boxes[order]
 
     counted = np.ones(len(dt_image), dtype=bool)  # False: on a crowd region
     crowds = np.flatnonzero(crowd)

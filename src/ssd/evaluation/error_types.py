@@ -27,11 +27,12 @@ from typing import Any
 
 import numpy as np
 
-from ssd.evaluation.boxes import coco_boxes_xyxy, covered_fraction, pairwise_iou
+from ssd.evaluation.boxes import DetectionTable, Detections, coco_boxes_xyxy, covered_fraction, pairwise_iou
 
 ERROR_TYPES = ("Cls", "Loc", "Both", "Dupe", "Bkg", "Miss")  # tidecv's order
 SPECIAL_TYPES = ("FalsePos", "FalseNeg")
 POSITIVE_IOU, BACKGROUND_IOU, MAX_DETECTIONS = 0.5, 0.1, 100
+_CODE = {kind: code for code, kind in enumerate(ERROR_TYPES[:-1], start=1)}  # a data point's error; 0: none
 
 
 @dataclass(frozen=True)
@@ -47,170 +48,177 @@ class ErrorTypes:
         return {"AP50": self.ap50, "gained": self.gained, "counts": self.counts, "per_class": self.per_class}
 
 
-@dataclass
-class _Point:
-    """A detection's data point: its class, score, whether it is a true positive, and its error."""
+@dataclass(frozen=True)
+class _Points:
+    """The data points (each image's best detections, images in the ground truth's order, each by
+    descending score): class, score, true positive, error code, the class a Loc or Cls error counts for
+    when fixed if it wins its object (-1 otherwise), and whether it lies on a crowd region (no data
+    point, but still an error)."""
 
-    label: int
-    score: float
-    correct: bool
-    error: str | None = None
-    fixed_label: int | None = None  # Loc / Cls: the class it counts for when fixed, if it wins its object
-    ignored: bool = False  # on a crowd region: no data point, but still an error
+    label: np.ndarray
+    score: np.ndarray
+    correct: np.ndarray
+    error: np.ndarray
+    fixed_label: np.ndarray
+    ignored: np.ndarray
 
 
-def error_types(
-    ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], class_names: Mapping[int, str] | None = None,
-) -> ErrorTypes:
-    """TIDE's error breakdown of COCO-results ``detections`` on COCO ``ground_truth`` (module docstring)."""
+def error_types(ground_truth: Mapping[str, Any], detections: Detections, class_names: Mapping[int, str] | None = None) -> ErrorTypes:
+    """TIDE's error breakdown of COCO-results ``detections`` (or their table) on COCO ``ground_truth`` (module docstring)."""
     names = {int(c["id"]): str((class_names or {}).get(int(c["id"]), c.get("name", c["id"]))) for c in ground_truth["categories"]}
-    truths: dict[int, list[Mapping[str, Any]]] = {}
-    for ann in ground_truth["annotations"]:
-        truths.setdefault(int(ann["image_id"]), []).append(ann)
-    found: dict[int, list[Mapping[str, Any]]] = {}
-    for det in detections:
-        found.setdefault(int(det["image_id"]), []).append(det)
-
-    points: list[_Point] = []
-    positives: dict[int, int] = {}
-    missed: list[int] = []  # the class of every missed object
-    for image in ground_truth["images"]:
-        image_id = int(image["id"])
-        objects = [a for a in truths.get(image_id, []) if not a.get("iscrowd", 0)]
-        crowds = [a for a in truths.get(image_id, []) if a.get("iscrowd", 0)]
-        for a in objects:
-            positives[int(a["category_id"])] = positives.get(int(a["category_id"]), 0) + 1
-        dets = sorted(found.get(image_id, []), key=lambda d: -float(d["score"]))[:MAX_DETECTIONS]
-        points += _image_points(objects, crowds, dets, missed)
-
-    base = _mean_ap(points, positives, lambda p: (p.label, p.correct) if not p.ignored else None)
+    points, positives, missed = _data_points(ground_truth, DetectionTable.of(detections))
+    kept = ~points.ignored
+    base = _mean_ap(points.label, points.score, points.correct, kept, positives)
     gained: dict[str, float] = {}
     per_class_gain: dict[str, dict[str, float | None]] = {name: {} for name in names.values()}
     for kind in ERROR_TYPES:
         fixed_positives = dict(positives)
         if kind == "Miss":
-            for label in missed:
+            for label in missed.tolist():
                 fixed_positives[label] -= 1
-        fixed = _mean_ap(points, fixed_positives, lambda p, kind=kind: _fixed(p, kind))
+            fixed = _mean_ap(points.label, points.score, points.correct, kept, fixed_positives)
+        else:
+            # Loc and Cls errors become true positives of the class they win (or go); Dupe, Bkg, Both go
+            of_kind = points.error == _CODE[kind]
+            keep = np.where(of_kind, points.fixed_label >= 0 if kind in ("Loc", "Cls") else False, kept)
+            fixed = _mean_ap(np.where(of_kind, points.fixed_label, points.label), points.score, points.correct | of_kind, keep, positives)
         gained[kind] = max(fixed[0] - base[0], 0.0)
         for label in base[1]:  # None: the fix leaves the class nothing to measure (all its objects missed)
             ap = fixed[1].get(label)
             per_class_gain[names[label]][kind] = None if ap is None else max(ap - base[1][label], 0.0)
-    false_pos = _mean_ap(points, positives, lambda p: None if p.ignored else (p.label, p.correct), zero_false=True)
-    false_neg_positives = dict(positives)
-    for point_label in _false_negative_labels(points, positives):
-        false_neg_positives[point_label] -= 1
-    false_neg = _mean_ap(points, false_neg_positives, lambda p: None if p.ignored else (p.label, p.correct))
+    false_pos = _mean_ap(points.label, points.score, points.correct, kept, positives, zero_false=True)
+    labels, matched = np.unique(points.label[points.correct], return_counts=True)
+    matched_of = dict(zip(labels.tolist(), matched.tolist()))
+    false_neg = _mean_ap(points.label, points.score, points.correct, kept, {label: min(count, matched_of.get(label, 0)) for label, count in positives.items()})
     gained["FalsePos"], gained["FalseNeg"] = false_pos[0] - base[0], false_neg[0] - base[0]
-    counts = {kind: sum(p.error == kind for p in points) for kind in ERROR_TYPES if kind != "Miss"}
+    counts = {kind: int((points.error == code).sum()) for kind, code in _CODE.items()}
     counts["Miss"] = len(missed)
     per_class = {names[label]: {"AP50": ap, **per_class_gain[names[label]]} for label, ap in base[1].items()}
     return ErrorTypes(base[0], gained, counts, per_class)
 
 
-def _image_points(objects: list, crowds: list, dets: list, missed: list[int]) -> list[_Point]:
-    """One image's data points (matching and error types), appending the classes of its missed objects to ``missed``."""
-    obj_labels = np.array([int(a["category_id"]) for a in objects], dtype=np.int64)
-    labels = [int(d["category_id"]) for d in dets]
-    points = [_Point(label, float(d["score"]), False) for label, d in zip(labels, dets)]
-    if not objects:
-        for point in points:
-            point.error = "Bkg"
-        _points_on_crowds(points, dets, crowds)
-        return points
-    if not dets:
-        missed += obj_labels.tolist()
-        return points
-    iou = pairwise_iou(coco_boxes_xyxy([d["bbox"] for d in dets]), coco_boxes_xyxy([a["bbox"] for a in objects]))
-    same = np.array(labels)[:, None] == obj_labels[None, :]
+def _data_points(ground_truth: Mapping[str, Any], table: DetectionTable) -> tuple[_Points, dict[int, int], np.ndarray]:
+    """The data points, the objects per class (in order of first appearance) and the class of every missed object."""
+    image_ids = np.array([int(image["id"]) for image in ground_truth["images"]], dtype=np.int64)
+    annotations = ground_truth["annotations"]
+    gt_slot = _slots(image_ids, np.array([int(a["image_id"]) for a in annotations], dtype=np.int64))
+    gt_label = np.array([int(a["category_id"]) for a in annotations], dtype=np.int64)
+    gt_boxes = coco_boxes_xyxy([a["bbox"] for a in annotations])
+    gt_crowd = np.array([bool(a.get("iscrowd", 0)) for a in annotations], dtype=bool)
+    dt_slot = _slots(image_ids, table.image_id)
+    inside = np.flatnonzero(dt_slot >= 0)
+    order = inside[np.lexsort((-table.scores[inside], dt_slot[inside]))]  # by image, then descending score (ties: given order)
+    dt_bounds = np.searchsorted(dt_slot[order], np.arange(len(image_ids) + 1))
+    rank = np.arange(len(order)) - dt_bounds[dt_slot[order]]
+    order = order[rank < MAX_DETECTIONS]
+    dt_bounds = np.searchsorted(dt_slot[order], np.arange(len(image_ids) + 1))
+    gt_order = np.flatnonzero(gt_slot >= 0)
+    gt_order = gt_order[np.argsort(gt_slot[gt_order], kind="stable")]
+    gt_bounds = np.searchsorted(gt_slot[gt_order], np.arange(len(image_ids) + 1))
+
+    label, score, boxes = table.category_id[order], table.scores[order], table.boxes[order]
+    points = _Points(label, score, np.zeros(len(order), bool), np.zeros(len(order), np.int8), np.full(len(order), -1, np.int64),
+                     np.zeros(len(order), bool))
+    missed = []
+    for s in range(len(image_ids)):
+        dts, gts = slice(dt_bounds[s], dt_bounds[s + 1]), gt_order[gt_bounds[s]:gt_bounds[s + 1]]
+        objects, crowds = gts[~gt_crowd[gts]], gts[gt_crowd[gts]]
+        if dts.start == dts.stop and not len(objects):
+            continue
+        missed.append(_image_points(
+            _Points(label[dts], score[dts], points.correct[dts], points.error[dts], points.fixed_label[dts], points.ignored[dts]), boxes[dts],
+            gt_label[objects], gt_boxes[objects], gt_label[crowds], gt_boxes[crowds],
+        ))
+    objects = gt_order[~gt_crowd[gt_order]]
+    classes, counts = np.unique(gt_label[objects], return_counts=True)
+    count_of = dict(zip(classes.tolist(), counts.tolist()))
+    positives = {int(c): count_of[int(c)] for c in dict.fromkeys(gt_label[objects].tolist())}
+    return points, positives, np.concatenate([np.zeros(0, np.int64), *missed])
+
+
+def _slots(image_ids: np.ndarray, of: np.ndarray) -> np.ndarray:
+    """Each entry of ``of``'s position in ``image_ids`` (its first), -1 where absent."""
+    if not len(image_ids):
+        return np.full(len(of), -1, np.int64)
+    unique, first = np.unique(image_ids, return_index=True)
+    at = np.minimum(np.searchsorted(unique, of), len(unique) - 1)
+    return np.where(unique[at] == of, first[at], -1)
+
+
+def _image_points(points: _Points, boxes: np.ndarray, obj_labels: np.ndarray, obj_boxes: np.ndarray, crowd_labels: np.ndarray,
+                  crowd_boxes: np.ndarray) -> np.ndarray:
+    """Fill one image's ``points`` (views into the whole run's arrays: matching and error types); the classes of its missed objects."""
+    if not len(obj_labels):
+        points.error[:] = _CODE["Bkg"]
+        _points_on_crowds(points, boxes, crowd_labels, crowd_boxes)
+        return obj_labels
+    if not len(points.label):
+        return obj_labels
+    iou = pairwise_iou(boxes, obj_boxes)
+    same = points.label[:, None] == obj_labels[None, :]
     same_iou = iou * same
     buffer = same_iou.copy()
-    used = np.zeros(len(objects), dtype=bool)
-    for k in range(len(dets)):
+    used = np.zeros(len(obj_labels), dtype=bool)
+    for k in np.flatnonzero((same_iou >= POSITIVE_IOU).any(axis=1)):  # the others match nothing
         best = int(buffer[k].argmax())
         if buffer[k, best] >= POSITIVE_IOU:
-            points[k].correct, used[best] = True, True
+            points.correct[k], used[best] = True, True
             buffer[:, best] = 0
-    _points_on_crowds(points, dets, crowds)
+    _points_on_crowds(points, boxes, crowd_labels, crowd_boxes)
+    rows = np.arange(len(points.label))
     other_iou = iou * ~same
-    best_score = np.full(len(objects), -1.0)  # the best Loc/Cls detection each unused object could become
-    claimant = np.full(len(objects), -1)
-    for k, point in enumerate(points):
-        if point.correct:
-            continue
-        target = int(same_iou[k].argmax())
-        if BACKGROUND_IOU <= same_iou[k, target] <= POSITIVE_IOU:
-            point.error = "Loc"
-        else:
-            target = int(other_iou[k].argmax())
-            if other_iou[k, target] >= POSITIVE_IOU:
-                point.error = "Cls"
-            elif (same_iou[k] * used).max() >= POSITIVE_IOU:
-                point.error = "Dupe"
-            elif iou[k].max() <= BACKGROUND_IOU:
-                point.error = "Bkg"
-            else:
-                point.error = "Both"
-        if point.error in ("Loc", "Cls") and not used[target]:
-            if best_score[target] < point.score:
-                best_score[target], claimant[target] = point.score, k
-    for target, k in enumerate(claimant.tolist()):
-        if k >= 0:
-            points[k].fixed_label = points[k].label if points[k].error == "Loc" else int(obj_labels[target])
-    missed += obj_labels[~used & (claimant < 0)].tolist()
-    return points
+    same_target, other_target = same_iou.argmax(axis=1), other_iou.argmax(axis=1)
+    same_best, other_best = same_iou[rows, same_target], other_iou[rows, other_target]
+    wrong = ~points.correct
+    loc = wrong & (BACKGROUND_IOU <= same_best) & (same_best <= POSITIVE_IOU)
+    cls = wrong & ~loc & (other_best >= POSITIVE_IOU)
+    dupe = wrong & ~loc & ~cls & ((same_iou * used).max(axis=1) >= POSITIVE_IOU)
+    bkg = wrong & ~loc & ~cls & ~dupe & (iou.max(axis=1) <= BACKGROUND_IOU)
+    both = wrong & ~loc & ~cls & ~dupe & ~bkg
+    for kind, mask in (("Loc", loc), ("Cls", cls), ("Dupe", dupe), ("Bkg", bkg), ("Both", both)):
+        points.error[mask] = _CODE[kind]
+    # each object nothing matched goes to its best (first) Loc or Cls claimant; best_score starts at -1
+    target = np.where(loc, same_target, other_target)
+    candidates = np.flatnonzero((loc | cls) & ~used[target] & (points.score > -1.0))
+    claimed, first = np.unique(target[candidates], return_index=True)
+    claimants = candidates[first]
+    points.fixed_label[claimants] = np.where(loc[claimants], points.label[claimants], obj_labels[claimed])
+    unclaimed = ~used
+    unclaimed[claimed] = False
+    return obj_labels[unclaimed]
 
 
-def _points_on_crowds(points: list[_Point], dets: list, crowds: list) -> None:
+def _points_on_crowds(points: _Points, boxes: np.ndarray, crowd_labels: np.ndarray, crowd_boxes: np.ndarray) -> None:
     """Mark as ignored each unmatched detection covering a crowd region of its class by more than 0.5 of its area."""
-    if not crowds:
+    if not len(crowd_labels):
         return
-    covered = covered_fraction(coco_boxes_xyxy([d["bbox"] for d in dets]), coco_boxes_xyxy([a["bbox"] for a in crowds]))
-    region_labels = np.array([int(a["category_id"]) for a in crowds])
-    for k, point in enumerate(points):
-        if not point.correct and (covered[k][region_labels == point.label] > POSITIVE_IOU).any():
-            point.ignored = True
+    on_region = (covered_fraction(boxes, crowd_boxes) > POSITIVE_IOU) & (points.label[:, None] == crowd_labels[None, :])
+    points.ignored[~points.correct & on_region.any(axis=1)] = True
 
 
-def _fixed(point: _Point, kind: str) -> tuple[int, bool] | None:
-    """A data point with errors of ``kind`` fixed: (class, correct), or None when it goes."""
-    if point.error != kind:
-        return None if point.ignored else (point.label, point.correct)
-    if kind in ("Loc", "Cls"):
-        return None if point.fixed_label is None else (point.fixed_label, True)
-    return None  # Dupe, Bkg, Both: removed
-
-
-def _false_negative_labels(points: list[_Point], positives: dict[int, int]) -> list[int]:
-    """The class of every object no detection matched (recall's shortfall), for ``FalseNeg``."""
-    matched: dict[int, int] = {}
-    for point in points:
-        if point.correct:
-            matched[point.label] = matched.get(point.label, 0) + 1
-    return [label for label, count in positives.items() for _ in range(count - matched.get(label, 0))]
-
-
-def _mean_ap(points: list[_Point], positives: dict[int, int], view, zero_false: bool = False) -> tuple[float, dict[int, float]]:
-    """AP50 averaged over the classes with an object or a data point, and per class, of the data points ``view`` keeps."""
-    by_class: dict[int, list[tuple[float, bool]]] = {}
-    for point in points:
-        kept = view(point)
-        if kept is not None:
-            label, correct = kept
-            score = (1.0 if correct else 0.0) if zero_false else point.score
-            by_class.setdefault(label, []).append((score, correct))
-    labels = [label for label in {**positives, **by_class} if positives.get(label, 0) or by_class.get(label)]
-    aps = {label: _ap(by_class.get(label, []), positives.get(label, 0)) for label in labels}
+def _mean_ap(label: np.ndarray, score: np.ndarray, correct: np.ndarray, keep: np.ndarray, positives: dict[int, int],
+             zero_false: bool = False) -> tuple[float, dict[int, float]]:
+    """AP50 averaged over the classes with an object or a data point, and per class, of the data points ``keep`` selects
+    (``zero_false``: every false positive scored 0, every true positive 1)."""
+    label, correct = label[keep], correct[keep]
+    score = correct.astype(np.float64) if zero_false else score[keep]
+    present, first = np.unique(label, return_index=True)
+    order = np.lexsort((-score, label))  # by class, then descending score (ties: data point order)
+    starts = np.searchsorted(label[order], present)
+    bounds = {c: (start, end) for c, start, end in zip(present.tolist(), starts.tolist(), [*starts[1:].tolist(), len(order)])}
+    in_order = present[np.argsort(first)].tolist()  # classes in order of first appearance
+    labels = [c for c in {**positives, **dict.fromkeys(in_order)} if positives.get(c, 0) or c in bounds]
+    ranked = correct[order]
+    aps = {c: _ap(ranked[slice(*bounds.get(c, (0, 0)))], positives.get(c, 0)) for c in labels}
     return (sum(aps.values()) / len(aps) if aps else 0.0), aps
 
 
-def _ap(scored: list[tuple[float, bool]], positives: int) -> float:
-    """COCO-style AP of (score, correct) points: the precision envelope at 101 recall points (0 without objects)."""
-    if positives <= 0 or not scored:
+def _ap(correct: np.ndarray, positives: int) -> float:
+    """COCO-style AP of data points ranked by score (True: a true positive): the precision envelope at 101 recall points
+    (0 without objects)."""
+    if positives <= 0 or not len(correct):
         return 0.0
-    order = sorted(range(len(scored)), key=lambda k: -scored[k][0])
-    correct = np.array([scored[k][1] for k in order], dtype=np.float64)
-    true = np.cumsum(correct)
+    true = np.cumsum(correct, dtype=np.float64)
     precision = true / np.arange(1, len(correct) + 1)
     recall = true / positives
     precision = np.maximum.accumulate(precision[::-1])[::-1]

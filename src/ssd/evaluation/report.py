@@ -95,7 +95,7 @@ def build_report(
         if edges is not None:
             breakdowns.append(bands.breakdown(attribute, bands_from_edges(edges, UNITS.get(attribute, ""), squared=attribute == "size")))
     confusion = confusion_matrix(
-        ground_truth, detections, iou_threshold=settings.iou_threshold, score_threshold=settings.score_threshold, class_names=class_names,
+        ground_truth, bands.detections, iou_threshold=settings.iou_threshold, score_threshold=settings.score_threshold, class_names=class_names,
     )
     counts = {
         "images": len(ground_truth["images"]),
@@ -103,7 +103,7 @@ def build_report(
         "detections": len(detections),
     }
     frames = {int(image["id"]): str(image.get("file_name", image["id"])) for image in ground_truth["images"]}
-    errors = error_types(ground_truth, detections, class_names)
+    errors = error_types(ground_truth, bands.detections, class_names)
     return Report(title, result, breakdowns, confusion, confusion.worst_frames(settings.worst_frames), counts, frames, errors, _numeric_rows(training))
 
 
