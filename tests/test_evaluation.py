@@ -369,3 +369,23 @@ def test_each_statistic_is_named_and_labelled_in_cocoevals_order():
     assert lines[6] == " Average Recall     (AR) @[ IoU=0.50:0.95 | area=   all | maxDets=  1 ] = 0.0600"
     assert lines[9] == " Average Recall     (AR) @[ IoU=0.50:0.95 | area= small | maxDets=500 ] = 0.0900"
     assert lines[-2:] == ["car    0.5000", "bus    n/a (no ground truth)"]
+
+
+def test_the_collector_is_paused_only_inside_and_left_as_it_was():
+    import gc
+
+    from ssd.evaluation.coco_eval import collection_paused
+
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError):
+        with collection_paused():
+            assert not gc.isenabled()
+            raise RuntimeError("inside")
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collection_paused():
+            pass
+        assert not gc.isenabled()  # the caller's choice stays
+    finally:
+        gc.enable()

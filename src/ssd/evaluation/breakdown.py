@@ -110,16 +110,15 @@ class BandEvaluator:
         self.category_ids = sorted(self.coco_gt.cats)
         names = [(class_names or {}).get(c, self.coco_gt.cats[c]["name"]) for c in self.category_ids]
         self.class_names = [str(name) for name in names]
-        # loadRes numbers annotations and detections from 1 in their order; keep both orders
-        self.gt = [self.coco_gt.anns[i] for i in [ann["id"] for ann in self.coco_gt.dataset["annotations"]]]
-        self.dt = [self.coco_dt.anns[i] for i in [ann["id"] for ann in self.coco_dt.dataset["annotations"]]]
+        # the indexes' own annotations (whose areas _cells sets), in their given order
+        self.gt, self.dt = self.coco_gt.dataset["annotations"], self.coco_dt.dataset["annotations"]
         self.gt_areas = np.array([ann["area"] for ann in self.gt], dtype=np.float64)
         self.dt_areas = np.array([ann["area"] for ann in self.dt], dtype=np.float64)
         self.gt_labels = np.array([ann["category_id"] for ann in self.gt], dtype=np.int64)
         self.gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
         self.detections = DetectionTable.of(self.dt)  # the checked detections, for every other matching
         self.dt_labels = self.detections.category_id
-        self._ious: dict[tuple[int, int], Any] | None = None
+        self._first: COCOeval_faster | None = None
 
     def headline(self) -> EvalResult:
         """The plain COCO evaluation (:func:`ssd.evaluation.evaluate_coco`'s result, to the bit)."""
@@ -165,12 +164,18 @@ class BandEvaluator:
         return values
 
     def _evaluator(self, evaluator: COCOeval_faster) -> COCOeval_faster:
-        """``evaluator`` run, its IoUs kept for the next one (they do not depend on areas or bands)."""
-        if self._ious is not None:
-            cached = self._ious
-            evaluator.computeIoU = lambda image_id, category_id: cached[image_id, category_id]
+        """``evaluator`` run. The first one's index of the annotations and its IoUs serve every later one:
+        neither depends on the areas or the bands (the index holds the annotations themselves, whose
+        areas :meth:`_cells` sets, and they are read when an evaluator evaluates)."""
+        first = self._first
+        if first is not None:
+            evaluator.gt_dataset, evaluator.dt_dataset = first.gt_dataset, first.dt_dataset
+            evaluator._nonempty_iou_pairs = first._nonempty_iou_pairs
+            evaluator._prepare = lambda: None
+            evaluator.computeIoU = lambda image_id, category_id: first.ious[image_id, category_id]
         evaluator.evaluate()
-        self._ious = evaluator.ious
+        if first is None:
+            self._first = evaluator
         return evaluator
 
     def _cells(self, bands: Sequence[Band], gt_values: np.ndarray, dt_values: np.ndarray) -> dict[str, dict[str, Cell]]:

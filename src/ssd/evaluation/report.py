@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from ssd.evaluation.breakdown import DISTANCE_EDGES_M, SIZE_EDGES_PX, BandEvaluator, Breakdown, bands_from_edges
-from ssd.evaluation.coco_eval import IOU_THRESHOLDS, MISSING, RECALL_THRESHOLDS, EvalResult, Thresholds, stat_names
+from ssd.evaluation.coco_eval import IOU_THRESHOLDS, MISSING, RECALL_THRESHOLDS, EvalResult, Thresholds, collection_paused, stat_names
 from ssd.evaluation.confusion import ConfusionMatrix, FrameErrors, confusion_matrix
 from ssd.evaluation.error_types import ErrorTypes, error_types
 
@@ -86,6 +86,12 @@ def build_report(
     """The report of ``detections`` (COCO results; ``detections_name`` names them in error messages) on
     ``ground_truth`` (a COCO dict whose annotations may carry attributes such as Cognata's ``distance``).
     ``training``: ``metrics.csv`` rows, if any. The detections are checked before anything else reads them."""
+    with collection_paused():
+        return _report(title, ground_truth, detections, settings, training, class_names, detections_name)
+
+
+def _report(title: str, ground_truth: Mapping[str, Any], detections: Sequence[Mapping[str, Any]], settings: ReportSettings,
+            training: Sequence[Mapping[str, Any]], class_names: Mapping[int, str] | None, detections_name: str) -> Report:
     bands = BandEvaluator(ground_truth, detections, max_dets=settings.max_dets, thresholds=settings.thresholds, class_names=class_names,
                           detections_name=detections_name)
     result = bands.headline()
