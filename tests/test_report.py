@@ -91,7 +91,6 @@ def test_a_distance_band_equals_the_evaluation_of_its_objects_with_the_backgroun
     which object a detection matches, as for areas: the other tests hold that rule through the area range.)"""
     gt, dets = with_distances(3, one_band_per_image=True)
     evaluator = BandEvaluator(gt, dets)
-    evaluator.headline()  # first, as a report does: the breakdown reuses its index of the annotations with distances for areas
     breakdown = evaluator.breakdown("distance", DISTANCE_BANDS)
     assigned = evaluator.assigned(np.array([a["distance"] for a in gt["annotations"]]))
     assert breakdown.background_detections == int(np.isnan(assigned).sum()) > 0

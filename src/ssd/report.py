@@ -20,7 +20,7 @@ import torch
 from ssd.atomic_file import write_atomically
 from ssd.errors import SSDError, parameter
 from ssd.evaluation.boxes import coco_boxes_xyxy
-from ssd.evaluation.coco_eval import restricted
+from ssd.evaluation.coco_eval import collection_paused, restricted
 from ssd.evaluation.report import Report, ReportSettings, build_report, compare
 from ssd.evaluation.report_html import render_html
 
@@ -58,16 +58,17 @@ def write_report(out_dir: Path, title: str, source: Source, settings: ReportSett
     ``compared``: another run's (its detections' file, detections) on the same ground truth, shown as differences.
     The headline is scored with the source's thresholds, as it was scored when it was made."""
     settings = replace(settings, thresholds=source.thresholds)
-    report = build_report(title, source.ground_truth, source.detections, settings, training=source.training,
-                          detections_name=source.detections_name)
-    numbers = report.to_dict()
-    if compared is not None:
-        other = build_report(compared[0], source.ground_truth, compared[1], settings, detections_name=compared[0]).to_dict()
-        numbers["comparison"] = compare(numbers, other, settings.worst_frames)
-    images = _draw_worst(report, source, settings.score_threshold) if source.read_image is not None else {}
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_atomically(out_dir / REPORT_FILES[1], json.dumps(numbers, indent=1).encode())
-    write_atomically(out_dir / REPORT_FILES[0], render_html(numbers, images).encode())
+    with collection_paused():  # the detections' millions of objects stay alive throughout
+        report = build_report(title, source.ground_truth, source.detections, settings, training=source.training,
+                              detections_name=source.detections_name)
+        numbers = report.to_dict()
+        if compared is not None:
+            other = build_report(compared[0], source.ground_truth, compared[1], settings, detections_name=compared[0]).to_dict()
+            numbers["comparison"] = compare(numbers, other, settings.worst_frames)
+        images = _draw_worst(report, source, settings.score_threshold) if source.read_image is not None else {}
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_atomically(out_dir / REPORT_FILES[1], json.dumps(numbers, indent=1).encode())
+        write_atomically(out_dir / REPORT_FILES[0], render_html(numbers, images).encode())
     return report
 
 
@@ -163,7 +164,7 @@ def dataset_reader(data: Any) -> Callable[[int], torch.Tensor]:
 
 def _read_json(path: Path) -> Any:
     try:
-        with path.open("rb") as handle:
+        with path.open("rb") as handle, collection_paused():
             return json.load(handle)
     except FileNotFoundError:
         raise ReportError(f"{path}: missing (an ssd evaluate folder has detections.json and metrics.json)") from None

@@ -118,12 +118,11 @@ class BandEvaluator:
         self.gt_crowd = np.array([bool(ann["iscrowd"]) for ann in self.gt], dtype=bool)
         self.detections = DetectionTable.of(self.dt)  # the checked detections, for every other matching
         self.dt_labels = self.detections.category_id
-        self._first: COCOeval_faster | None = None
+        self._plain_evaluator: COCOeval_faster | None = None
 
     def headline(self) -> EvalResult:
         """The plain COCO evaluation (:func:`ssd.evaluation.evaluate_coco`'s result, to the bit)."""
-        evaluator = self._evaluator(new_evaluator(self.coco_gt, self.coco_dt, self.max_dets, self.thresholds))
-        return summarized(evaluator, self.given_names)
+        return summarized(self._plain(), self.given_names)
 
     def attributes(self) -> list[str]:
         """The attribute keys every ground-truth annotation has (besides COCO's own)."""
@@ -133,16 +132,22 @@ class BandEvaluator:
         return sorted(common - {"id", "image_id", "category_id", "bbox", "area", "iscrowd", "segmentation", "ignore"})
 
     def breakdown(self, attribute: str, bands: Sequence[Band]) -> Breakdown:
-        """AP, AR and counts per class x band of ``attribute`` (``"size"``: the box area), plus ``"all"``."""
+        """AP, AR and counts per class x band of ``attribute`` (``"size"``: the box area), plus ``"all"``:
+        the plain evaluation's numbers."""
         if attribute == "size":
             gt_values, dt_values = self.gt_areas, self.dt_areas
         else:
             gt_values = np.array([float(ann[attribute]) for ann in self.raw_annotations], dtype=np.float64)
             dt_values = self.assigned(gt_values)
-        labelled = [Band("all", -math.inf, math.inf), *bands]
+        plain = self._plain().eval
+        cells = {"all": self._row(plain["precision"][:, :, :, 0, -1], plain["recall"][:, :, 0, -1], ~self.gt_crowd, np.ones(len(self.dt), bool))}
         # a NaN value is inside no range and outside none (COCOeval ignores a detection when its area
         # is below or above the range): the valueless detections count in every band
-        cells = self._cells(labelled, gt_values, dt_values)
+        banded = self._banded(bands, gt_values, dt_values)
+        for a, band in enumerate(bands):
+            gt_in = ~self.gt_crowd & (gt_values >= band.low) & (gt_values <= band.high)
+            dt_in = (dt_values >= band.low) & (dt_values <= band.high)
+            cells[band.label] = self._row(banded["precision"][:, :, :, a, 0], banded["recall"][:, :, a, 0], gt_in, dt_in)
         return Breakdown(attribute, list(bands), cells, int(np.isnan(dt_values).sum()))
 
     def assigned(self, gt_values: np.ndarray) -> np.ndarray:
@@ -163,23 +168,19 @@ class BandEvaluator:
             values[dts[hit]] = gt_values[gts[which[hit]]]
         return values
 
-    def _evaluator(self, evaluator: COCOeval_faster) -> COCOeval_faster:
-        """``evaluator`` run. The first one's index of the annotations and its IoUs serve every later one:
-        neither depends on the areas or the bands (the index holds the annotations themselves, whose
-        areas :meth:`_cells` sets, and they are read when an evaluator evaluates)."""
-        first = self._first
-        if first is not None:
-            evaluator.gt_dataset, evaluator.dt_dataset = first.gt_dataset, first.dt_dataset
-            evaluator._nonempty_iou_pairs = first._nonempty_iou_pairs
-            evaluator._prepare = lambda: None
-            evaluator.computeIoU = lambda image_id, category_id: first.ious[image_id, category_id]
-        evaluator.evaluate()
-        if first is None:
-            self._first = evaluator
-        return evaluator
+    def _plain(self) -> COCOeval_faster:
+        """The plain evaluation, run once: its index of the annotations and its IoUs serve every band's."""
+        if self._plain_evaluator is None:
+            evaluator = new_evaluator(self.coco_gt, self.coco_dt, self.max_dets, self.thresholds)
+            evaluator.evaluate()
+            self._plain_evaluator = evaluator
+        return self._plain_evaluator
 
-    def _cells(self, bands: Sequence[Band], gt_values: np.ndarray, dt_values: np.ndarray) -> dict[str, dict[str, Cell]]:
-        """One COCOeval over ``bands`` as its area ranges, the values put in the ``area`` fields."""
+    def _banded(self, bands: Sequence[Band], gt_values: np.ndarray, dt_values: np.ndarray) -> dict[str, Any]:
+        """The accumulated COCOeval over ``bands`` as its area ranges, the values put in the ``area`` fields.
+        It reuses the plain evaluation's index and IoUs: neither depends on the areas (the index holds the
+        annotations themselves, whose areas are read when an evaluator evaluates)."""
+        plain = self._plain()
         for ann, value in zip(self.gt, gt_values.tolist()):
             ann["area"] = value
         for ann, value in zip(self.dt, dt_values.tolist()):
@@ -190,30 +191,26 @@ class BandEvaluator:
             params.maxDets = [self.max_dets[-1]]
             params.areaRng = [[band.low, band.high] for band in bands]
             params.areaRngLbl = [band.label for band in bands]
-            self._evaluator(evaluator).accumulate()
+            evaluator.gt_dataset, evaluator.dt_dataset = plain.gt_dataset, plain.dt_dataset
+            evaluator._nonempty_iou_pairs = plain._nonempty_iou_pairs
+            evaluator._prepare = lambda: None
+            evaluator.computeIoU = lambda image_id, category_id: plain.ious[image_id, category_id]
+            evaluator.evaluate()
         finally:
             for ann, value in zip(self.gt, self.gt_areas.tolist()):
                 ann["area"] = value
             for ann, value in zip(self.dt, self.dt_areas.tolist()):
                 ann["area"] = value
-        precision = np.asarray(evaluator.eval["precision"])  # [T, R, K, A, 1]
-        recall = np.asarray(evaluator.eval["recall"])  # [T, K, A, 1]
-        crowd, gt_labels, dt_labels = self.gt_crowd, self.gt_labels, self.dt_labels
-        out: dict[str, dict[str, Cell]] = {}
-        for a, band in enumerate(bands):
-            gt_in = ~crowd & (gt_values >= band.low) & (gt_values <= band.high)
-            dt_in = (dt_values >= band.low) & (dt_values <= band.high) if math.isfinite(band.low) else np.ones(len(dt_values), bool)
-            row = {"all": Cell(
-                mean_defined(precision[:, :, :, a, 0]), mean_defined(precision[0, :, :, a, 0]), mean_defined(recall[:, :, a, 0]),
-                int(gt_in.sum()), int(dt_in.sum()),
-            )}
-            for k, (category_id, name) in enumerate(zip(self.category_ids, self.class_names)):
-                row[name] = Cell(
-                    mean_defined(precision[:, :, k, a, 0]), mean_defined(precision[0, :, k, a, 0]), mean_defined(recall[:, k, a, 0]),
-                    int((gt_in & (gt_labels == category_id)).sum()), int((dt_in & (dt_labels == category_id)).sum()),
-                )
-            out[band.label] = row
-        return out
+        return evaluator.eval
 
+    def _row(self, precision: np.ndarray, recall: np.ndarray, gt_in: np.ndarray, dt_in: np.ndarray) -> dict[str, Cell]:
+        """One band's cells from its precision ``[T, R, K]`` and recall ``[T, K]``; ``gt_in``, ``dt_in``: what lies in it."""
+        row = {"all": Cell(mean_defined(precision), mean_defined(precision[0]), mean_defined(recall), int(gt_in.sum()), int(dt_in.sum()))}
+        for k, (category_id, name) in enumerate(zip(self.category_ids, self.class_names)):
+            row[name] = Cell(
+                mean_defined(precision[:, :, k]), mean_defined(precision[0, :, k]), mean_defined(recall[:, k]),
+                int((gt_in & (self.gt_labels == category_id)).sum()), int((dt_in & (self.dt_labels == category_id)).sum()),
+            )
+        return row
 
 __all__ = ["Band", "BandEvaluator", "Breakdown", "Cell", "DISTANCE_EDGES_M", "MIN_GROUND_TRUTH", "SIZE_EDGES_PX", "bands_from_edges"]

@@ -250,7 +250,8 @@ def _read(source: Any, what: str) -> tuple[Any, str]:
     path = Path(source)
     with path.open("rb") as file:  # a missing file raises FileNotFoundError, which names it
         try:
-            return json.load(file), str(path)
+            with collection_paused():
+                return json.load(file), str(path)
         except (json.JSONDecodeError, UnicodeDecodeError) as exc:
             raise EvaluationError(f"{path}: not valid JSON ({exc})") from exc
 
