@@ -16,7 +16,7 @@ a missing library is reported and its variant skipped. The rounds alternate the 
 """
 from __future__ import annotations
 
-from common import report  # first: it turns huge pages on before torch loads
+from common import peak_rss_gib, report  # first: it turns huge pages on before torch loads
 import argparse
 import json
 import os
@@ -65,7 +65,7 @@ def side(variant: str, workload: str, repeats: int) -> None:
             after_step()
             if k:
                 times.append(time.perf_counter() - start)
-        print(json.dumps({"seconds": times, "batch": BATCH}))
+        print(json.dumps({"seconds": times, "batch": BATCH, "peak_gib": peak_rss_gib()}))
         return
     config = load_config("baseline_8MP_ss_scales_fm1_5x5_all")
     model = build_model(config, 15).to(memory_format=torch.channels_last).eval()
@@ -77,11 +77,11 @@ def side(variant: str, workload: str, repeats: int) -> None:
             after_step()
             if k:
                 times.append(time.perf_counter() - start)
-    print(json.dumps({"seconds": times}))
+    print(json.dumps({"seconds": times, "peak_gib": peak_rss_gib()}))
 
 
-def run_variant(variant: str, workload: str, repeats: int) -> float | None:
-    """The median seconds of ``variant`` in a fresh process, or None when its library is missing."""
+def run_variant(variant: str, workload: str, repeats: int) -> tuple[float, float] | None:
+    """The median seconds and the peak resident GiB of ``variant`` in a fresh process, or None when its library is missing."""
     library, extra, policies = VARIANTS[variant]
     env = {**os.environ, **extra, "THP_MEM_ALLOC_ENABLE": "1" if policies else "0"}
     if library is not None:
@@ -91,7 +91,8 @@ def run_variant(variant: str, workload: str, repeats: int) -> float | None:
         env["LD_PRELOAD"] = str(LIBRARIES / library)
     done = subprocess.run([sys.executable, __file__, "--side", variant, workload, str(repeats)], env=env, capture_output=True, text=True,
                           check=True)
-    return statistics.median(json.loads(done.stdout.strip().splitlines()[-1])["seconds"])
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    return statistics.median(result["seconds"]), result["peak_gib"]
 
 
 def main() -> None:
@@ -110,10 +111,10 @@ def main() -> None:
         medians: dict[str, list[float]] = {name: [] for name in VARIANTS}
         for round_ in range(args.rounds):
             for name in (list(VARIANTS) if round_ % 2 == 0 else list(reversed(VARIANTS))):
-                seconds = run_variant(name, workload, repeats)
-                if seconds is not None:
-                    medians[name].append(seconds)
-                    print(f"{workload} round {round_}: {name} {seconds:.3f} s", flush=True)
+                measured = run_variant(name, workload, repeats)
+                if measured is not None:
+                    medians[name].append(measured[0])
+                    print(f"{workload} round {round_}: {name} {measured[0]:.3f} s, peak {measured[1]:.2f} GiB", flush=True)
         ours = statistics.median(medians["ssd"])
         what = "300x300 train step b8" if workload == "train" else "8 MP forward b1"
         for name, values in medians.items():

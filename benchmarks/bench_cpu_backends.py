@@ -12,7 +12,9 @@ p50 and p99.9 over ``--frames`` frames after one warm-up, peak resident memory, 
 the plain fp32 run's detections each engine reproduces (same label, every box side within 1 px).
 The weights are randomly initialised (seeded), the same for every engine, so the reproduced
 fraction measures agreement, not accuracy (``bench_quantized_accuracy.py`` measures mAP on a trained
-model). The fastest engines run first, plain eager last.
+model). The fastest engines run first, plain eager last. Then the roofline (``roofline.py``): the
+model's GFLOP/s at each engine's p50 latency, and its share of the peak of the engine's own library
+and precision, measured in the same run on the model's dominant convolution.
 
 Run: .venv/bin/python benchmarks/bench_cpu_backends.py [--frames 20] [--frames-of eager=5 ...] [--calibration 4] [--engines ...]
      [--config baseline_8MP_ss_scales_fm1_5x5_all] [--work-dir DIR]
@@ -35,6 +37,10 @@ import numpy as np
 import torch
 
 ENGINES = ("openvino-int8", "onnxruntime-int8", "openvino-bf16", "detector-bf16", "openvino", "detector", "onnxruntime", "eager")
+PROBE_OF = {  # engine -> the peak probe of its library and precision (roofline.py)
+    "openvino-int8": "openvino-int8", "onnxruntime-int8": "onnxruntime-int8", "openvino-bf16": "openvino-bf16", "detector-bf16": "torch-bf16",
+    "openvino": "openvino-fp32", "detector": "torch-fp32", "onnxruntime": "onnxruntime-fp32", "eager": "torch-fp32",
+}
 FRAMES = "frames.npy"  # [N, 3, H, W] float32, the benchmark's frames
 REFERENCE = "eager"
 NUM_CLASSES = 15
@@ -106,9 +112,13 @@ def main() -> None:
     if args.side:
         side(args.side, args.config, args.work_dir, args.frames)
         return
+    from roofline import cpu_capabilities, model_flops, peaks
+
     from ssd.evaluation.agreement import reproduced_fraction
 
     from ssd.device import native_bf16 as cpu_runs_bf16
+
+    print(f"CPU: {cpu_capabilities()}", flush=True)
 
     native_bf16 = cpu_runs_bf16()
     chosen = args.engines or [engine for engine in ENGINES if native_bf16 or not engine.endswith("-bf16")]
@@ -134,15 +144,22 @@ def main() -> None:
                   f"over {len(latencies)} frames  peak {results[engine]['peak_gib']:5.2f} GiB", flush=True)
         reference = [_as_results(frame) for frame in results[REFERENCE]["detections"]]
         eager = float(np.percentile(results[REFERENCE]["latencies"], 50))
+        flops = model_flops(args.config, NUM_CLASSES)
+        peak = peaks(args.config, NUM_CLASSES, sorted({PROBE_OF[engine] for engine in engines}))
+        print(f"model: {flops / 1e12:.2f} TFLOP per frame; GFLOP/s below are the model's work over p50 latency (INT8: GOP/s)")
         for engine in engines:
+            latency = float(np.percentile(results[engine]["latencies"], 50))
+            roofline = (flops / latency / 1e9, peak[PROBE_OF[engine]])
+            print(f"{engine:<17} model {roofline[0]:7.1f} GFLOP/s = {roofline[0] / roofline[1]:4.0%} of the {PROBE_OF[engine]} peak "
+                  f"({roofline[1]:.1f})", flush=True)
             if engine == REFERENCE:
                 continue
             other = [_as_results(frame) for frame in results[engine]["detections"]]
             shared = min(len(reference), len(other))  # every side runs the same frames, from the first
             fraction = reproduced_fraction(reference[:shared], other[:shared])
             print(f"{engine:<17} detections of plain fp32 reproduced (same label, box within 1 px) on {shared} frames: {fraction:.4f}")
-            report(f"{args.config} b1 p50 latency, {engine}", float(np.percentile(results[engine]["latencies"], 50)), eager,
-                   "plain eager PyTorch fp32, NCHW, no folding", target=4.0)
+            report(f"{args.config} b1 p50 latency, {engine}", latency, eager, "plain eager PyTorch fp32, NCHW, no folding", target=4.0,
+                   roofline=roofline)
 
 
 def prepare(folder: Path, config_name: str, count: int, calibration: int) -> None:

@@ -18,7 +18,8 @@ plain eager module (NCHW, ``torch.no_grad``) against the one :class:`ssd.Detecto
 
 Both use the same weights; the 8 MP forward dominates (12-30 s per image on two idle cores), so
 each path runs ``--repeats`` times (default 1) and the best run counts; the three stages (PNG to
-network input, forward, decoding) are reported too.
+network input, forward, decoding) are reported too. The forward rows also give the model's GFLOP/s
+and its share of this CPU's fp32 peak, measured in the same run (``roofline.py``).
 
     .venv/bin/python benchmarks/bench_inference.py [--repeats 1]
 """
@@ -177,9 +178,12 @@ def main() -> None:
         child(args.child, args.image, args.repeats)
         return
 
+    from roofline import cpu_capabilities, model_flops, peaks
+
     from ssd.config import load_config
 
     size = load_config(CONFIG).model.image_size
+    print(f"CPU: {cpu_capabilities()}", flush=True)
     with tempfile.TemporaryDirectory() as folder:
         image = Path(folder) / "frame.png"
         write_image(image, size)
@@ -192,14 +196,19 @@ def main() -> None:
     )
     report("8 MP b1 latency, PNG -> detections", sum(fast[s] for s in STAGES), sum(slow[s] for s in STAGES),
            "reference-style: the three below")
+    peak = peaks(CONFIG, NUM_CLASSES, ["torch-fp32"])["torch-fp32"]
+    forward_gflops = model_flops(CONFIG, NUM_CLASSES) / fast["forward"] / 1e9
     for stage, label, baseline in zip(STAGES, ("PNG -> normalised input", "forward", "decoding (500 dets)"), baselines):
-        report(f"  8 MP b1 {label}", fast[stage], slow[stage], baseline, target=TARGET if stage == "forward" else None)
+        report(f"  8 MP b1 {label}", fast[stage], slow[stage], baseline, target=TARGET if stage == "forward" else None,
+               roofline=(forward_gflops, peak) if stage == "forward" else None)
     print(f"8 MP peak memory (RSS), ours                 {fast['peak_rss_gib']:.2f} GiB (limit {MEMORY_LIMIT_GIB:g} GiB)")
     print(f"8 MP peak memory (RSS), reference-style      {slow['peak_rss_gib']:.2f} GiB")
     print(f"detections per image: ours {fast['detections']}, reference-style {slow['detections']}")
     fast_batch, plain_batch = measure("batch-ours"), measure("batch-plain")
+    small_peak = peaks(SMALL_CONFIG, SMALL_CLASSES, ["torch-fp32"], gemm=False)["torch-fp32"]
     report(f"forward 300x300 b{SMALL_BATCH} (SSD-ResNet50)", fast_batch["seconds"], plain_batch["seconds"],
-           "plain eager forward: NCHW fp32, no_grad", target=TARGET)
+           "plain eager forward: NCHW fp32, no_grad", target=TARGET,
+           roofline=(model_flops(SMALL_CONFIG, SMALL_CLASSES, SMALL_BATCH) / fast_batch["seconds"] / 1e9, small_peak))
     plain_huge_pages = measure("batch-plain", huge_pages=True)["seconds"]
     print(f"    plain eager with huge pages: {plain_huge_pages:.4g} s; largest difference of our outputs from "
           f"plain eager: {fast_batch['difference']:.1e}")

@@ -18,7 +18,9 @@ take turns on each of ``--steps`` batches and the median counts.
 
 Also reported: ours with ``--amp`` (bfloat16 autocast on the CPU), with ``--compile``,
 ``torch.compile`` (its compilation, about a minute, is part of the warm-up, not the timed steps),
-and, printed only, ours against the plain step with the huge pages ``ssd`` turns on.
+and, printed only, ours against the plain step with the huge pages ``ssd`` turns on. Each row also
+gives the model's GFLOP/s (a step as three forward passes) and its share of this CPU's peak for its
+precision, measured in the same run (``roofline.py``).
 """
 from __future__ import annotations
 
@@ -168,13 +170,20 @@ def main() -> None:
     config = load_config(CONFIG)
     print(f"{CONFIG}: SSD-ResNet50, {NUM_CLASSES} classes, batch {BATCH}, {default_boxes(config).shape[0]:,} anchors, "
           f"{torch.get_num_threads()} threads", flush=True)
+    from roofline import cpu_capabilities, model_flops, peaks
+
+    print(f"CPU: {cpu_capabilities()}", flush=True)
+    peak = peaks(CONFIG, NUM_CLASSES, ["torch-fp32", "torch-bf16"], gemm=False)
+    step_flop_per_image = 3 * model_flops(CONFIG, NUM_CLASSES)  # forward and backward (roofline.model_flops)
     rounds = [["plain", "ours"], ["plain", "amp"]] + ([["plain", "compile"]] if args.compile else [])
     for variants in rounds:  # pairs: a third process slowed the others by up to 20 % on 2 cores
         seconds = seconds_per_step(variants, args.steps)
         name = variants[1]
         print(f"seconds per step (median): plain {seconds['plain']:.2f}, {name} {seconds[name]:.2f}", flush=True)
         figure, target, baseline = LABELS[name]
-        report(figure, BATCH / seconds[name], BATCH / seconds["plain"], baseline, unit="img/s", target=target)
+        rate = BATCH / seconds[name]
+        report(figure, rate, BATCH / seconds["plain"], baseline, unit="img/s", target=target,
+               roofline=(rate * step_flop_per_image / 1e9, peak["torch-bf16" if name == "amp" else "torch-fp32"]))
     seconds = seconds_per_step(["plain-huge-pages", "ours"], args.steps)
     print(f"    plain eager with huge pages: {seconds['plain-huge-pages']:.2f} s per step, ours {seconds['ours']:.2f} s "
           f"in the same round ({seconds['plain-huge-pages'] / seconds['ours']:.2f}x)", flush=True)

@@ -93,15 +93,20 @@ def speed_up(ours: float, reference: float, unit: str) -> float:
     return ours / reference if unit.endswith("/s") else reference / ours
 
 
-def report(figure: str, ours: float, reference: float, baseline: str, unit: str = "s", target: float | None = None) -> None:
-    """Print one figure: ours, the reference's (``baseline`` says what it is), the speed-up and the target."""
+def report(figure: str, ours: float, reference: float, baseline: str, unit: str = "s", target: float | None = None,
+           roofline: tuple[float, float] | None = None) -> None:
+    """Print one figure: ours, the reference's (``baseline`` says what it is), the speed-up and the target;
+    ``roofline``: (ours's model GFLOP/s, the measured peak GFLOP/s of its engine and precision, see roofline.py)."""
     ratio = speed_up(ours, reference, unit)
     line = f"{figure:<46} ours {ours:9.4g} {unit:<9} reference {reference:9.4g} {unit:<9} speed-up {ratio:6.1f}x"
+    if roofline is not None:
+        line += f"   model {roofline[0]:.0f} GFLOP/s = {roofline[0] / roofline[1]:.0%} of peak"
     if target is not None:
         line += f"   (target {target:g}x: {'met' if ratio >= target else 'NOT met'})"
     print(f"{line}   [reference: {baseline}]", flush=True)
     table = os.environ.get(TABLE_ENV)
     if table:
-        row = {"figure": figure, "ours": ours, "reference": reference, "baseline": baseline, "unit": unit, "ratio": ratio, "target": target}
+        row = {"figure": figure, "ours": ours, "reference": reference, "baseline": baseline, "unit": unit, "ratio": ratio, "target": target,
+               "roofline": roofline}
         with open(table, "a") as handle:
             handle.write(json.dumps(row) + "\n")

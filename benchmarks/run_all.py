@@ -22,12 +22,15 @@ SCRIPTS = {
 
 
 def print_table(rows: list[dict]) -> None:
-    """Figure, ours, the reference's figure, speed-up, target, and what the reference side is."""
-    print(f"\n{'figure':<46} {'ours':>10} {'reference':>10} {'unit':<9} {'speed-up':>8}  {'target':<11} reference side")
+    """Figure, ours, the reference's figure, speed-up, model GFLOP/s and its share of this CPU's measured
+    peak (forward and training rows), target, and what the reference side is."""
+    print(f"\n{'figure':<46} {'ours':>10} {'reference':>10} {'unit':<9} {'speed-up':>8} {'GFLOP/s':>8} {'of peak':>7}  {'target':<11} reference side")
     for row in rows:
         target = "" if row["target"] is None else f"{row['target']:g}x " + ("met" if row["ratio"] >= row["target"] else "NOT met")
+        roofline = row.get("roofline")
+        gflops, share = (f"{roofline[0]:.0f}", f"{roofline[0] / roofline[1]:.0%}") if roofline else ("", "")
         print(f"{row['figure']:<46} {row['ours']:>10.4g} {row['reference']:>10.4g} {row['unit']:<9} "
-              f"{row['ratio']:>7.1f}x  {target:<11} {row['baseline']}")
+              f"{row['ratio']:>7.1f}x {gflops:>8} {share:>7}  {target:<11} {row['baseline']}")
 
 
 def main(names: list[str]) -> int:
