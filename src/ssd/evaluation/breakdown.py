@@ -110,7 +110,7 @@ class BandEvaluator:
         self.category_ids = sorted(self.coco_gt.cats)
         names = [(class_names or {}).get(c, self.coco_gt.cats[c]["name"]) for c in self.category_ids]
         self.class_names = [str(name) for name in names]
-        # the indexes' own annotations (whose areas _cells sets), in their given order
+        # the indexes' own annotations (whose areas _banded sets), in their given order
         self.gt, self.dt = self.coco_gt.dataset["annotations"], self.coco_dt.dataset["annotations"]
         self.gt_areas = np.array([ann["area"] for ann in self.gt], dtype=np.float64)
         self.dt_areas = np.array([ann["area"] for ann in self.dt], dtype=np.float64)
@@ -140,14 +140,16 @@ class BandEvaluator:
             gt_values = np.array([float(ann[attribute]) for ann in self.raw_annotations], dtype=np.float64)
             dt_values = self.assigned(gt_values)
         plain = self._plain().eval
-        cells = {"all": self._row(plain["precision"][:, :, :, 0, -1], plain["recall"][:, :, 0, -1], ~self.gt_crowd, np.ones(len(self.dt), bool))}
+        precision, recall = np.asarray(plain["precision"]), np.asarray(plain["recall"])  # [T, R, K, A, M], [T, K, A, M]
+        cells = {"all": self._row(precision[:, :, :, 0, -1], recall[:, :, 0, -1], ~self.gt_crowd, np.ones(len(self.dt), bool))}
         # a NaN value is inside no range and outside none (COCOeval ignores a detection when its area
         # is below or above the range): the valueless detections count in every band
         banded = self._banded(bands, gt_values, dt_values)
+        precision, recall = np.asarray(banded["precision"]), np.asarray(banded["recall"])  # one max_dets: the last
         for a, band in enumerate(bands):
             gt_in = ~self.gt_crowd & (gt_values >= band.low) & (gt_values <= band.high)
             dt_in = (dt_values >= band.low) & (dt_values <= band.high)
-            cells[band.label] = self._row(banded["precision"][:, :, :, a, 0], banded["recall"][:, :, a, 0], gt_in, dt_in)
+            cells[band.label] = self._row(precision[:, :, :, a, 0], recall[:, :, a, 0], gt_in, dt_in)
         return Breakdown(attribute, list(bands), cells, int(np.isnan(dt_values).sum()))
 
     def assigned(self, gt_values: np.ndarray) -> np.ndarray:
