@@ -63,6 +63,16 @@ def _input_identity(image: str) -> list[int] | None:
     return [status.st_size, status.st_mtime_ns]
 
 
+def _end_last_line(path: Path) -> None:
+    """End the log's last line if a kill cut it short, so that the next record starts a line of its own."""
+    with path.open("rb+") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size:
+            handle.seek(size - 1)
+            if handle.read(1) != b"\n":
+                handle.write(b"\n")
+
+
 class PredictionLog:
     """``detections.jsonl`` of a run: :meth:`finished` records (``resume``) and :meth:`append`."""
 
@@ -72,6 +82,8 @@ class PredictionLog:
         path.parent.mkdir(parents=True, exist_ok=True)
         if not resume or not path.is_file() or path.stat().st_size == 0:
             path.write_text(header_line(run))
+        else:
+            _end_last_line(path)  # after _read has checked that the file is this run's log
         self._handle = path.open("a", encoding="utf-8")
 
     def _read(self, run: dict[str, Any]) -> dict[str, dict[str, Any]]:
