@@ -94,3 +94,19 @@ def test_item_seeds_by_hand():
     assert item_seed(7, 3, 5) == 7_000_043_000_071
     assert item_seed(7, 4, 5) == 7_000_038_000_054  # 7,000,021 XOR 4 = 7,000,017
     assert item_seed(2**63 + 7, 3, 5) == item_seed(7, 3, 5) < 2**63  # seeds are kept to 63 bits
+
+
+def test_a_seeded_item_draws_from_the_cpu_generator_alone_and_leaves_every_state_as_it_was(data_root: Path, tiny_config, monkeypatch):
+    """The process's generators are untouched by an augmented item: CPU's restored, CUDA's never seeded
+    (torch.manual_seed would reseed it, in the training process itself when the loader has no workers)."""
+    dataset = build_dataset("cognata", data_root, "all", tiny_config, train=True)
+
+    def refuse(*args):
+        raise AssertionError("an item seeded a generator other than the CPU's")
+
+    monkeypatch.setattr(torch.cuda, "manual_seed_all", refuse)
+    monkeypatch.setattr(torch.cuda, "manual_seed", refuse)
+    before = torch.random.get_rng_state()
+    first, again = dataset[(3, 11)], dataset[(3, 11)]
+    assert torch.equal(torch.random.get_rng_state(), before)
+    assert torch.equal(first[0], again[0]) and torch.equal(first[1]["boxes"], again[1]["boxes"])

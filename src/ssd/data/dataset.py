@@ -250,8 +250,8 @@ class DetectionDataset(Dataset):
         (:class:`ssd.data.loader.AugmentationSampler`), leaving the process's random state as it was."""
         if isinstance(key, tuple):
             index, seed = key
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(seed)
+            with torch.random.fork_rng(devices=[]):  # the CPU's generator, the only one the transforms draw from
+                torch.random.default_generator.manual_seed(seed)  # torch.manual_seed would reseed CUDA's too, unrestored
                 return self[index]
         if get_worker_info() is None:
             return self._item(key)
