@@ -5,7 +5,6 @@ import json
 import os
 from fractions import Fraction
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -14,6 +13,7 @@ import av
 import numpy as np
 import pytest
 from PIL import Image
+import forked
 from support import TinyFiles, assert_same_detections, model_flags, run_script, write_image
 
 from ssd import Detector
@@ -123,12 +123,13 @@ def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFil
     images = image_folder(folder, 14)
     command = [str(Path(sys.executable).with_name("ssd")), "predict", *model_flags(tiny_files), "--input", str(folder),
                "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # this process's threads: its rounding
+    process = forked.start(command, Path.cwd())  # this process's threads: its rounding
     log, deadline = output / "detections.jsonl", time.monotonic() + 120
     while process.poll() is None and time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 4):
         time.sleep(0.02)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.close()
     complete = log.read_text().split("\n")[1:-1]  # after the run's header, without a last line the kill may have cut
     finished = [json.loads(line) for line in complete]
     assert 3 <= len(finished) < len(images), "the run was not killed midway"

@@ -4,12 +4,12 @@ from __future__ import annotations
 import json
 import re
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import forked
 from support import TinyFiles
 
 from ssd.cli.main import main
@@ -82,8 +82,7 @@ def runs(tiny_files: TinyFiles, tmp_path_factory) -> Runs:
         loadgen_argv(tiny_files, user_conf, folder / "audit", *timed, "--audit", "TEST01", "--accuracy-run", str(folder / "accuracy"),
                      "--performance-run", str(folder / "performance")),
     ]
-    done = subprocess.run([sys.executable, "-c", THREE_RUNS, json.dumps(argvs), str(QUERY_SECONDS)], cwd=folder,
-                          capture_output=True, text=True, timeout=600)
+    done = forked.run([sys.executable, "-c", THREE_RUNS, json.dumps(argvs), str(QUERY_SECONDS)], folder, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     outcome = json.loads(done.stdout.strip().splitlines()[-1])
     return Runs(folder / "accuracy", folder / "performance", folder / "audit", folder, outcome["printed"], outcome["status"])

@@ -5,16 +5,16 @@ import copy
 import csv
 import json
 import os
-import select
 import signal
 import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
+
+import forked
 
 from ssd.amp import MixedPrecision
 from ssd.checkpoint import atomic_save, read_checkpoint
@@ -45,11 +45,10 @@ def config_path(tiny_config_path: Path) -> Path:
     return tiny_config_path
 
 
-def _run(args: list[str], timeout: int = 240, env_extra: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}
-    done = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=env)
+def _run(args: list[str], timeout: int = 240, env_extra: dict | None = None) -> None:
+    """Run ``args`` in ROOT to a zero exit (forked with torch imported; a launcher's workers are new interpreters)."""
+    done = forked.run(args, ROOT, {**os.environ, "OMP_NUM_THREADS": "1", **(env_extra or {})}, timeout)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    return done
 
 
 def _metrics(folder: Path) -> list[dict[str, str]]:
@@ -110,15 +109,15 @@ def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[st
     node ``i`` launched with ``launch[i]`` and saving into ``folders[i]``."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     nodes = [
-        subprocess.Popen(
-            [sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *node_launch,
-             "train.py", *train_args, "--save-folder", str(folder)],
-            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        )
+        forked.start([sys.executable, "-m", "torch.distributed.run", "--nnodes", "2", "--nproc-per-node", "1", *node_launch,
+                      "train.py", *train_args, "--save-folder", str(folder)], ROOT, env)
         for node_launch, folder in zip(launch, folders)
     ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [node.returncode for node in nodes] == [0, 0], "\n".join(output[-3000:] for output in outputs)
+    codes = [node.wait(300) for node in nodes]
+    outputs = ["".join(node.output()) for node in nodes]
+    for node in nodes:
+        node.close()
+    assert codes == [0, 0], "\n".join(output[-3000:] for output in outputs)
 
 
 @pytest.mark.slow
@@ -161,32 +160,31 @@ def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) ->
     """Start ``command`` and SIGKILL it ``delay`` seconds after the first epoch's checkpoint exists
     (0: in the gap between the checkpoint and the metrics row; later: in the next epoch's training
     or evaluation)."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = forked.start(command, ROOT, {**os.environ, "OMP_NUM_THREADS": "1"})
     deadline = time.monotonic() + 240
     while not (folder / "last.pth").is_file() and process.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(delay)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    process.close()
 
 
 def _kill_during_evaluation_of(command: list[str], epoch: int) -> None:
     """Start ``command`` (with progress bars on) and SIGKILL it once epoch ``epoch``'s evaluation
     has started, as its progress bar shows."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    seen, deadline = b"", time.monotonic() + 240
+    process = forked.start(command, ROOT, {**os.environ, "OMP_NUM_THREADS": "1"})
+    seen, deadline = "", time.monotonic() + 240
     while time.monotonic() < deadline and process.poll() is None:
-        if select.select([process.stderr], [], [], 1.0)[0]:
-            seen += os.read(process.stderr.fileno(), 65536)
-        started = seen.find(f"epoch {epoch}".encode())
-        if started >= 0 and b"evaluating" in seen[started:]:
+        time.sleep(0.02)
+        seen = process.output()[1]
+        started = seen.find(f"epoch {epoch}")
+        if started >= 0 and "evaluating" in seen[started:]:
             break
     process.send_signal(signal.SIGKILL)
     process.wait()
-    process.stderr.close()
-    assert b"evaluating" in seen[max(seen.find(f"epoch {epoch}".encode()), 0):], seen[-2000:]
+    process.close()
+    assert "evaluating" in seen[max(seen.find(f"epoch {epoch}"), 0):], seen[-2000:]
 
 
 def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwise(tmp_path, cognata, config_path):
@@ -236,11 +234,15 @@ def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path)
     path = tmp_path / "last.pth"
     atomic_save({"weights": torch.zeros(3), "epoch": 0}, path)
     for delay in (0.05, 0.2, 0.45):
-        process = subprocess.Popen([sys.executable, "-c", KILLER, str(path)], stdout=subprocess.PIPE, text=True)
-        assert process.stdout.readline().strip() == "ready"
+        process = forked.start([sys.executable, "-c", KILLER, str(path)], ROOT)
+        deadline = time.monotonic() + 60
+        while process.output()[0] != "ready\n" and process.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert process.output()[0] == "ready\n"
         time.sleep(delay)
         process.send_signal(signal.SIGKILL)
-        process.wait()
+        assert process.wait() == -signal.SIGKILL  # killed while writing, not finished
+        process.close()
         checkpoint = read_checkpoint(path)  # old or new, never truncated
         assert checkpoint["weights"].numel() in (3, 1_000_000)
 
