@@ -45,8 +45,8 @@ def _child(command: list[str], cwd: str, env: dict[str, str], stdout: str, stder
         sys.argv = ["-c", *rest[1:]]
         exec(compile(rest[0], "<string>", "exec"), {"__name__": "__main__"})
     elif option == "-m":
+        sys.path.insert(0, cwd)  # as ``python -m`` puts the working folder first
         sys.argv = [importlib.util.find_spec(rest[0]).origin, *rest[1:]]
-        sys.path.insert(0, cwd)
         runpy.run_module(rest[0], run_name="__main__", alter_sys=True)
     else:
         sys.argv = command[1:]
