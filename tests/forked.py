@@ -15,6 +15,7 @@ import importlib.util
 import multiprocessing
 import os
 import runpy
+import signal
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -105,7 +106,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
     try:
         returncode = process.wait(timeout)
     except TimeoutError:
-        process.send_signal(9)
+        process.send_signal(signal.SIGKILL)
         process.wait()
         raise
     try:
