@@ -18,8 +18,10 @@ import runpy
 import signal
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 _CONTEXT = multiprocessing.get_context("forkserver")
 _CONTEXT.set_forkserver_preload(["torch", "torchvision", "ssd.cli.main", "ssd.cli.train", "ssd.engine.fit"])
@@ -79,6 +81,20 @@ class Forked:
         if self._process.exitcode is None:
             os.kill(self.pid, signum)
 
+    def wait_until(self, condition: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
+        """Poll ``condition`` while the command runs, for up to ``timeout`` seconds; its last value."""
+        deadline = time.monotonic() + timeout
+        while not condition() and self.poll() is None and time.monotonic() < deadline:
+            time.sleep(interval)
+        return condition()
+
+    def kill(self) -> int:
+        """SIGKILL the command (if it still runs), reap it and release its output files; its exit status."""
+        self.send_signal(signal.SIGKILL)
+        returncode = self.wait()
+        self.close()
+        return returncode
+
     def output(self) -> tuple[str, str]:
         """What the command has written to stdout and stderr so far."""
         return tuple(path.read_text(errors="replace") if path.is_file() else "" for path in (self.stdout_path, self.stderr_path))
@@ -106,8 +122,7 @@ def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeou
     try:
         returncode = process.wait(timeout)
     except TimeoutError:
-        process.send_signal(signal.SIGKILL)
-        process.wait()
+        process.kill()
         raise
     try:
         return Finished(returncode, *process.output())

@@ -4,9 +4,7 @@ from __future__ import annotations
 import json
 import os
 from fractions import Fraction
-import signal
 import sys
-import time
 from pathlib import Path
 
 import av
@@ -124,12 +122,9 @@ def test_a_killed_folder_run_keeps_what_it_wrote_and_resumes(tiny_files: TinyFil
     command = [str(Path(sys.executable).with_name("ssd")), "predict", *model_flags(tiny_files), "--input", str(folder),
                "--output", str(output), "--batch-size", "1", "--num-workers", "0"]
     process = forked.start(command, Path.cwd())  # this process's threads: its rounding
-    log, deadline = output / "detections.jsonl", time.monotonic() + 120
-    while process.poll() is None and time.monotonic() < deadline and (not log.is_file() or len(log.read_text().splitlines()) < 4):
-        time.sleep(0.02)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.close()
+    log = output / "detections.jsonl"
+    process.wait_until(lambda: log.is_file() and len(log.read_text().splitlines()) >= 4, 120)
+    process.kill()
     complete = log.read_text().split("\n")[1:-1]  # after the run's header, without a last line the kill may have cut
     finished = [json.loads(line) for line in complete]
     assert 3 <= len(finished) < len(images), "the run was not killed midway"

@@ -6,7 +6,6 @@ import json
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import forked
@@ -41,10 +40,7 @@ def test_a_script_runs_as_main_from_its_folder_and_a_module_with_m(tmp_path: Pat
 
 def test_a_killed_command_reports_the_signal_as_subprocess_does(tmp_path: Path):
     process = forked.start([sys.executable, "-c", "import time; print('ready', flush=True); time.sleep(60)"], tmp_path)
-    deadline = time.monotonic() + 60
-    while process.output()[0] != "ready\n" and time.monotonic() < deadline:
-        time.sleep(0.01)
-    assert process.poll() is None
+    assert process.wait_until(lambda: process.output()[0] == "ready\n", 60) and process.poll() is None
     process.send_signal(signal.SIGKILL)
     assert process.wait(60) == -signal.SIGKILL == process.poll()
     process.close()

@@ -161,29 +161,24 @@ def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) ->
     (0: in the gap between the checkpoint and the metrics row; later: in the next epoch's training
     or evaluation)."""
     process = forked.start(command, ROOT, {**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 240
-    while not (folder / "last.pth").is_file() and process.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.05)
+    process.wait_until((folder / "last.pth").is_file, 240)
     time.sleep(delay)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.close()
+    process.kill()
 
 
 def _kill_during_evaluation_of(command: list[str], epoch: int) -> None:
     """Start ``command`` (with progress bars on) and SIGKILL it once epoch ``epoch``'s evaluation
     has started, as its progress bar shows."""
     process = forked.start(command, ROOT, {**os.environ, "OMP_NUM_THREADS": "1"})
-    seen, deadline = "", time.monotonic() + 240
-    while time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.02)
+
+    def evaluating() -> bool:
         seen = process.output()[1]
         started = seen.find(f"epoch {epoch}")
-        if started >= 0 and "evaluating" in seen[started:]:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.close()
+        return started >= 0 and "evaluating" in seen[started:]
+
+    process.wait_until(evaluating, 240)
+    seen = process.output()[1]
+    process.kill()
     assert "evaluating" in seen[max(seen.find(f"epoch {epoch}"), 0):], seen[-2000:]
 
 
@@ -235,14 +230,9 @@ def test_kill_9_during_checkpoint_writing_leaves_a_loadable_checkpoint(tmp_path)
     atomic_save({"weights": torch.zeros(3), "epoch": 0}, path)
     for delay in (0.05, 0.2, 0.45):
         process = forked.start([sys.executable, "-c", KILLER, str(path)], ROOT)
-        deadline = time.monotonic() + 60
-        while process.output()[0] != "ready\n" and process.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert process.output()[0] == "ready\n"
+        assert process.wait_until(lambda: process.output()[0] == "ready\n", 60, interval=0.01)
         time.sleep(delay)
-        process.send_signal(signal.SIGKILL)
-        assert process.wait() == -signal.SIGKILL  # killed while writing, not finished
-        process.close()
+        assert process.kill() == -signal.SIGKILL  # killed while writing, not finished
         checkpoint = read_checkpoint(path)  # old or new, never truncated
         assert checkpoint["weights"].numel() in (3, 1_000_000)
 
