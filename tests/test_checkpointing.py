@@ -68,24 +68,6 @@ def test_no_checkpointing_without_gradients(config):
         assert all(torch.equal(a, b) for a, b in zip(checkpointed, model(images)))
 
 
-@pytest.mark.slow
-def test_compiled_checkpointed_step_equals_the_eager_plain_one(tiny_config):
-    """SSD-ResNet50, the 8 MP network (compiling takes most of a minute: one architecture)."""
-    config = tiny_config
-    # in float64: BatchNorm over the tiny config's 2x2 maps amplifies the summation order of compiled
-    # kernels (a few percent of some float32 gradients), not the rounding of float64
-    images = torch.randn(2, 3, *config.model.image_size, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    plain = _step(_model(config, "off", True).double(), images)
-    compiled_model = _model(config, "all", True).double()
-    loss, grads, buffers, _ = _step(torch.compile(compiled_model), images)
-    assert loss == pytest.approx(plain[0], rel=1e-12)
-    for got, expected in zip(grads, plain[1]):
-        torch.testing.assert_close(got, expected, rtol=1e-8, atol=1e-10)
-    for got, expected in zip(buffers, plain[2]):
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)  # moved once, not twice
-    assert int(compiled_model.feature_extractor.feature_extractor[1].num_batches_tracked) == 1
-
-
 def test_ddp_checkpointed_step_equals_the_plain_one(config, tmp_path):
     images = torch.randn(2, 3, *config.model.image_size, generator=torch.Generator().manual_seed(3))
     plain = _step(_model(config, "off"), images)
