@@ -49,7 +49,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
 from support import TINY_YAML, TinyFiles, build_tiny_files
 
 from ssd.config import Config, load_config
-
+from ssd.data.synth import synth_cognata
 
 
 @pytest.fixture
@@ -57,6 +57,11 @@ def tiny_config_path(tmp_path: Path) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(TINY_YAML)
     return path
+
+
+@pytest.fixture
+def config_path(tiny_config_path: Path) -> Path:
+    return tiny_config_path
 
 
 @pytest.fixture
@@ -68,3 +73,11 @@ def tiny_config(tiny_config_path: Path) -> Config:
 def tiny_files(tmp_path_factory) -> TinyFiles:
     """The tiny model's config, checkpoint and data (:func:`support.build_tiny_files`), built once per run."""
     return build_tiny_files(tmp_path_factory.mktemp("tiny"))
+
+
+@pytest.fixture(scope="session")
+def cognata(tmp_path_factory) -> Path:
+    """A synthetic Cognata dataset of 20 frames at the tiny config's size (64x128), for training runs."""
+    root = tmp_path_factory.mktemp("cognata")
+    synth_cognata(root, 20, size=(64, 128), seed=3, objects=(1, 3))
+    return root

@@ -3,6 +3,7 @@ checkpoints laid out as training writes them, synthetic images, the seed scripts
 The fixtures that build them once per run are in ``conftest.py``."""
 from __future__ import annotations
 
+import csv
 import runpy
 import sys
 from dataclasses import dataclass
@@ -82,6 +83,12 @@ def build_tiny_files(folder: Path) -> TinyFiles:
     checkpoint = save_checkpoint(folder / "tiny.pth", model, config_path)
     data = synth_cognata(folder / "cognata", 20, size=(72, 120), seed=1).root
     return TinyFiles(config_path, checkpoint, data, folder)
+
+
+def metrics_rows(folder: Path) -> list[dict[str, str]]:
+    """The rows of a training run's ``metrics.csv``."""
+    with open(folder / "metrics.csv", newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def model_flags(files: TinyFiles) -> list[str]:

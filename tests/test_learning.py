@@ -14,11 +14,9 @@ passed) and are the oracle tests' to catch (test_box_ops, test_decoding).
 """
 from __future__ import annotations
 
-import csv
-
 import pytest
 
-from support import LEARNING_YAML, learning_argv
+from support import LEARNING_YAML, learning_argv, metrics_rows
 
 from ssd.cli.main import main
 from ssd.data.synth import synth_coco
@@ -40,8 +38,7 @@ def trained(tmp_path_factory) -> list[dict[str, str]]:
     config.write_text(LEARNING_YAML)
     out = root / "run"
     assert main(learning_argv(config, data, out, EPOCHS)) == 0
-    with open(out / "metrics.csv", newline="") as handle:
-        return list(csv.DictReader(handle))
+    return metrics_rows(out)
 
 
 def test_a_tiny_ssdlite_trained_from_scratch_reaches_the_pinned_map(trained):

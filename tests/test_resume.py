@@ -1,4 +1,4 @@
-"""Which checkpoint a run resumes from (ssd.engine.resume); two torchrun nodes in test_train.py."""
+"""Which checkpoint a run resumes from (ssd.engine.resume); two torchrun nodes in test_train_runs.py."""
 from __future__ import annotations
 
 from pathlib import Path
