@@ -14,12 +14,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# one pytest-xdist worker per core, one thread each (tests/conftest.py)
 test: install
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n auto
 
 # the fast inner loop: every test but the few whole runs marked slow (`make test` runs them all)
 check: install
-	$(PY) -m pytest -q -m "not slow"
+	$(PY) -m pytest -q -n auto -m "not slow"
 
 demo: install
 	$(VENV)/bin/ssd demo

@@ -3,8 +3,15 @@ per kind of bad input, printed after every run; and the property tests' profiles
 ``make test``, ``sweep`` for the larger sweep: ``pytest -m hostile --hypothesis-profile=sweep``)."""
 from __future__ import annotations
 
+import os
 from collections import Counter
 from pathlib import Path
+
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # `make test` runs one worker per core (pytest-xdist), each in one thread (its forked and spawned commands
+    # too, unless they ask for more): the tests' tensors are small, and a second intra-op thread in each worker
+    # spins waiting on the core the other worker needs. Set before torch is imported.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -27,6 +34,14 @@ def pytest_runtest_makereport(item, call):
     if marker is not None:
         assert marker.args and marker.args[0] in HOSTILE_KINDS, f"{item.nodeid}: hostile kind {marker.args} not in HOSTILE_KINDS"
         outcome.get_result().user_properties.append(("hostile", marker.args[0]))
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Modules with whole runs (tests marked ``slow``) first, each module's tests in pytest's order: the
+    workers of ``make test`` take a module at a time (``--dist loadfile``), so the longest work starts first."""
+    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
+    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

@@ -30,6 +30,12 @@ def _run(args: list[str], timeout: int = 240, env_extra: dict | None = None) -> 
 
 
 
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def _evaluated_map(checkpoint: Path, data: Path, config: Path, tmp_path: Path, *flags: str) -> float:
     """mAP of ``ssd evaluate`` (one process, the dataset's decoding, COCO thresholds) as metrics.csv rounds it."""
     from ssd.cli.main import main
@@ -59,7 +65,7 @@ def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
 @pytest.mark.slow
 def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, config_path):
     out = tmp_path / "out"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "train.py",
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "train.py",
           "--dataset", "cognata", "--data-path", str(cognata), "--save-folder", str(out), "--config", str(config_path),
           "--epochs", "1", *TINY_TRAIN])
     (row,) = metrics_rows(out)
@@ -70,12 +76,6 @@ def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, c
     assert float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path)
     checkpoint = read_checkpoint(out / "last.pth")
     assert len(checkpoint["rng"]) == 2  # each rank's random state
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[str]) -> None:
@@ -156,6 +156,7 @@ def _kill_during_evaluation_of(command: list[str], epoch: int) -> None:
     assert "evaluating" in seen[max(seen.find(f"epoch {epoch}"), 0):], seen[-2000:]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_schedule_and_reproduces_an_uninterrupted_run_bitwise(tmp_path, cognata, config_path):
     """Stopped after epoch 0, or killed at once after it, during epoch 1's evaluation and again later
     (with augmentation and two loader workers), the same command resumes and ends with the uninterrupted run's losses and weights, bitwise."""
