@@ -14,6 +14,12 @@ import torch
 from PIL import Image
 
 from ssd import load_config
+from ssd.amp import MixedPrecision
+from ssd.anchors import default_boxes
+from ssd.engine.train import TrainingStep, train_one_epoch
+from ssd.heap_retention import no_step_hook
+from ssd.loss import MultiBoxLoss
+from ssd.matching import TargetEncoder
 from ssd.data.labels import cognata_fixed
 from ssd.data.synth import COGNATA_CLASSES, draw_frame, synth_cognata
 from ssd.models import build_model
@@ -83,6 +89,19 @@ def build_tiny_files(folder: Path) -> TinyFiles:
     checkpoint = save_checkpoint(folder / "tiny.pth", model, config_path)
     data = synth_cognata(folder / "cognata", 20, size=(72, 120), seed=1).root
     return TinyFiles(config_path, checkpoint, data, folder)
+
+
+ONE_BOX = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
+
+
+def train_epoch(model, config, loader, epoch: int = 0, precision: str = "fp32", channels_last: bool = False, after_step=no_step_hook):
+    """One ``train_one_epoch`` of ``model`` over ``loader`` with plain SGD on the CPU."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
+    cpu = torch.device("cpu")
+    step = TrainingStep(model, TargetEncoder(default_boxes(config)), optimizer, MixedPrecision(cpu, precision), cpu, scheduler,
+                        MultiBoxLoss(), channels_last=channels_last)
+    return train_one_epoch(step, loader, epoch, show_progress=False, after_step=after_step)
 
 
 def metrics_rows(folder: Path) -> list[dict[str, str]]:

@@ -120,7 +120,7 @@ def test_an_overflowing_fp16_step_is_skipped_the_scale_backs_off_and_the_next_st
 
 
 def test_under_the_fp16_scaler_a_non_finite_loss_is_still_reported_with_its_own_step(tiny_config):
-    from test_train import ONE_BOX
+    from support import ONE_BOX
 
     from ssd.anchors import default_boxes
     from ssd.engine.train import NonFiniteLossError, TrainingStep, train_one_epoch

@@ -1,5 +1,5 @@
-"""Training's steps and recipe: the step and the epoch loop, bf16 and compiled steps, optimisers, the
-errors a training command gives before it runs (whole runs in processes: test_train_runs.py)."""
+"""Training's steps and recipe: the step and the epoch loop, the bf16 step, optimisers, the errors a training
+command gives before it runs (the compiled step: test_compiled_training.py; whole runs: test_train_runs.py)."""
 from __future__ import annotations
 
 import copy
@@ -7,31 +7,12 @@ import copy
 import pytest
 import torch
 
-from support import metrics_rows
+from support import ONE_BOX, metrics_rows, train_epoch
 
-from ssd.amp import MixedPrecision
 from ssd.config import load_config
-from ssd.heap_retention import no_step_hook
 from ssd.engine.schedule import WarmupMultiStep, build_optimizer, load_optimizer_state, scaled_learning_rate
-from ssd.engine.train import NonFiniteLossError, TrainingStep, train_one_epoch
-from ssd.loss import MultiBoxLoss
-from ssd.matching import TargetEncoder
-from ssd.anchors import default_boxes
+from ssd.engine.train import NonFiniteLossError
 from ssd.models import build_model
-from ssd.models.checkpointing import set_activation_checkpointing
-
-
-ONE_BOX = [{"boxes": torch.tensor([[0.1, 0.1, 0.5, 0.5]]), "labels": torch.tensor([1])}] * 2
-
-
-def _train_epoch(model, config, loader, epoch: int = 0, precision: str = "fp32", channels_last: bool = False, after_step=no_step_hook):
-    """One ``train_one_epoch`` of ``model`` over ``loader`` with plain SGD on the CPU."""
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
-    cpu = torch.device("cpu")
-    step = TrainingStep(model, TargetEncoder(default_boxes(config)), optimizer, MixedPrecision(cpu, precision), cpu, scheduler,
-                        MultiBoxLoss(), channels_last=channels_last)
-    return train_one_epoch(step, loader, epoch, show_progress=False, after_step=after_step)
 
 
 def test_non_finite_loss_stops_naming_the_step(tiny_config):
@@ -39,52 +20,27 @@ def test_non_finite_loss_stops_naming_the_step(tiny_config):
     for param in model.conf.parameters():
         param.data.fill_(float("nan"))
     with pytest.raises(NonFiniteLossError, match="epoch 3 step 0"):
-        _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], epoch=3)
+        train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], epoch=3)
 
 
 def test_non_finite_loss_found_one_step_late_names_its_own_step(tiny_config):
     images = [torch.randn(2, 3, 64, 128), torch.full((2, 3, 64, 128), float("nan")), torch.randn(2, 3, 64, 128)]
     with pytest.raises(NonFiniteLossError, match="epoch 0 step 1 "):
-        _train_epoch(build_model(tiny_config, 3), tiny_config, [(batch, ONE_BOX) for batch in images])
+        train_epoch(build_model(tiny_config, 3), tiny_config, [(batch, ONE_BOX) for batch in images])
 
 
 def test_each_step_calls_the_after_step_hook(tiny_config):
     steps = []
-    _train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3, after_step=lambda: steps.append(1))
+    train_epoch(build_model(tiny_config, 3), tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)] * 3, after_step=lambda: steps.append(1))
     assert len(steps) == 3
 
 
 def test_bf16_autocast_step_on_cpu(tiny_config):
     model = build_model(tiny_config, 3)
     before = model.conf[0].weight.detach().clone()
-    stats = _train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], precision="amp")
+    stats = train_epoch(model, tiny_config, [(torch.randn(2, 3, 64, 128), ONE_BOX)], precision="amp")
     assert stats.images == 2 and torch.isfinite(torch.tensor(stats.loss))
     assert not torch.equal(before, model.conf[0].weight)
-
-
-@pytest.mark.slow
-def test_compiled_checkpointed_training_step_equals_the_eager_plain_one(tiny_config):
-    """``--compile`` with ``--activation-checkpointing all`` and channels-last, through the training loop's own
-    step, on SSD-ResNet50 (the 8 MP network): the eager model without checkpointing's loss, gradients, BatchNorm
-    statistics (moved once, not twice) and updated weights. One compile (most of a minute) checks all of it, in
-    float64: BatchNorm over the tiny config's 2x2 maps amplifies the summation order of compiled kernels (a few
-    percent of some float32 gradients), not the rounding of float64."""
-    images = torch.randn(2, 3, 64, 128, generator=torch.Generator().manual_seed(2), dtype=torch.float64)
-    models, losses = [], []
-    for mode, compiled in (("off", False), ("all", True)):
-        torch.manual_seed(0)
-        model = build_model(tiny_config, 3).double().to(memory_format=torch.channels_last)
-        set_activation_checkpointing(model, mode)
-        losses.append(_train_epoch(torch.compile(model) if compiled else model, tiny_config, [(images, ONE_BOX)], channels_last=True).loss)
-        models.append(model)
-    plain, compiled_model = models
-    assert losses[0] > 0 and losses[1] == pytest.approx(losses[0], rel=1e-12)
-    for got, expected in zip(compiled_model.parameters(), plain.parameters()):
-        torch.testing.assert_close(got.grad, expected.grad, rtol=1e-8, atol=1e-10)
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)  # updated by the same step
-    for got, expected in zip(compiled_model.buffers(), plain.buffers()):
-        torch.testing.assert_close(got, expected, rtol=1e-10, atol=1e-12)  # moved once, not twice
-    assert int(compiled_model.feature_extractor.feature_extractor[1].num_batches_tracked) == 1
 
 
 def test_recipe():
