@@ -1,12 +1,15 @@
 """What several test modules (and the benchmarks) share: the tiny config, the tiny model's files,
-checkpoints laid out as training writes them, synthetic images, the seed scripts run in-process.
-The fixtures that build them once per run are in ``conftest.py``."""
+checkpoints laid out as training writes them, synthetic images and Cognata frames, the seed scripts
+run in-process, a plain training epoch, every numeric flag of the commands, the report page's numbers.
+The fixtures that build them once per run are in ``conftest.py``; no test module imports another."""
 from __future__ import annotations
 
+import argparse
 import csv
 import runpy
 import sys
 from dataclasses import dataclass
+from html.parser import HTMLParser
 from pathlib import Path
 
 import numpy as np
@@ -16,12 +19,14 @@ from PIL import Image
 from ssd import load_config
 from ssd.amp import MixedPrecision
 from ssd.anchors import default_boxes
+from ssd.cli.main import build_parser
+from ssd.cli.ranges import Number
+from ssd.data.labels import cognata_fixed
+from ssd.data.synth import COGNATA_CAMERA, COGNATA_CLASSES, COGNATA_SCENARIO, draw_frame, synth_cognata
 from ssd.engine.train import TrainingStep, train_one_epoch
 from ssd.heap_retention import no_step_hook
 from ssd.loss import MultiBoxLoss
 from ssd.matching import TargetEncoder
-from ssd.data.labels import cognata_fixed
-from ssd.data.synth import COGNATA_CLASSES, draw_frame, synth_cognata
 from ssd.models import build_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -223,3 +228,76 @@ def learning_argv(config: Path, data: Path, out: Path, epochs: int) -> list[str]
         "--warmup", "30", "--multistep", str(epochs - 2), str(epochs - 1), "--augment", "flip", "--num-workers", "0",
         "--device", "cpu", "--no-progress", "--seed", "0", "--checkpoint-freq", str(epochs),  # epoch files: the last one only
     ]
+
+
+def command_parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
+    """(command words, parser) for the ``ssd`` parser and every sub-command's."""
+    yield prefix, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                yield from command_parsers(child, (*prefix, name))
+
+
+def numeric_flags() -> list[tuple[tuple[str, ...], str, Number]]:
+    """(command words, flag, its declared range) for every numeric flag of every ``ssd`` command."""
+    flags = []
+    for words, parser in command_parsers(build_parser()):
+        for action in parser._actions:
+            if isinstance(action.type, Number):
+                flags.append((words, action.option_strings[0], action.type))
+    return flags
+
+
+COGNATA_HEADER = ["object_id", "object_class", "object_class_name", "bounding_box_2D", "center_distance", "occlusion"]
+
+
+def write_frame(root: Path, frame: str, rows: list[list[str]] | None, header=COGNATA_HEADER, image: bool = True, size=(48, 64)) -> None:
+    """One Cognata frame as the dataset lays it out: a grey PNG (unless ``image`` is false) and its CSV (unless ``rows`` is None)."""
+    png_dir, ann_dir = root / COGNATA_SCENARIO / f"{COGNATA_CAMERA}_png", root / COGNATA_SCENARIO / f"{COGNATA_CAMERA}_ann"
+    png_dir.mkdir(parents=True, exist_ok=True)
+    ann_dir.mkdir(parents=True, exist_ok=True)
+    if image:
+        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(png_dir / f"{frame}.png")
+    if rows is not None:
+        with open(ann_dir / f"{frame}.csv", "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(header)
+            writer.writerows(rows)
+
+
+class PageNumbers(HTMLParser):
+    """Every ``data-key`` of the page with its text."""
+
+    def __init__(self):
+        super().__init__()
+        self.numbers: dict[str, str] = {}
+        self._key: str | None = None
+        self.external: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        attrs = dict(attrs)
+        self._key = attrs.get("data-key")
+        for name in ("src", "href"):
+            if attrs.get(name) and not (attrs[name].startswith("data:") or attrs[name].startswith("#")):
+                self.external.append(attrs[name])
+
+    def handle_data(self, data):
+        if self._key is not None:
+            self.numbers[self._key] = data
+            self._key = None
+
+
+def page_value(numbers: dict, key: str):
+    """The report dict's value at a page key (``breakdowns.distance.cells.0-50 m.c1.AP``)."""
+    node = numbers
+    parts = key.split(".")
+    while parts:
+        for size in range(len(parts), 0, -1):  # keys may hold dots ("1.5-2 m"): the longest that exists
+            head = ".".join(parts[:size])
+            if isinstance(node, dict) and head in node:
+                node, parts = node[head], parts[size:]
+                break
+        else:
+            raise KeyError(key)
+    return node

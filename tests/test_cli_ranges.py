@@ -6,28 +6,12 @@ import math
 
 import pytest
 
+from support import command_parsers, numeric_flags
+
 from ssd.cli.main import build_parser
 from ssd.cli.ranges import Number
 
 pytestmark = pytest.mark.hostile("numbers")
-
-
-def _parsers(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()):
-    """(command words, parser) for the ``ssd`` parser and every sub-command's."""
-    yield prefix, parser
-    for action in parser._actions:
-        if isinstance(action, argparse._SubParsersAction):
-            for name, child in action.choices.items():
-                yield from _parsers(child, (*prefix, name))
-
-
-def numeric_flags() -> list[tuple[tuple[str, ...], str, Number]]:
-    flags = []
-    for words, parser in _parsers(build_parser()):
-        for action in parser._actions:
-            if isinstance(action.type, Number):
-                flags.append((words, action.option_strings[0], action.type))
-    return flags
 
 
 FLAGS = numeric_flags()
@@ -35,7 +19,7 @@ FLAGS = numeric_flags()
 
 def test_no_numeric_flag_escapes_the_table():
     """A flag typed plain int or float would take nan, inf or any sign: none is left."""
-    plain = [(words, action.option_strings) for words, parser in _parsers(build_parser()) for action in parser._actions
+    plain = [(words, action.option_strings) for words, parser in command_parsers(build_parser()) for action in parser._actions
              if action.type in (int, float)]
     assert plain == [] and len(FLAGS) >= 30
 
@@ -60,7 +44,7 @@ def _cases(number: Number) -> list[tuple[str, bool]]:
 @pytest.mark.parametrize(("words", "flag", "number"), FLAGS, ids=[f"{' '.join(w)} {f}" for w, f, _ in FLAGS])
 def test_each_numeric_flag_at_its_bounds(words: tuple[str, ...], flag: str, number: Number, capsys):
     parser = build_parser()
-    command = next(found for found_words, found in _parsers(parser) if found_words == words)
+    command = next(found for found_words, found in command_parsers(parser) if found_words == words)
     required = [part for action in command._actions if action.required and action.option_strings
                 for part in (action.option_strings[0], action.choices[0] if action.choices else "x")]
     required += ["x" for action in command._actions if action.required and not action.option_strings

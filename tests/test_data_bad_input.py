@@ -1,40 +1,25 @@
 """Bad input is recorded with its file name (or raised in strict mode), never crashes an epoch midway."""
 from __future__ import annotations
 
-import csv
 import json
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
+from support import write_frame
 
 from ssd.data import build_loader
 from ssd.data.coco import CocoDataset
 from ssd.data.cognata import CognataDataset
 from ssd.data.problems import DataError
 from ssd.errors import SSDError
-from ssd.data.synth import synth_coco
+from ssd.data.synth import COGNATA_CAMERA, COGNATA_SCENARIO, synth_coco
 
 pytestmark = pytest.mark.hostile("malformed records")
 
-SCENARIO, CAMERA = "10001_Urban_Clear_Noon", "Cognata_Camera_01_8M"
-HEADER = ["object_id", "object_class", "object_class_name", "bounding_box_2D", "center_distance", "occlusion"]
+SCENARIO, CAMERA = COGNATA_SCENARIO, COGNATA_CAMERA
 GOOD_ROW = ["1", "8", "Car", "[10, 10, 40, 30]", "20.5", "0"]
-
-
-def write_frame(root: Path, frame: str, rows: list[list[str]], header=HEADER, image: bool = True, size=(48, 64)) -> None:
-    png_dir, ann_dir = root / SCENARIO / f"{CAMERA}_png", root / SCENARIO / f"{CAMERA}_ann"
-    png_dir.mkdir(parents=True, exist_ok=True)
-    ann_dir.mkdir(parents=True, exist_ok=True)
-    if image:
-        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(png_dir / f"{frame}.png")
-    if rows is not None:
-        with open(ann_dir / f"{frame}.csv", "w", newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(header)
-            writer.writerows(rows)
 
 
 @pytest.fixture

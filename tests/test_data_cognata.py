@@ -234,7 +234,7 @@ BOUNDARY_ROWS = [  # (class id, name, box, center_distance) -> reason expected
 
 
 def _boundary_index(tmp_path: Path):
-    from test_data_bad_input import write_frame
+    from support import write_frame
 
     rows = [[str(k), str(cid), name, box, distance, "0"] for k, ((cid, name, box, distance), _) in enumerate(BOUNDARY_ROWS)]
     write_frame(tmp_path, "0000000000", rows)
@@ -280,7 +280,7 @@ CLIP_ROWS = [  # in a 48x64 (H x W) frame: (class id, box) -> (reason, reported 
 
 
 def test_boxes_are_clipped_and_reported_beyond_one_pixel_and_slivers_are_small(tmp_path: Path):
-    from test_data_bad_input import write_frame
+    from support import write_frame
 
     rows = [[str(k), str(cid), "Car", box, "20", "0"] for k, ((cid, box), _) in enumerate(CLIP_ROWS)]
     write_frame(tmp_path, "0000000000", rows)

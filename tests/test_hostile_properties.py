@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from test_cli_ranges import FLAGS
+from support import numeric_flags
 
 from ssd.cli.main import build_parser
 from ssd.data.preprocessed import load_frame
@@ -30,6 +30,8 @@ NUMBER_TEXT = st.one_of(
     st.sampled_from(["nan", "inf", "-inf", "1e400", "0x10", "010", "1_000", " 5", "", "١٢", "1e-400", "-0"]),
     st.text(max_size=8),
 )
+
+FLAGS = numeric_flags()
 
 
 @pytest.mark.hostile("numbers")

@@ -174,3 +174,15 @@ def test_a_parameter_reads_as_itself_from_python_and_as_its_flag_from_the_cli(mo
     assert str(raised.value).startswith("device cuda:3: CUDA is not available")
     assert main(["evaluate", "--pretrained-model", "x.pth", "--device", "cuda:3", "--output-dir", str(tmp_path / "out")]) == 2
     assert capsys.readouterr().err.startswith("error: --device cuda:3: CUDA is not available")
+
+
+def test_no_test_module_imports_another():
+    """What test modules share lives in conftest.py (fixtures) and support.py, so that each module stands alone,
+    as a pytest-xdist worker runs it."""
+    tests = Path(__file__).resolve().parent
+    names = {path.stem for path in tests.glob("test_*.py")}
+    for path in sorted(tests.glob("*.py")):
+        tree = ast.parse(path.read_text(), str(path))
+        imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        imported |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+        assert not imported & names, f"{path.name} imports {sorted(imported & names)}"

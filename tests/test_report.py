@@ -8,14 +8,13 @@ import copy
 import io
 import json
 import math
-from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 from pycocotools.coco import COCO as PyCOCO
 from pycocotools.cocoeval import COCOeval as PyCOCOeval
 
-from support import synthetic_case
+from support import PageNumbers, page_value, synthetic_case
 
 from ssd.evaluation import evaluate_coco
 from ssd.evaluation.breakdown import MIN_GROUND_TRUTH, SIZE_EDGES_PX, BandEvaluator, bands_from_edges
@@ -209,43 +208,6 @@ def test_a_detection_on_a_crowd_region_counts_nowhere():
 
 
 # -- the report and its page ---------------------------------------------------------------------
-class _Numbers(HTMLParser):
-    """Every ``data-key`` of the page with its text."""
-
-    def __init__(self):
-        super().__init__()
-        self.numbers: dict[str, str] = {}
-        self._key: str | None = None
-        self.external: list[str] = []
-
-    def handle_starttag(self, tag, attrs):
-        attrs = dict(attrs)
-        self._key = attrs.get("data-key")
-        for name in ("src", "href"):
-            if attrs.get(name) and not (attrs[name].startswith("data:") or attrs[name].startswith("#")):
-                self.external.append(attrs[name])
-
-    def handle_data(self, data):
-        if self._key is not None:
-            self.numbers[self._key] = data
-            self._key = None
-
-
-def _lookup(numbers: dict, key: str):
-    """The report dict's value at a page key (``breakdowns.distance.cells.0-50 m.c1.AP``)."""
-    node = numbers
-    parts = key.split(".")
-    while parts:
-        for size in range(len(parts), 0, -1):  # keys may hold dots ("1.5-2 m"): the longest that exists
-            head = ".".join(parts[:size])
-            if isinstance(node, dict) and head in node:
-                node, parts = node[head], parts[size:]
-                break
-        else:
-            raise KeyError(key)
-    return node
-
-
 def _shown(value) -> str:
     if isinstance(value, int):
         return str(value)
@@ -261,7 +223,7 @@ def test_every_number_on_the_page_is_the_json_s():
     numbers["comparison"] = compare(numbers, numbers)
     text = render_html(numbers)
     assert text.count("<polyline") == 3 * len(numbers["curves"]) + 3  # PR, mean PR and F1 per class; mAP, AP50 and loss
-    page = _Numbers()
+    page = PageNumbers()
     page.feed(text)
     assert page.external == []
     assert len(page.numbers) > 100
@@ -271,15 +233,15 @@ def test_every_number_on_the_page_is_the_json_s():
             labels = numbers["confusion"]["labels"]
             assert text == str(numbers["confusion"]["counts"][labels.index(true)][labels.index(predicted)])
         elif key.startswith("comparison."):
-            value = _lookup(numbers, key)
+            value = page_value(numbers, key)
             assert text == ("n/a" if value is None else f"{value:+.4f}"), key
-        elif key.startswith("error_types.") and not isinstance(_lookup(numbers, key), int):
-            value = _lookup(numbers, key)
+        elif key.startswith("error_types.") and not isinstance(page_value(numbers, key), int):
+            value = page_value(numbers, key)
             assert text == ("n/a" if value is None else f"{value:.4f}"), key
-        elif ".cells." in key and _lookup(numbers, key.rsplit(".", 1)[0])["few"]:
-            assert text == ("n/a" if _lookup(numbers, key) < 0 else f"{_lookup(numbers, key):.2f}"), key
+        elif ".cells." in key and page_value(numbers, key.rsplit(".", 1)[0])["few"]:
+            assert text == ("n/a" if page_value(numbers, key) < 0 else f"{page_value(numbers, key):.2f}"), key
         else:
-            assert text == _shown(_lookup(numbers, key)), key
+            assert text == _shown(page_value(numbers, key)), key
     assert page.numbers["headline.mAP"] == f"{evaluate_coco(gt, dets).map:.4f}"
     assert {key.split(".")[2] for key in page.numbers if key.startswith("error_types.gained.")} == {*ERROR_TYPES, "FalsePos", "FalseNeg"}
 
@@ -313,7 +275,7 @@ def test_a_report_of_an_empty_side_is_made_and_says_so(case):
         gt = {**gt, "images": gt["images"][:1], "annotations": [a for a in gt["annotations"] if a["image_id"] == first]}
         dets = [d for d in dets if d["image_id"] == first]
     numbers = build_report(case, gt, dets).to_dict()
-    page = _Numbers()
+    page = PageNumbers()
     page.feed(render_html(numbers))
     assert page.numbers["headline.mAP"] == _shown(numbers["headline"]["mAP"])
     confusion = np.array(numbers["confusion"]["counts"])

@@ -11,10 +11,9 @@ import zlib
 from pathlib import Path
 
 import pytest
-from support import TinyFiles, model_flags
+from support import PageNumbers, TinyFiles, model_flags, page_value
 
 from ssd.cli.main import main
-from test_report import _Numbers, _lookup
 
 CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--hide-scrollbars", "--window-size=1366,768"]
@@ -133,10 +132,10 @@ def test_the_page_opens_in_chromium_without_errors_with_its_images_and_headline_
     console = [line for line in dumped.stderr.splitlines() if ":CONSOLE" in line]
     assert console == []  # no error, nor any other message
     numbers = json.loads((evaluated / "report.json").read_text())
-    body = _Numbers()
+    body = PageNumbers()
     body.feed(dumped.stdout)
     assert body.numbers["headline.mAP"] == f"{numbers['headline']['mAP']:.4f}"
-    assert all(text == f"{_lookup(numbers, key):.4f}" for key, text in body.numbers.items() if key.startswith("headline."))
+    assert all(text == f"{page_value(numbers, key):.4f}" for key, text in body.numbers.items() if key.startswith("headline."))
     images = dumped.stdout.split('data-images="')[1].split('"')[0]
     shown, loaded = map(int, images.split(":"))
     assert shown == 2 * len(numbers["worst_frames"]) > 0 and loaded == shown  # thumbnails and full frames all decoded
