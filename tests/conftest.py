@@ -3,15 +3,25 @@ per kind of bad input, printed after every run; and the property tests' profiles
 ``make test``, ``sweep`` for the larger sweep: ``pytest -m hostile --hypothesis-profile=sweep``)."""
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
 from collections import Counter
+from itertools import islice
 from pathlib import Path
 
+# Set before torch is imported, and inherited by the workers of `make test` and the commands they start.
 if "PYTEST_XDIST_WORKER" in os.environ:
     # `make test` runs one worker per core (pytest-xdist), each in one thread (its forked and spawned commands
     # too, unless they ask for more): the tests' tensors are small, and a second intra-op thread in each worker
-    # spins waiting on the core the other worker needs. Set before torch is imported.
+    # spins waiting on the core the other worker needs.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    # torch.compile's kernels in a cache of this run's own, removed at its end: a kernel cache left in /tmp by
+    # an earlier run (torch 2.14.1 reuses what it finds there) once crashed the compiled test with SIGBUS.
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="ssd-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], ignore_errors=True)
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -38,10 +48,24 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Modules with whole runs (tests marked ``slow``) first, each module's tests in pytest's order: the
-    workers of ``make test`` take a module at a time (``--dist loadfile``), so the longest work starts first."""
-    slow_modules = {item.module.__name__ for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.module.__name__ not in slow_modules)
+    """The modules of whole runs (those with tests marked ``slow``) first, dealt out in turn to the workers of
+    ``make test``: each worker starts on its share of this order (``--dist worksteal`` hands the k-th of n workers
+    the k-th of n equal runs of it), the other modules after them in pytest's order; a module stays whole, so its
+    module fixtures (the learning test's training) are built once. An idle worker steals from the end of
+    another's share, which then holds no whole runs. In one process: the modules of whole runs first."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    modules: dict[str, list[pytest.Item]] = {}
+    for item in items:
+        modules.setdefault(item.module.__name__, []).append(item)
+    slow = [tests for tests in modules.values() if any(test.get_closest_marker("slow") for test in tests)]
+    fast = iter([test for tests in modules.values() if tests not in slow for test in tests])
+    order, left = [], len(items)
+    for k in range(workers):
+        size = left // (workers - k)  # worksteal's split
+        share = [test for tests in slow[k::workers] for test in tests]
+        order += share + list(islice(fast, max(0, size - len(share))))
+        left -= size
+    items[:] = order + list(fast)
 
 
 def pytest_terminal_summary(terminalreporter) -> None:
