@@ -20,7 +20,8 @@ from ssd.run_record import RECORD_NAME, RunRecordError
 from ssd.submission import SubmissionError
 
 QUERIES = 64  # early stopping's minimum for the 90th percentile
-QUERY_SECONDS = 0.1  # every query takes this long (its detections computed as its sample was loaded), so the two timed runs compare within 1 %
+QUERY_SECONDS = 0.25  # every query takes this long (its detections computed as its sample was loaded): 10 % of it (25 ms)
+# outlasts a wake-up delayed by the suite's other processes (17 ms seen beside torchrun with 0.1 s)
 USER_CONF = "ssd.SingleStream.target_latency_percentile = 90\n"  # a 90th-percentile run is VALID after 64 queries
 
 
