@@ -22,15 +22,17 @@ def _model(config, mode: str, channels_last: bool = False) -> torch.nn.Module:
     return model.to(memory_format=torch.channels_last) if channels_last else model
 
 
-def _step(model: torch.nn.Module, images: torch.Tensor, autocast: bool = False) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int]:
-    """One forward + backward: the loss, the gradients, the buffers after it, and the bytes saved for backward."""
+def _step(model: torch.nn.Module, images: torch.Tensor, autocast: bool = False) -> tuple[float, list[torch.Tensor], list[torch.Tensor], int, list[str]]:
+    """One forward + backward: the loss, the gradients, the buffers after it, the bytes saved for backward and
+    the parameters' names."""
     saved = []
     with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t.numel() * t.element_size()) or t, lambda t: t):
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
             locs, confs = model(images)
         loss = locs.float().square().mean() + confs.float().square().mean()
     loss.backward()
-    return loss.item(), [p.grad.clone() for p in model.parameters()], [b.clone() for b in model.buffers()], sum(saved)
+    return (loss.item(), [p.grad.clone() for p in model.parameters()], [b.clone() for b in model.buffers()], sum(saved),
+            [name for name, _ in model.named_parameters()])
 
 
 @pytest.fixture(scope="module", params=["tiny", "demo_ssdlite_160"])
@@ -50,10 +52,11 @@ def test_same_step_for_less_memory_and_batchnorm_statistics_moved_once(config, c
     plain = _step(_model(config, "off", channels_last), images, autocast)
     saved = {"off": plain[3]}
     for mode in ("backbone", "all"):
-        loss, grads, buffers, saved[mode] = _step(_model(config, mode, channels_last), images, autocast)
+        loss, grads, buffers, saved[mode], _ = _step(_model(config, mode, channels_last), images, autocast)
         assert loss == plain[0], mode  # the same forward, bitwise
-        for got, expected in zip(grads, plain[1]):
-            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7)
+        for name, got, expected in zip(plain[4], grads, plain[1]):
+            where = f"{mode}, {name}: NaN {int(got.isnan().sum())} checkpointed, {int(expected.isnan().sum())} plain"
+            torch.testing.assert_close(got, expected, rtol=1e-6, atol=1e-7, msg=lambda text: f"{where}\n{text}")
         assert all(torch.equal(got, expected) for got, expected in zip(buffers, plain[2])), mode  # running stats moved once
     assert saved["all"] < saved["backbone"] < saved["off"] / 3
 
@@ -74,7 +77,7 @@ def test_ddp_checkpointed_step_equals_the_plain_one(config, tmp_path):
     dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
     try:
         model = _model(config, "all")
-        loss, _, buffers, _ = _step(DistributedDataParallel(model), images)
+        loss, _, buffers, _, _ = _step(DistributedDataParallel(model), images)
         grads = [p.grad for p in model.parameters()]
     finally:
         dist.destroy_process_group()
