@@ -57,8 +57,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
         modules.setdefault(item.module.__name__, []).append(item)
-    slow = [tests for tests in modules.values() if any(test.get_closest_marker("slow") for test in tests)]
-    fast = iter([test for tests in modules.values() if tests not in slow for test in tests])
+    whole_runs = {name for name, tests in modules.items() if any(test.get_closest_marker("slow") for test in tests)}
+    slow = [tests for name, tests in modules.items() if name in whole_runs]
+    fast = iter([test for name, tests in modules.items() if name not in whole_runs for test in tests])
     order, left = [], len(items)
     for k in range(workers):
         size = left // (workers - k)  # worksteal's split
