@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -172,9 +173,12 @@ def test_an_error_in_a_loader_worker_is_raised_as_itself_in_the_main_process(roo
     dataset = CognataDataset(root, "all", strict=case == "strict")
     loader = build_loader(dataset, 2, train=True, num_workers=1)
     expected = r"0000000001.png: corrupt image: cannot decode: .* \(strict mode\)$" if case == "strict" else r"cognata: no readable image among the 4 tried from index \d$"
+    before = set(multiprocessing.active_children())
     with pytest.raises(DataError, match=expected) as raised:
         list(loader)
     assert "worker" not in str(raised.value) and "Traceback" not in str(raised.value)
+    # its worker stopped with the error, not when the kept traceback is collected (then only after a 5 s timeout)
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_without_substitution_an_unreadable_image_is_left_out_of_the_batch_and_listed(root: Path):

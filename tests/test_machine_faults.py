@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import contextlib
 import errno
+import multiprocessing
 import os
 import subprocess
 from collections.abc import Iterator
@@ -147,6 +148,24 @@ def test_a_failed_epoch_checkpoint_still_leaves_a_resume_point(tmp_path: Path, m
     with pytest.raises(OSError) as raised:
         fit_module.Trainer._save(trainer, 0, 0.5, True, {})
     assert written == [LAST] and Path(raised.value.filename).name == "SSD_ep0.pth"
+
+
+def test_a_run_that_fails_mid_epoch_stops_its_loader_workers_at_once(tmp_path: Path, monkeypatch, cognata: Path, config_path: Path, capsys):
+    """A full disk at the first checkpoint ends ``ssd train`` with one line, and its loader workers stop with
+    it: left to the garbage collector, each would stop only after a 5-second timeout (ssd.data.loader)."""
+    from ssd.engine import fit as fit_module
+
+    def full(checkpoint, path):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+    monkeypatch.setattr(fit_module, "atomic_save", full)
+    before = set(multiprocessing.active_children())
+    argv = ["train", "--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path), "--save-folder", str(tmp_path / "run"),
+            "--epochs", "1", "--batch-size", "2", "--num-workers", "1", "--device", "cpu", "--no-progress"]
+    assert main(argv) != 0
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.endswith("last.pth: no space left on the device (the disk is full)")
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_a_link_loop_and_a_file_for_a_folder_are_one_line(tmp_path: Path, capsys):

@@ -51,6 +51,11 @@ class DetectionLoader(DataLoader):
     from the batch and recorded on ``loader.dataset.problems``. Unreadable images that were not
     replaced are left out of the batch and listed in :attr:`unreadable` (this pass's); an error a
     worker returned is raised here, as it was raised there.
+
+    Workers (persistent across passes) stop at :meth:`close`, which the loop that owns the loader calls
+    however it ends, and which a pass that raises calls before its error leaves it. Left to the garbage
+    collector (a loader in a reference cycle, such as one an error's traceback holds), each worker would
+    stop only after a 5-second timeout: by then multiprocessing has closed the queue that tells it to.
     """
 
     def __init__(self, *args: Any, **kwargs: Any):
@@ -68,21 +73,32 @@ class DetectionLoader(DataLoader):
         self.epoch += 1
         self.unreadable = []
         record = getattr(self.dataset, "record_load_problems", None)
-        for images, targets in super().__iter__():
-            kept = []
-            for target in targets:
-                if "error" in target:
-                    raise target["error"]
-                found = target.pop("load_problems", [])
-                if "unreadable" in target:
-                    found.append(target["unreadable"])
-                    self.unreadable.append(target["unreadable"])
-                else:
-                    kept.append(target)
-                if found and record is not None:
-                    record(found)
-            if kept:
-                yield images, kept
+        try:
+            for images, targets in super().__iter__():
+                kept = []
+                for target in targets:
+                    if "error" in target:
+                        raise target["error"]
+                    found = target.pop("load_problems", [])
+                    if "unreadable" in target:
+                        found.append(target["unreadable"])
+                        self.unreadable.append(target["unreadable"])
+                    else:
+                        kept.append(target)
+                    if found and record is not None:
+                        record(found)
+                if kept:
+                    yield images, kept
+        except Exception:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        """Stop the workers now (a later pass starts new ones); a no-op without workers or once closed."""
+        passes, self._iterator = self._iterator, None  # where DataLoader keeps its persistent workers
+        stop = getattr(passes, "_shutdown_workers", None)  # torch's own shutdown, as garbage collection would call it
+        if stop is not None:
+            stop()
 
 
 def item_seed(seed: int, epoch: int, index: int) -> int:

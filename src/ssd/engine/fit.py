@@ -212,6 +212,14 @@ class Trainer:
 
     # -- the loop -----------------------------------------------------------------------------
     def run(self) -> FitResult:
+        """Train and evaluate the remaining epochs; the loaders' workers stop when it ends, however it ends."""
+        try:
+            return self._epochs()
+        finally:
+            self.train_loader.close()
+            self.val_loader.close()
+
+    def _epochs(self) -> FitResult:
         options, context = self.options, self.context
         last_map, images_evaluated = self.last_map, 0
         for epoch in range(self.start_epoch, options.epochs):
