@@ -62,22 +62,6 @@ def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
     assert float(row["loss"]) > 0 and float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path, "--no-channels-last")
 
 
-@pytest.mark.slow
-def test_two_gloo_processes_gather_the_whole_validation_set(tmp_path, cognata, config_path):
-    out = tmp_path / "out"
-    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "train.py",
-          "--dataset", "cognata", "--data-path", str(cognata), "--save-folder", str(out), "--config", str(config_path),
-          "--epochs", "1", *TINY_TRAIN])
-    (row,) = metrics_rows(out)
-    val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
-    assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
-    assert torch.isfinite(torch.tensor([float(row["loss"]), float(row["loss_localisation"])])).all()
-    # the two ranks' halves, gathered, score as one process scoring the whole set
-    assert float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path)
-    checkpoint = read_checkpoint(out / "last.pth")
-    assert len(checkpoint["rng"]) == 2  # each rank's random state
-
-
 def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[str]) -> None:
     """Run ``train.py`` as two torchrun "nodes" on this machine (one CPU process each, gloo),
     node ``i`` launched with ``launch[i]`` and saving into ``folders[i]``."""
@@ -95,15 +79,23 @@ def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[st
 
 
 @pytest.mark.slow
-def test_two_torchrun_nodes_train_evaluate_checkpoint_and_resume_without_shared_storage(tmp_path, cognata, config_path):
-    """Two "nodes" (c10d rendezvous on 127.0.0.1), each with its own save folder as on machines
-    without shared storage: one checkpoint (on rank 0's node), evaluation gathered from both ranks,
-    and a resume where the node without the checkpoint has become rank 0 (fixed with a static
-    rendezvous) ends as the uninterrupted two-node run does, bitwise."""
+def test_two_processes_on_one_node_or_two_train_evaluate_checkpoint_and_resume_alike(tmp_path, cognata, config_path):
+    """Two gloo processes on one node, uninterrupted; then two "nodes" (c10d rendezvous on 127.0.0.1),
+    each with its own save folder as on machines without shared storage: one checkpoint (on rank 0's
+    node), evaluation gathered from both ranks, and a resume where the node without the checkpoint has
+    become rank 0 (fixed with a static rendezvous) ends as the one-node run does, bitwise."""
     train_args = ["--dataset", "cognata", "--data-path", str(cognata), "--config", str(config_path), "--multistep", "1", *TINY_TRAIN]
-    rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "straight"]
-    straight = [tmp_path / "straight_a", tmp_path / "straight_b"]
-    _two_nodes([rendezvous, rendezvous], straight, [*train_args, "--epochs", "2"])
+    straight = tmp_path / "straight"
+    _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}", "train.py",
+          *train_args, "--epochs", "2", "--save-folder", str(straight)])
+    val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
+    row = metrics_rows(straight)[-1]
+    assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
+    assert torch.isfinite(torch.tensor([float(row["loss"]), float(row["loss_localisation"])])).all()
+    # the two ranks' halves, gathered, score as one process scoring the whole set
+    assert float(row["mAP"]) == _evaluated_map(straight / "last.pth", cognata, config_path, tmp_path / "straight_eval")
+    assert len(read_checkpoint(straight / "last.pth")["rng"]) == 2  # each rank's random state
+
     rendezvous = ["--rdzv-backend", "c10d", "--rdzv-endpoint", f"127.0.0.1:{_free_port()}", "--rdzv-id", "first"]
     resumed = [tmp_path / "resumed_a", tmp_path / "resumed_b"]
     _two_nodes([rendezvous, rendezvous], resumed, [*train_args, "--epochs", "1"])
@@ -111,8 +103,7 @@ def test_two_torchrun_nodes_train_evaluate_checkpoint_and_resume_without_shared_
     (holder,) = [folder for folder in resumed if (folder / "last.pth").is_file()]  # rank 0's node only
     (row,) = metrics_rows(holder)
     assert not [path for folder in resumed if folder != holder for path in folder.glob("*.pth")]
-    val_set = build_dataset("cognata", cognata, "val", load_config(config_path))
-    assert int(row["images_evaluated"]) == len(val_set) and len(val_set) > 2
+    assert int(row["images_evaluated"]) == len(val_set)
     assert float(row["mAP"]) == _evaluated_map(holder / "last.pth", cognata, config_path, tmp_path)
     assert len(read_checkpoint(holder / "last.pth")["rng"]) == 2
 
@@ -121,11 +112,10 @@ def test_two_torchrun_nodes_train_evaluate_checkpoint_and_resume_without_shared_
     static = [["--node-rank", str(rank), "--master-addr", "127.0.0.1", "--master-port", port] for rank in (0, 1)]
     _two_nodes(static, [empty, holder], [*train_args, "--epochs", "2"])  # the node without it is rank 0 now
 
-    (finished,) = [folder for folder in straight if (folder / "last.pth").is_file()]
-    expected, got = read_checkpoint(finished / "last.pth"), read_checkpoint(empty / "last.pth")
+    expected, got = read_checkpoint(straight / "last.pth"), read_checkpoint(empty / "last.pth")
     assert got["epoch"] == expected["epoch"] == 1
     assert read_checkpoint(holder / "last.pth")["epoch"] == 0  # rank 1 writes nothing
-    assert [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(empty)] == [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(finished)]
+    assert [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(empty)] == [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(straight)]
     for key, value in expected["model_state_dict"].items():
         assert torch.equal(value, got["model_state_dict"][key]), key
 
