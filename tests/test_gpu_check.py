@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.mark.slow
 def test_dry_run_runs_every_section(tmp_path: Path):
     out = tmp_path / "gpu_check.json"
-    done = forked.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out)], ROOT, {**os.environ, "OMP_NUM_THREADS": "2"}, 900)
+    done = forked.run([sys.executable, "benchmarks/gpu_check.py", "--dry-run", "--out", str(out)], ROOT, {**os.environ, "OMP_NUM_THREADS": "1"}, 900)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     results = json.loads(out.read_text())
     assert results["dry_run"] is True and results["config"] == "tiny"

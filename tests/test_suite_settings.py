@@ -39,7 +39,7 @@ def test_a_crashing_and_a_hanging_test_fail_by_name_and_the_run_ends(tmp_path: P
     (tmp_path / "test_a_done_first.py").write_text(DONE_FIRST)
     (tmp_path / "test_faults.py").write_text(FAULTS)
     (tmp_path / "pytest.ini").write_text(
-        f"[pytest]\naddopts = {options['addopts']}\ntimeout = 5\ntimeout_method = {options['timeout_method']}\n")
+        f"[pytest]\naddopts = {options['addopts']}\ntimeout = 2\ntimeout_method = {options['timeout_method']}\n")
     assert int(options["timeout"]) >= 300  # the real limit: well above the slowest test, below CI's 90 minutes
     run = subprocess.run([sys.executable, "-m", "pytest", "-n", "2", "-p", "no:cacheprovider", "-q", str(tmp_path)],
                          cwd=tmp_path, capture_output=True, text=True, timeout=180)
