@@ -3,6 +3,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from ssd import architectures
+from ssd.architectures import Architecture, get_architecture, register_architecture
 from ssd.checkpoint import (
     CheckpointError, check_config_matches, check_dataset_fits, config_record, extract_state_dict, load_checkpoint, load_model,
     num_classes_of, read_checkpoint, recorded_other_config,
@@ -159,6 +161,49 @@ def test_load_model_gives_the_weights_in_eval_mode_and_refuses_another_config_un
         allowed, _ = load_model(path, other, allow_other_config=True)
     assert "trained with config 'tiny', used here with 'other' (allow_other_config)" in caplog.text
     assert all(torch.equal(v, trained.state_dict()[k]) for k, v in allowed.state_dict().items())
+
+
+@pytest.mark.parametrize("config_name", ["tiny", "demo_ssdlite_160"])
+def test_load_model_initialises_nothing_at_random_and_sets_every_value(config_name, tiny_config, tmp_path):
+    """The network is built without random initialisation (the global random state is untouched), and every
+    parameter and buffer is the checkpoint's."""
+    config = tiny_config if config_name == "tiny" else load_config(config_name)
+    torch.manual_seed(1)
+    saved = build_model(config, 4).eval()
+    for module in saved.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.5, 2.0)
+            module.num_batches_tracked.fill_(7)
+    path = tmp_path / "c.pth"
+    torch.save({"model_state_dict": saved.state_dict()}, path)
+    before = torch.get_rng_state()
+    model, _ = load_model(path, config, 4)
+    assert torch.equal(torch.get_rng_state(), before)
+    assert model.state_dict().keys() == saved.state_dict().keys()
+    assert all(torch.equal(value, saved.state_dict()[key]) for key, value in model.state_dict().items())
+
+
+def test_a_network_with_state_outside_its_state_dict_is_loaded_initialised(tiny_config, tmp_path):
+    """A non-persistent buffer is no state-dict entry, so no load sets it: such a network is built initialised."""
+    ssd = get_architecture("ssd")
+
+    def with_buffer(model_config, num_classes, backbone_weights=None):
+        model = ssd.build(model_config, num_classes, backbone_weights)
+        model.register_buffer("scale", torch.full((3,), 2.5), persistent=False)
+        return model
+
+    register_architecture(Architecture("ssd_buffer", read_config=ssd.read_config, build=with_buffer))
+    try:
+        config_path = tmp_path / "buffer.yaml"
+        config_path.write_text(tiny_config.source.read_text().replace("model:\n", "model:\n  arch: ssd_buffer\n", 1))
+        config = load_config(config_path)
+        saved = build_model(config, 4)
+        torch.save({"model_state_dict": saved.state_dict()}, tmp_path / "c.pth")
+        model, _ = load_model(tmp_path / "c.pth", config, 4)
+    finally:
+        architectures._registered.pop("ssd_buffer")
+    assert torch.equal(model.scale, torch.full((3,), 2.5))
+    assert all(torch.equal(value, saved.state_dict()[key]) for key, value in model.state_dict().items())
 
 
 def test_a_dataset_fits_a_model_with_its_number_of_classes_and_label_map():

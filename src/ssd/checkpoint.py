@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from ssd.atomic_file import write_atomically
 from ssd.config import Config, config_from_text, load_config
 from ssd.errors import SSDError, parameter
-from ssd.models import build_model
+from ssd.models import build_model_to_load
 
 if TYPE_CHECKING:
     from ssd.data.dataset import DetectionDataset
@@ -267,7 +267,7 @@ def load_model(
     checkpoint = read_checkpoint(path, map_location="cpu")
     state = extract_state_dict(checkpoint)
     classes = num_classes_of(checkpoint, state, config, num_classes, str(path))
-    model = build_model(config, classes)
+    model = build_model_to_load(config, classes)
     check_state_dict(model, state, str(path))  # other shapes: the more telling error
     if not allow_other_config:
         check_config_matches(checkpoint, config, str(path))
