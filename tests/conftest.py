@@ -48,8 +48,8 @@ def pytest_runtest_makereport(item, call):
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """The modules of whole runs (those with tests marked ``slow``) first, dealt out in turn to the workers of
-    ``make test``: each worker starts on its share of this order (``--dist worksteal`` hands the k-th of n workers
+    """The modules of whole runs (those with tests marked ``slow``) first, the busiest beside the idlest
+    (:func:`_busiest_beside_idlest`), dealt out in turn to the workers of ``make test``: each worker starts on its share of this order (``--dist worksteal`` hands the k-th of n workers
     the k-th of n equal runs of it), the other modules after them in pytest's order; a module stays whole, so its
     module fixtures (the learning test's training) are built once. An idle worker steals from the end of
     another's share, which then holds no whole runs. In one process: the modules of whole runs first."""
@@ -58,7 +58,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         modules.setdefault(item.module.__name__, []).append(item)
     whole_runs = {name for name, tests in modules.items() if any(test.get_closest_marker("slow") for test in tests)}
-    slow = [tests for name, tests in modules.items() if name in whole_runs]
+    slow = _busiest_beside_idlest([tests for name, tests in modules.items() if name in whole_runs])
     fast = iter([test for name, tests in modules.items() if name not in whole_runs for test in tests])
     order, left = [], len(items)
     for k in range(workers):
@@ -67,6 +67,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         order += share + list(islice(fast, max(0, size - len(share))))
         left -= size
     items[:] = order + list(fast)
+
+
+def _cores(tests: list[pytest.Item]) -> int:
+    """The cores a module's whole runs keep busy: ``slow(cores=N)``, 1 unless marked otherwise (0: it mostly waits)."""
+    return max(marker.kwargs.get("cores", 1) for test in tests if (marker := test.get_closest_marker("slow")))
+
+
+def _busiest_beside_idlest(slow: list[list[pytest.Item]]) -> list[list[pytest.Item]]:
+    """The modules of whole runs taken alternately from the busiest and the idlest end (pytest's order among
+    equals), so that a run that mostly waits (TEST01's padded queries) is dealt beside one of several processes
+    rather than leave a core idle beside a run of one."""
+    busiest_first = sorted(slow, key=_cores, reverse=True)
+    return [busiest_first.pop(-(turn % 2)) for turn in range(len(busiest_first))]
 
 
 def pytest_terminal_summary(terminalreporter) -> None:

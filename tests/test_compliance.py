@@ -24,8 +24,9 @@ QUERY_SECONDS = 0.25  # every query takes this long (its detections computed as 
 # outlasts a wake-up delayed by the suite's other processes (17 ms seen beside torchrun with 0.1 s)
 USER_CONF = "ssd.SingleStream.target_latency_percentile = 90\n"  # a 90th-percentile run is VALID after 64 queries
 # the module fixture is a whole run (three LoadGen runs, most of a minute): marked slow, the module is kept whole
-# in one worker of `make test` (tests/conftest.py), never split by work stealing into a second and third run
-pytestmark = pytest.mark.slow
+# in one worker of `make test` (tests/conftest.py), never split by work stealing into a second and third run; it
+# mostly waits (cores=0), so it is dealt beside a run of several processes
+pytestmark = pytest.mark.slow(cores=0)
 
 
 @dataclass

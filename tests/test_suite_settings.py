@@ -51,15 +51,16 @@ def test_a_crashing_and_a_hanging_test_fail_by_name_and_the_run_ends(tmp_path: P
 
 
 class Item:
-    """What the order hook reads of a test."""
+    """What the order hook reads of a test (``slow`` with ``cores`` when given: the cores its run keeps busy)."""
 
-    def __init__(self, module: str, index: int):
+    def __init__(self, module: str, index: int, cores: int | None = None):
         self.module = types.SimpleNamespace(__name__=module.lower())
         self.name = f"{module}{index}"
         self.in_whole_runs, self.marked_slow = module.isupper(), module.isupper() and index == 0
+        self.marker = pytest.mark.slow(cores=cores).mark if cores is not None else pytest.mark.slow.mark
 
     def get_closest_marker(self, name: str):
-        return object() if name == "slow" and self.marked_slow else None
+        return self.marker if name == "slow" and self.marked_slow else None
 
 
 @pytest.mark.parametrize("workers", [1, 2, 3])
@@ -74,8 +75,10 @@ def test_each_worker_starts_on_its_turn_of_the_whole_runs(modules: str, workers:
     assert sorted(item.name for item in ordered) == sorted(item.name for item in items)
     runs = [name for name, _ in itertools.groupby(item.module.__name__ for item in ordered)]
     assert all(runs.count(name.lower()) == 1 for name in modules if name.isupper())  # a whole run's module whole
-    slow = [[item for item in items if item.module.__name__ == name.lower()] for name in dict.fromkeys(modules)
-            if name.isupper()]
+    in_order = [[item for item in items if item.module.__name__ == name.lower()] for name in dict.fromkeys(modules)
+                if name.isupper()]
+    # all of one busyness: taken alternately from the front and the back
+    slow = [in_order[turn // 2] if turn % 2 == 0 else in_order[-1 - turn // 2] for turn in range(len(in_order))]
     left, start = len(items), 0
     for k in range(workers):
         size = left // (workers - k)  # worksteal's split
@@ -83,3 +86,15 @@ def test_each_worker_starts_on_its_turn_of_the_whole_runs(modules: str, workers:
         assert ordered[start:start + len(mine)] == mine
         start, left = start + max(size, len(mine)), left - size
     assert [item for item in ordered if not item.in_whole_runs] == [item for item in items if not item.in_whole_runs]
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3])
+def test_a_run_that_mostly_waits_is_dealt_beside_the_busiest(workers: int, monkeypatch):
+    """Modules of whole runs taken alternately from the busiest and the idlest end of ``slow(cores=N)`` (1 when
+    not given; pytest's order among equals): a waiting run starts beside a run of several processes."""
+    monkeypatch.setenv("PYTEST_XDIST_WORKER_COUNT", str(workers))
+    cores = {"A": 1, "B": 0, "C": None, "D": 2, "E": 1}
+    items = [Item(module, 0, cores[module]) for module in "ABCDE"] + [Item("f", 0)]
+    pytest_collection_modifyitems(items)
+    slow = ["d", "b", "a", "e", "c"]  # cores 2, then 0, then the 1s (A, C unmarked, E) from both ends
+    assert [item.module.__name__ for item in items] == [name for k in range(workers) for name in slow[k::workers]] + ["f"]

@@ -47,21 +47,6 @@ def _evaluated_map(checkpoint: Path, data: Path, config: Path, tmp_path: Path, *
     return float(f"{json.loads((output / 'metrics.json').read_text())['stats'][0]:.6g}")
 
 
-@pytest.mark.slow
-def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
-    out = tmp_path / "out"
-    _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
-          "--batch-size", "2", "--dataset", "Cognata", "--data-path", str(cognata), "--save-folder", str(out),
-          "--config", str(config_path), "--save-path", "test.pth", "--epoch", "1", "--num-workers", "0", "--device", "cpu",
-          "--no-channels-last"])
-    assert (out / "test_ep0.pth").is_file() and (out / "last.pth").is_file() and (out / "best.pth").is_file()
-    checkpoint = read_checkpoint(out / "last.pth")
-    assert checkpoint["epoch"] == 0 and checkpoint["num_classes"] == 15
-    assert checkpoint["class_names"][4] == "Car"
-    (row,) = metrics_rows(out)
-    assert float(row["loss"]) > 0 and float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path, "--no-channels-last")
-
-
 def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[str]) -> None:
     """Run ``train.py`` as two torchrun "nodes" on this machine (one CPU process each, gloo),
     node ``i`` launched with ``launch[i]`` and saving into ``folders[i]``."""
@@ -78,7 +63,7 @@ def _two_nodes(launch: list[list[str]], folders: list[Path], train_args: list[st
     assert codes == [0, 0], "\n".join(output[-3000:] for output in outputs)
 
 
-@pytest.mark.slow
+@pytest.mark.slow(cores=2)  # two ranks; first in its module, so that it starts beside a run that mostly waits
 def test_two_processes_on_one_node_or_two_train_evaluate_checkpoint_and_resume_alike(tmp_path, cognata, config_path):
     """Two gloo processes on one node, uninterrupted; then two "nodes" (c10d rendezvous on 127.0.0.1),
     each with its own save folder as on machines without shared storage: one checkpoint (on rank 0's
@@ -118,6 +103,21 @@ def test_two_processes_on_one_node_or_two_train_evaluate_checkpoint_and_resume_a
     assert [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(empty)] == [(r["epoch"], r["loss"], r["mAP"]) for r in metrics_rows(straight)]
     for key, value in expected["model_state_dict"].items():
         assert torch.equal(value, got["model_state_dict"][key]), key
+
+
+@pytest.mark.slow
+def test_seed_command_runs_one_tiny_epoch(tmp_path, cognata, config_path):
+    out = tmp_path / "out"
+    _run([sys.executable, "-m", "torch.distributed.launch", "--nproc_per_node=1", "train.py", "--model", "ssd",
+          "--batch-size", "2", "--dataset", "Cognata", "--data-path", str(cognata), "--save-folder", str(out),
+          "--config", str(config_path), "--save-path", "test.pth", "--epoch", "1", "--num-workers", "0", "--device", "cpu",
+          "--no-channels-last"])
+    assert (out / "test_ep0.pth").is_file() and (out / "last.pth").is_file() and (out / "best.pth").is_file()
+    checkpoint = read_checkpoint(out / "last.pth")
+    assert checkpoint["epoch"] == 0 and checkpoint["num_classes"] == 15
+    assert checkpoint["class_names"][4] == "Car"
+    (row,) = metrics_rows(out)
+    assert float(row["loss"]) > 0 and float(row["mAP"]) == _evaluated_map(out / "last.pth", cognata, config_path, tmp_path, "--no-channels-last")
 
 
 def _kill_during_second_epoch(command: list[str], folder: Path, delay: float) -> None:
