@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import json
+import multiprocessing
 import shutil
 from pathlib import Path
 
@@ -44,6 +45,23 @@ def test_results_written_and_reproducible(tiny_files: TinyFiles, tmp_path: Path,
     assert first["stats"] == pytest.approx(rescored.stats, abs=1e-12) and first["images"] == len(dataset)
     plots = {p.name for p in (tmp_path / "first" / "plots").iterdir()}
     assert "ap_per_class.png" in plots and any(name.startswith("pr_") for name in plots)
+
+
+def test_a_model_evaluation_keeps_its_loader_workers_until_its_block_ends(tiny_files: TinyFiles):
+    """One worker serves every evaluation of the split and stops when the ``with`` block ends (``close``); left
+    to the garbage collector, it would stop only after a 5-second timeout (ssd.data.loader)."""
+    from ssd.distributed import setup_distributed
+    from ssd.engine.model_evaluation import EvaluationSpec, ModelEvaluation
+
+    before = set(multiprocessing.active_children())
+    spec = EvaluationSpec(config=tiny_files.config, data_path=tiny_files.data, batch_size=4, num_workers=1)
+    with ModelEvaluation(spec, setup_distributed("cpu"), tiny_files.checkpoint) as evaluation:
+        first = evaluation.evaluate().result
+        workers = set(multiprocessing.active_children()) - before
+        assert len(workers) == 1
+        assert evaluation.evaluate().result.stats == first.stats
+        assert set(multiprocessing.active_children()) - before == workers  # the same worker, persistent
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_full_eval_one_csv_row_per_epoch_in_epoch_order(tiny_files: TinyFiles, tmp_path: Path, capsys):

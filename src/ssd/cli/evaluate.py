@@ -138,8 +138,10 @@ def run_model_evaluation(args: argparse.Namespace) -> EvalResult | None:
     refuse_overwriting([args.output_dir / name for name in RESULT_FILES], [args.pretrained_model], "--output-dir")
     context = setup_distributed(args.device, args.local_rank)
     try:
-        with holding(args.output_dir) if context.is_main else contextlib.nullcontext():  # rank 0 writes it
-            evaluation = model_evaluation(args, context, args.pretrained_model)
+        with (
+            holding(args.output_dir) if context.is_main else contextlib.nullcontext(),  # rank 0 writes the folder
+            model_evaluation(args, context, args.pretrained_model) as evaluation,
+        ):
             outcome = evaluation.evaluate()
             if context.is_main:
                 description = {
@@ -206,19 +208,19 @@ def run_full_evaluation(args: argparse.Namespace) -> int:
     csv_path = args.output_dir / FULL_EVAL_CSV
     context = setup_distributed(args.device, args.local_rank)
     try:
-        evaluation = model_evaluation(args, context, checkpoints[0][1])
-        for number, (epoch, path) in enumerate(checkpoints):
-            if number:
-                evaluation.load(path)
-            outcome = evaluation.evaluate()
-            result = outcome.result
-            if not context.is_main:
-                continue
-            report_unreadable(outcome.unreadable)
-            row = {"epoch": epoch, "checkpoint": str(path), **result.metrics}
-            row.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
-            append_row(csv_path, row)
-            print(f"epoch {epoch}: mAP {result.map:.4f}  AP50 {result.metrics['AP50']:.4f}  ({path.name})", flush=True)
+        with model_evaluation(args, context, checkpoints[0][1]) as evaluation:
+            for number, (epoch, path) in enumerate(checkpoints):
+                if number:
+                    evaluation.load(path)
+                outcome = evaluation.evaluate()
+                result = outcome.result
+                if not context.is_main:
+                    continue
+                report_unreadable(outcome.unreadable)
+                row = {"epoch": epoch, "checkpoint": str(path), **result.metrics}
+                row.update({f"AP/{name}": ap for name, ap in result.per_class.items()})
+                append_row(csv_path, row)
+                print(f"epoch {epoch}: mAP {result.map:.4f}  AP50 {result.metrics['AP50']:.4f}  ({path.name})", flush=True)
     finally:
         cleanup_distributed()
     if context.is_main:

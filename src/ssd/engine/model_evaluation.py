@@ -52,7 +52,8 @@ class ModelEvaluation:
     The split is built with the label map saved in the first checkpoint (the fixed Cognata map for
     the reference's checkpoints); :meth:`load` swaps in another checkpoint of the same run. Every
     rank predicts its shard; rank 0 scores all of them (:class:`ssd.engine.evaluate.Evaluator`).
-    ``after_step``: the caller's hook after each batch (its memory policy).
+    ``after_step``: the caller's hook after each batch (its memory policy). The loader's workers persist
+    across :meth:`evaluate` calls until :meth:`close`; as a context manager it closes when the block ends.
     """
 
     def __init__(self, spec: EvaluationSpec, context: DistributedContext, checkpoint_path: Path, after_step: StepHook = no_step_hook):
@@ -92,6 +93,16 @@ class ModelEvaluation:
     def evaluate(self) -> Evaluation:
         """Predict on every rank; the score everywhere, every rank's detections on rank 0."""
         return self.evaluator.evaluate()
+
+    def close(self) -> None:
+        """Stop the loader's workers now (a later :meth:`evaluate` starts new ones)."""
+        self.evaluator.loader.close()
+
+    def __enter__(self) -> ModelEvaluation:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
 
     def describe(self) -> dict[str, Any]:
         """What was evaluated and how, for ``metrics.json``."""
