@@ -49,10 +49,11 @@ def pytest_runtest_makereport(item, call):
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The modules of whole runs (those with tests marked ``slow``) first, the busiest beside the idlest
-    (:func:`_busiest_beside_idlest`), dealt out in turn to the workers of ``make test``: each worker starts on its share of this order (``--dist worksteal`` hands the k-th of n workers
-    the k-th of n equal runs of it), the other modules after them in pytest's order; a module stays whole, so its
-    module fixtures (the learning test's training) are built once. An idle worker steals from the end of
-    another's share, which then holds no whole runs. In one process: the modules of whole runs first."""
+    (:func:`_busiest_beside_idlest`), dealt out in turn to the workers of ``make test``: each worker starts on its
+    share of this order (``--dist worksteal`` hands the k-th of n workers the k-th of n equal runs of it), the
+    other modules after them in pytest's order; a module stays whole, so its module fixtures (the learning test's
+    training) are built once. An idle worker steals from the end of another's share, which then holds no whole
+    runs. In one process: the modules of whole runs first."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     modules: dict[str, list[pytest.Item]] = {}
     for item in items:
