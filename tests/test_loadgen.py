@@ -14,7 +14,7 @@ from support import TinyFiles
 from ssd.cli.main import main
 from ssd.config import load_config
 from ssd.data import build_dataset
-from ssd.loadgen import ACCURACY_LOG, LoadgenError, detection_rows, read_accuracy_log, score_accuracy_log
+from ssd.loadgen import ACCURACY_LOG, TRACE_LOG, LoadgenError, detection_rows, read_accuracy_log, score_accuracy_log
 
 COUNT = 3
 
@@ -97,13 +97,15 @@ def test_performance_mode_runs_under_the_benchmarks_settings_and_reports_the_999
         1215947953, 295229089, 1380859451)
     assert (logged["requested_min_duration_ms"], logged["requested_min_query_count"]) == (0, 4)  # the flags' overrides
     assert logged["requested_performance_sample_count_override"] == 2  # 128, capped at the QSL's 2 samples
+    assert (output / TRACE_LOG).read_text() == ""  # no trace unless asked for (LoadGen opens the file either way)
 
 
 def test_a_trial_run_of_a_given_time_and_a_user_conf(tiny_files: TinyFiles, tmp_path: Path):
     user_conf = tmp_path / "user.conf"
     user_conf.write_text("ssd.SingleStream.target_latency = 250  # ms, the expected latency\n*.*.performance_sample_count_override = 1\n")
     output = tmp_path / "trial"
-    assert main([*loadgen_flags(tiny_files, output), "--count", "3", "--time", "0.25", "--user-conf", str(user_conf)]) == 0
+    assert main([*loadgen_flags(tiny_files, output), "--count", "3", "--time", "0.25", "--user-conf", str(user_conf), "--trace"]) == 0
+    assert '"name":"IssueQuery"' in (output / TRACE_LOG).read_text()  # --trace: LoadGen's trace of every query
     logged = detail_settings(output)
     assert (logged["requested_min_duration_ms"], logged["requested_min_query_count"]) == (250, 1)
     assert logged["requested_single_stream_expected_latency_ns"] == pytest.approx(250e6)

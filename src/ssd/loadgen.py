@@ -47,7 +47,8 @@ ACCURACY_LOG = "mlperf_log_accuracy.json"
 SUMMARY_LOG = "mlperf_log_summary.txt"
 ACCURACY_TXT = "accuracy.txt"
 DETAIL_LOG = "mlperf_log_detail.txt"
-LOADGEN_LOGS = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG, "mlperf_log_trace.json")  # what LoadGen writes into a run's folder
+TRACE_LOG = "mlperf_log_trace.json"  # empty unless LoadgenSettings.trace
+LOADGEN_LOGS = (SUMMARY_LOG, DETAIL_LOG, ACCURACY_LOG, TRACE_LOG)  # what LoadGen writes into a run's folder
 AUDIT_CONFIG = "audit.config"  # the file LoadGen applies on its own when it is in the working directory
 WRITE_PROBE = ".ssd_write_probe"
 ROW_WIDTH = 6  # x1, y1, x2, y2, label, score
@@ -81,7 +82,9 @@ class LoadgenSettings:
     trial runs. ``count``: samples in the QSL (the first of the split; None = all).
     ``performance_sample_count``: samples LoadGen keeps loaded in performance mode (None = the
     files', 128; each 2160x3840 sample is ~100 MB of float32; at most ``count``).
-    ``min_duration_s`` / ``min_query_count``: LoadGen's minimums.
+    ``min_duration_s`` / ``min_query_count``: LoadGen's minimums. ``trace``: LoadGen's trace of every
+    query and of its own threads (``mlperf_log_trace.json``, for a trace viewer); off, as in the reference
+    harness (its ``--debug``), since LoadGen records it during the timed run and a submission holds none.
     """
 
     scenario: str = "SingleStream"
@@ -92,6 +95,7 @@ class LoadgenSettings:
     min_query_count: int | None = None
     conf: ConfFiles = field(default_factory=ConfFiles)
     model_name: str = MODEL_NAME
+    trace: bool = False
 
     def __post_init__(self) -> None:
         served = served_scenarios()
@@ -270,6 +274,7 @@ def run_loadgen(detector: Detector, dataset: DetectionDataset, settings: Loadgen
     log_output.copy_summary_to_stdout = False
     log_settings = lg.LogSettings()
     log_settings.log_output = log_output
+    log_settings.enable_trace = settings.trace  # LoadGen's default is on
 
     sut = DetectorSUT(detector, dataset)
     sut_handle = lg.ConstructSUT(sut.issue_queries, sut.flush_queries)

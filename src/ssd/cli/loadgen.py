@@ -36,6 +36,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--min-duration", type=SECONDS, help="LoadGen minimum duration in seconds (default: the settings', 600)")
     parser.add_argument("--min-query-count", type=COUNT, help="LoadGen minimum number of queries (default: the settings', 6636)")
     parser.add_argument("--output-dir", type=Path, default=Path("loadgen_output"), help="LoadGen logs (default loadgen_output)")
+    parser.add_argument("--trace", action="store_true", help="also write LoadGen's trace of every query (mlperf_log_trace.json, for "
+                        "a trace viewer); off by default, as in the reference harness")
     parser.set_defaults(run=run)
 
 
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     settings = LoadgenSettings(  # the settings files and these flags, checked before the model loads
         scenario=args.scenario, accuracy=args.accuracy, count=args.count, performance_sample_count=args.performance_sample_count,
         min_duration_s=args.time if args.time is not None else args.min_duration,
-        min_query_count=1 if args.time is not None else args.min_query_count, conf=conf,
+        min_query_count=1 if args.time is not None else args.min_query_count, conf=conf, trace=args.trace,
     )
     if args.audit is not None and (args.accuracy or args.accuracy_run is None or args.performance_run is None):
         raise SSDError("--audit TEST01 is a performance run checked against --accuracy-run DIR and --performance-run DIR (not --accuracy)")
