@@ -22,6 +22,8 @@ import time
 from pathlib import Path
 from typing import Callable
 
+from ssd.loadgen import SUMMARY_LOG
+
 # LoadGen's own figure for a run's longest query, which bounds the early-stopping estimate TEST01 compares
 _LONGEST = re.compile(r"^Max latency \(ns\)\s*: (\d+)$", re.MULTILINE)
 
@@ -31,7 +33,7 @@ class Unsteady(RuntimeError):
 
 
 def longest_query_ns(run_folder: Path) -> int:
-    return int(_LONGEST.search((run_folder / "mlperf_log_summary.txt").read_text()).group(1))
+    return int(_LONGEST.search((run_folder / SUMMARY_LOG).read_text()).group(1))
 
 
 def steady_run(run: Callable[[], tuple[int, str]], folder: Path, seconds: float, slack: float, attempts: int) -> tuple[int, str]:
